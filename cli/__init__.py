@@ -1,0 +1,1 @@
+"""The `sentflow` command line (installed as the package `sentflow.cli`)."""

@@ -1,0 +1,23 @@
+"""sentflow: make sentence embeddings isotropic (BERT-whitening, BERT-flow) for similarity and search."""
+
+from sentflow._version import __version__
+from sentflow.calibration import Calibrator, load
+from sentflow.encoder import Encoder
+from sentflow.errors import SentflowError
+from sentflow.evaluation import compare
+from sentflow.sts import StsPairs, cosine_scores, evaluate_sts, load_sts
+from sentflow.whitening import Whitening
+
+__all__ = [
+    "Calibrator",
+    "Encoder",
+    "SentflowError",
+    "StsPairs",
+    "Whitening",
+    "__version__",
+    "compare",
+    "cosine_scores",
+    "evaluate_sts",
+    "load",
+    "load_sts",
+]

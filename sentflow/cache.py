@@ -1,0 +1,68 @@
+"""On-disk cache of embeddings keyed by model, pooling, max length and the texts' hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from sentflow.io import load_npy, save_npy
+
+
+def default_cache_dir() -> Path:
+    """$SENTFLOW_CACHE, else $XDG_CACHE_HOME/sentflow, else ~/.cache/sentflow."""
+    if os.environ.get("SENTFLOW_CACHE"):
+        return Path(os.environ["SENTFLOW_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "sentflow"
+
+
+def model_fingerprint(model_path: str) -> str:
+    """Identify a model: its name, plus config and weight sizes/mtimes for a local directory."""
+    path = Path(model_path)
+    if not path.is_dir():
+        return model_path
+    parts = [str(path)]
+    for f in sorted(path.iterdir()):
+        if f.is_file() and (f.suffix in (".json", ".safetensors", ".bin") or f.name == "vocab.txt"):
+            stat = f.stat()
+            parts.append(f"{f.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return "|".join(parts)
+
+
+def texts_digest(texts: list[str]) -> str:
+    """sha256 over the texts, length-prefixed so that boundaries count."""
+    h = hashlib.sha256()
+    for t in texts:
+        data = t.encode("utf-8")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+class EmbeddingCache:
+    """A folder of .npy files, one per (model, pooling, max_length, texts) key."""
+
+    def __init__(self, directory: str | os.PathLike | None = None) -> None:
+        self.directory = Path(directory) if directory is not None else default_cache_dir() / "embeddings"
+
+    def key(self, model: str, pooling: str, max_length: int, texts: list[str]) -> str:
+        spec = {"model": model_fingerprint(model), "pooling": pooling, "max_length": max_length}
+        spec["texts"] = texts_digest(texts)
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+
+    def get(self, key: str, n_rows: int) -> np.ndarray | None:
+        path = self.directory / f"{key}.npy"
+        if not path.is_file():
+            return None
+        try:
+            array = load_npy(path)
+        except ValueError:
+            return None
+        return array if array.ndim == 2 and len(array) == n_rows else None
+
+    def put(self, key: str, array: np.ndarray) -> None:
+        save_npy(self.directory / f"{key}.npy", array)

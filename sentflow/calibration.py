@@ -1,0 +1,86 @@
+"""The calibrator interface shared by whitening and BERT-flow, and `sentflow.load`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from sentflow._version import __version__
+from sentflow.errors import SentflowError
+from sentflow.io import load_tensors, save_tensors
+from sentflow.stats import as_matrix
+
+_REGISTRY: dict[str, type[Calibrator]] = {}
+
+
+class Calibrator(TransformerMixin, BaseEstimator):
+    """fit / transform / inverse_transform / save / to_torch on (n, d) embeddings.
+
+    Subclasses set `method`, implement `_tensors()` and `_restore(tensors, meta)`, and keep
+    `n_features_in_` and `n_components_out_` once fitted.
+    """
+
+    method: ClassVar[str]
+    fitted_for_: dict[str, str | None]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _REGISTRY[cls.method] = cls
+
+    def _check_input(self, X, name: str = "X") -> np.ndarray:
+        """Validate shape and values against what the calibrator was fitted on."""
+        X = as_matrix(X, name)
+        if X.shape[1] != self.n_features_in_:
+            raise SentflowError(
+                f"{name} has {X.shape[1]} features but the {self.method} calibration was fitted on "
+                f"{self.n_features_in_}-d embeddings"
+            )
+        return X
+
+    def save(self, path: str | os.PathLike, *, model: str | None = None, pooling: str | None = None) -> None:
+        """Write the calibration as safetensors + JSON header (method, dims, model, pooling, version)."""
+        if not self.__sklearn_is_fitted__():
+            raise SentflowError(f"cannot save an unfitted {type(self).__name__}; call fit first")
+        fitted_for = dict(getattr(self, "fitted_for_", {}))
+        fitted_for.update({k: v for k, v in (("model", model), ("pooling", pooling)) if v is not None})
+        meta = {
+            "method": self.method,
+            "version": __version__,
+            "params": self.get_params(),
+            "dim_in": int(self.n_features_in_),
+            "dim_out": int(self.n_components_out_),
+            "model": fitted_for.get("model"),
+            "pooling": fitted_for.get("pooling"),
+        }
+        save_tensors(path, self._tensors(), meta)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "n_features_in_")
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        raise NotImplementedError
+
+    def to_torch(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+
+def load(path: str | os.PathLike) -> Calibrator:
+    """Load any calibration written by `Calibrator.save` (no pickle: safetensors + JSON)."""
+    tensors, meta = load_tensors(path)
+    method = meta.get("method")
+    if method not in _REGISTRY:
+        raise SentflowError(f"{path}: unknown calibration method {method!r}")
+    try:
+        calibrator = _REGISTRY[method](**meta.get("params", {}))
+        calibrator._restore(tensors, meta)
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise SentflowError(f"{path}: corrupted {method} calibration ({exc})") from None
+    calibrator.fitted_for_ = {"model": meta.get("model"), "pooling": meta.get("pooling")}
+    return calibrator

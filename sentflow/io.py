@@ -1,0 +1,96 @@
+"""Safe file I/O: atomic writes, pickle-free arrays, and safetensors files with a JSON header."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from sentflow.errors import SentflowError
+
+_META_KEY = "sentflow"
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp_path)` and move the result onto `path` in one step."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Save an array as .npy atomically (never pickled)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+
+    write_atomic(path, write)
+
+
+def load_npy(path: str | os.PathLike) -> np.ndarray:
+    """Load a numeric .npy file without unpickling; errors name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise SentflowError(f"{p}: no such file")
+    try:
+        array = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise SentflowError(f"{p}: not a readable .npy array ({_first_line(exc)})") from None
+    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
+        raise SentflowError(f"{p}: expected a numeric array, got dtype {getattr(array, 'dtype', '?')}")
+    return array
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Write tensors with safetensors and `meta` as JSON in the file's header, atomically."""
+    data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    header = {_META_KEY: json.dumps(meta, sort_keys=True)}
+    write_atomic(path, lambda tmp: save_file(data, str(tmp), metadata=header))
+
+
+def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a file written by `save_tensors`: (tensors, meta). No pickle is involved."""
+    p = Path(path)
+    if not p.is_file():
+        raise SentflowError(f"{p}: no such file")
+    try:
+        tensors = load_file(str(p))
+        with safe_open(str(p), framework="pt") as fh:
+            header = fh.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise SentflowError(f"{p}: not a readable safetensors file ({_first_line(exc)})") from None
+    if _META_KEY not in header:
+        raise SentflowError(f"{p}: safetensors file without sentflow metadata; was it written by sentflow?")
+    try:
+        meta = json.loads(header[_META_KEY])
+    except json.JSONDecodeError:
+        raise SentflowError(f"{p}: corrupted sentflow metadata in the file header") from None
+    return tensors, meta
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

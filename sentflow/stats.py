@@ -1,0 +1,63 @@
+"""Streaming mean and covariance in float64 (exact merge of chunks, shifted-data algorithm)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sentflow.errors import SentflowError
+
+CHUNK_ROWS = 8192
+
+
+def as_matrix(X, name: str = "X") -> np.ndarray:
+    """Check that X is a finite 2-D numeric array and return it as a float32/float64 ndarray."""
+    if hasattr(X, "detach"):
+        X = X.detach().cpu().numpy()
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise SentflowError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if not np.issubdtype(X.dtype, np.number):
+        raise SentflowError(f"{name} must be numeric, got dtype {X.dtype}")
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise SentflowError(f"{name} has NaN or Inf values ({int(bad.sum())} rows, first at row {row})")
+    return X
+
+
+class MomentAccumulator:
+    """n, sum and sum of outer products of (x - shift), accumulated in float64.
+
+    The shift (the mean of the first rows seen) keeps the products small, so the covariance
+    does not lose digits to cancellation when the data have a large common mean.
+    """
+
+    def __init__(self, n_features: int) -> None:
+        self.n_features = n_features
+        self.count = 0
+        self.shift: np.ndarray | None = None
+        self.sum = np.zeros(n_features)
+        self.outer = np.zeros((n_features, n_features))
+
+    def update(self, X: np.ndarray) -> None:
+        if X.shape[1] != self.n_features:
+            raise SentflowError(f"expected {self.n_features} features, got shape {X.shape}")
+        if self.shift is None:
+            self.shift = X[: min(len(X), 1024)].mean(axis=0, dtype=np.float64)
+        for start in range(0, len(X), CHUNK_ROWS):
+            chunk = X[start : start + CHUNK_ROWS].astype(np.float64) - self.shift
+            self.sum += chunk.sum(axis=0)
+            self.outer += chunk.T @ chunk
+        self.count += len(X)
+
+    def mean(self) -> np.ndarray:
+        return self.shift + self.sum / self.count
+
+    def covariance(self) -> np.ndarray:
+        """Unbiased (n - 1) covariance, as numpy.cov and scikit-learn's PCA use."""
+        if self.count < 2:
+            raise SentflowError(f"need at least 2 rows to estimate a covariance, got {self.count}")
+        centred = self.outer - np.outer(self.sum, self.sum) / self.count
+        return (centred + centred.T) / (2 * (self.count - 1))

@@ -1,0 +1,186 @@
+"""STS data sets (STS-B shipped in the package; STS12-16 and SICK-R from a directory or the hub)
+and their metric: Spearman and Pearson x100 of cosine scores against gold."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from sentflow.errors import SentflowError
+
+SPLITS = ("train", "dev", "test")
+SENTEVAL_TASKS = ("sts12", "sts13", "sts14", "sts15", "sts16")
+TASKS = ("sts-b", *SENTEVAL_TASKS, "sick-r")
+_SICK_FILES = {"train": "SICK_train.txt", "dev": "SICK_trial.txt", "test": "SICK_test_annotated.txt"}
+
+
+@dataclass(frozen=True)
+class StsPairs:
+    """Sentence pairs with gold similarity scores."""
+
+    sentences1: list[str]
+    sentences2: list[str]
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def sentences(self) -> list[str]:
+        """Every sentence occurrence: first sentences, then second sentences."""
+        return self.sentences1 + self.sentences2
+
+
+def packaged_stsb_dir() -> Path:
+    """The STS-B copy (with its LICENSE and readme) shipped inside sentflow."""
+    return Path(str(resources.files("sentflow") / "data" / "stsbenchmark"))
+
+
+def read_stsb_file(path: str | os.PathLike) -> StsPairs:
+    """Parse an STS-B csv: tab-separated genre, file, year, id, score, s1, s2[, extra fields]."""
+    s1, s2, scores = [], [], []
+    for lineno, fields in _tab_lines(path):
+        if len(fields) < 7:
+            raise SentflowError(f"{path}, line {lineno}: expected at least 7 tab-separated fields, got {len(fields)}")
+        scores.append(_score(fields[4], path, lineno))
+        s1.append(fields[5])
+        s2.append(fields[6])
+    return _pairs(s1, s2, scores, path)
+
+
+def read_senteval_task(directory: str | os.PathLike) -> StsPairs:
+    """All subsets of one SemEval STS year (STS.input.X.txt + STS.gs.X.txt), unscored pairs skipped."""
+    directory = Path(directory)
+    inputs = sorted(directory.glob("STS.input.*.txt"))
+    if not inputs:
+        raise SentflowError(f"{directory}: no STS.input.*.txt files")
+    s1, s2, scores = [], [], []
+    for inp in inputs:
+        gold_path = inp.with_name(inp.name.replace("STS.input.", "STS.gs."))
+        gold = gold_path.read_text(encoding="utf-8").splitlines()
+        pairs = list(_tab_lines(inp))
+        if len(gold) < len(pairs):
+            raise SentflowError(f"{gold_path}: {len(gold)} scores for {len(pairs)} pairs in {inp.name}")
+        for (lineno, fields), score in zip(pairs, gold, strict=False):
+            if not score.strip():
+                continue
+            if len(fields) < 2:
+                raise SentflowError(f"{inp}, line {lineno}: expected 2 tab-separated sentences")
+            s1.append(fields[0])
+            s2.append(fields[1])
+            scores.append(_score(score, gold_path, lineno))
+    return _pairs(s1, s2, scores, directory)
+
+
+def read_sick_file(path: str | os.PathLike) -> StsPairs:
+    """SICK: pair_ID, sentence_A, sentence_B, relatedness_score, ... (header line optional)."""
+    s1, s2, scores = [], [], []
+    for lineno, fields in _tab_lines(path):
+        if lineno == 1 and fields[0] == "pair_ID":
+            continue
+        if len(fields) < 4:
+            raise SentflowError(f"{path}, line {lineno}: expected at least 4 tab-separated fields")
+        s1.append(fields[1])
+        s2.append(fields[2])
+        scores.append(_score(fields[3], path, lineno))
+    return _pairs(s1, s2, scores, path)
+
+
+def load_sts(
+    name: str = "sts-b", split: str = "test", data_dir: str | os.PathLike | None = None, hub: str | None = None
+) -> StsPairs:
+    """Load an STS split. STS-B comes from the package; `data_dir` points at other copies
+    (the SentEval layout for sts12-16, the SICK files for sick-r); `hub` loads a dataset id or local
+    dataset folder with `datasets.load_dataset` (columns sentence1, sentence2, score)."""
+    if split not in SPLITS:
+        raise SentflowError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if hub is not None:
+        return load_hub_sts(hub, split)
+    if name == "sts-b":
+        return read_stsb_file(Path(data_dir or packaged_stsb_dir()) / f"sts-{split}.csv")
+    if data_dir is None:
+        raise SentflowError(f"{name} is not shipped with sentflow: pass its directory (--data-dir)")
+    if name in SENTEVAL_TASKS:
+        if split != "test":
+            raise SentflowError(f"{name} has only a test split")
+        return read_senteval_task(_senteval_dir(Path(data_dir), name))
+    if name == "sick-r":
+        return read_sick_file(Path(data_dir) / _SICK_FILES[split])
+    raise SentflowError(f"unknown STS task {name!r}; choose one of {', '.join(TASKS)}")
+
+
+def load_hub_sts(source: str, split: str) -> StsPairs:
+    """STS pairs via `datasets.load_dataset(source)`; a score column in [0, 1] is used as is."""
+    import datasets
+
+    hub_split = {"dev": "validation"}.get(split, split)
+    try:
+        data = datasets.load_dataset(source, split=hub_split)
+    except (FileNotFoundError, ValueError, ConnectionError) as exc:
+        raise SentflowError(f"cannot load dataset {source!r} split {hub_split!r}: {exc}") from None
+    score_col = next((c for c in ("score", "label", "similarity_score") if c in data.column_names), None)
+    if score_col is None or not {"sentence1", "sentence2"} <= set(data.column_names):
+        raise SentflowError(f"{source}: needs columns sentence1, sentence2 and score, has {data.column_names}")
+    return _pairs(list(data["sentence1"]), list(data["sentence2"]), list(data[score_col]), source)
+
+
+def cosine_scores(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity, computed in float64."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return (a * b).sum(axis=1) / np.maximum(norms, 1e-300)
+
+
+def evaluate_sts(emb1: np.ndarray, emb2: np.ndarray, gold: np.ndarray) -> dict[str, float]:
+    """Spearman and Pearson correlation x100 between cosine(emb1, emb2) and the gold scores."""
+    if len(emb1) != len(emb2) or len(emb1) != len(gold):
+        raise SentflowError(f"lengths differ: {len(emb1)} / {len(emb2)} embeddings, {len(gold)} scores")
+    cos = cosine_scores(emb1, emb2)
+    return {
+        "spearman": 100.0 * float(stats.spearmanr(cos, gold).statistic),
+        "pearson": 100.0 * float(stats.pearsonr(cos, gold).statistic),
+    }
+
+
+def _senteval_dir(root: Path, name: str) -> Path:
+    folder = f"STS{name[3:]}-en-test"
+    for candidate in (root / folder, root / "sts12-16" / folder, root):
+        if candidate.is_dir() and any(candidate.glob("STS.input.*.txt")):
+            return candidate
+    raise SentflowError(f"{root}: no {folder} directory with STS.input.*.txt files")
+
+
+def _tab_lines(path: str | os.PathLike):
+    """(line number, fields) for each non-empty line; errors name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise SentflowError(f"{p}: no such file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SentflowError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            yield lineno, line.split("\t")
+
+
+def _score(text: str, path, lineno: int) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise SentflowError(f"{path}, line {lineno}: score {text.strip()!r} is not a number") from None
+    if not np.isfinite(value):
+        raise SentflowError(f"{path}, line {lineno}: score is not finite")
+    return value
+
+
+def _pairs(s1: list[str], s2: list[str], scores: list[float], source) -> StsPairs:
+    if not scores:
+        raise SentflowError(f"{source}: no sentence pairs")
+    return StsPairs(s1, s2, np.asarray(scores, dtype=np.float64))

@@ -1,0 +1,162 @@
+"""BERT-whitening: x -> (x - mean) U diag(s^-power), keeping the first k columns (Su et al., 2021)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from sentflow.calibration import Calibrator
+from sentflow.errors import SentflowError
+from sentflow.stats import MomentAccumulator, as_matrix
+
+SINGULAR_RTOL = 1e-10
+
+
+class SingularCovarianceWarning(UserWarning):
+    """The covariance has directions of (near-)zero variance; a ridge is keeping them finite."""
+
+
+class AffineMap(nn.Module):
+    """y = (x - mean) @ weight, as a torch module (float32 buffers)."""
+
+    def __init__(self, mean: np.ndarray, weight: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("weight", torch.as_tensor(weight, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) @ self.weight
+
+
+class Whitening(Calibrator):
+    """Whitening of sentence embeddings, a scikit-learn transformer.
+
+    power=0.5 is BERT-whitening (identity covariance), 0 only centres and rotates, values in
+    between whiten softly. `n_components` keeps the k directions of largest variance.
+    `eps` is a ridge, relative to the largest covariance eigenvalue, added to every eigenvalue
+    before the power is taken. It matters for (near-)null directions: the last layer of a post-LN
+    transformer lies on a hyperplane (LayerNorm output satisfies sum_i (x_i - beta_i) / gamma_i = 0),
+    so `cls` and `last-avg` embeddings have a singular covariance at full dimension. With eps=0 such
+    a covariance is an error; with eps > 0 it is whitened with a warning that names the count.
+    Statistics are float64; `partial_fit` streams chunks with the same result as `fit`.
+    """
+
+    method = "whitening"
+
+    def __init__(self, n_components: int | None = None, power: float = 0.5, eps: float = 1e-6) -> None:
+        self.n_components = n_components
+        self.power = power
+        self.eps = eps
+
+    def fit(self, X, y=None) -> Whitening:
+        """Estimate mean and whitening matrix from X (n_samples, n_features)."""
+        for attr in ("_moments", "_solution"):
+            self.__dict__.pop(attr, None)
+        self.partial_fit(X)._solve()
+        return self
+
+    def partial_fit(self, X, y=None) -> Whitening:
+        """Add a chunk of rows to the running float64 moments; the matrix is solved lazily."""
+        X = as_matrix(X)
+        moments = self.__dict__.get("_moments")
+        if moments is None:
+            self._check_params(X.shape[1])
+            moments = self._moments = MomentAccumulator(X.shape[1])
+        moments.update(X)
+        self.n_features_in_ = X.shape[1]
+        self.__dict__.pop("_solution", None)
+        return self
+
+    def _check_params(self, n_features: int) -> None:
+        k = self.n_components
+        if k is not None and not 1 <= k <= n_features:
+            raise SentflowError(f"n_components={k} must be between 1 and the embedding size {n_features}")
+        if not 0.0 <= self.power <= 1.0 or self.eps < 0:
+            raise SentflowError(f"power must be in [0, 1] and eps >= 0, got power={self.power}, eps={self.eps}")
+
+    def _solve(self) -> dict[str, np.ndarray]:
+        if "_solution" not in self.__dict__:
+            self._solution = self._solve_from(self._moments)
+        return self._solution
+
+    def _solve_from(self, moments: MomentAccumulator) -> dict[str, np.ndarray]:
+        k = self.n_components or moments.n_features
+        if moments.count <= k and self.power > 0 and self.eps == 0:
+            raise SentflowError(
+                f"fewer sentences ({moments.count}) than dimensions to whiten ({k}): "
+                "fit on more sentences, or set a smaller n_components (--dim)"
+            )
+        values, vectors = np.linalg.eigh(moments.covariance())
+        values, vectors = np.clip(values[::-1], 0.0, None), vectors[:, ::-1]
+        vectors *= np.sign(vectors[np.abs(vectors).argmax(axis=0), range(len(values))])
+        kept = values[:k]
+        null = int((kept <= SINGULAR_RTOL * kept[0]).sum())
+        if null and self.power > 0:
+            message = (
+                f"covariance is singular: {null} of the {k} kept directions have (near-)zero variance "
+                f"(eigenvalue {kept[-1]:.3g} vs largest {kept[0]:.3g})"
+            )
+            if self.eps == 0:
+                raise SentflowError(f"{message}; use more data, n_components <= {k - null}, or a ridge eps > 0")
+            warnings.warn(
+                f"{message}; the ridge eps={self.eps:g} keeps them finite", SingularCovarianceWarning, stacklevel=4
+            )
+        scale = (kept + self.eps * values[0]) ** -self.power
+        return {"mean": moments.mean(), "eigenvalues": values, "rotation": vectors, "weight": vectors[:, :k] * scale}
+
+    @property
+    def mean_(self) -> np.ndarray:
+        return self._solve()["mean"]
+
+    @property
+    def components_(self) -> np.ndarray:
+        """The (n_features, k) whitening matrix W."""
+        return self._solve()["weight"]
+
+    @property
+    def eigenvalues_(self) -> np.ndarray:
+        """All covariance eigenvalues, largest first."""
+        return self._solve()["eigenvalues"]
+
+    @property
+    def n_components_out_(self) -> int:
+        return self.n_components or self.n_features_in_
+
+    @property
+    def n_samples_seen_(self) -> int:
+        return self._moments.count if "_moments" in self.__dict__ else 0
+
+    def transform(self, X) -> np.ndarray:
+        """Whitened (n, k) vectors, in X's float dtype."""
+        X = self._check_input(X)
+        sol = self._solve()
+        return ((X - sol["mean"].astype(X.dtype)) @ sol["weight"].astype(X.dtype)).astype(X.dtype, copy=False)
+
+    def inverse_transform(self, Z) -> np.ndarray:
+        """Map whitened vectors back (full rank only: n_components=None)."""
+        if self.n_components_out_ != self.n_features_in_:
+            raise SentflowError("inverse_transform needs a full-rank whitening (n_components=None)")
+        Z = as_matrix(Z, "Z")
+        sol = self._solve()
+        scale = (sol["eigenvalues"] + self.eps * sol["eigenvalues"][0]) ** self.power
+        return ((Z.astype(np.float64) * scale) @ sol["rotation"].T + sol["mean"]).astype(Z.dtype, copy=False)
+
+    def to_torch(self) -> AffineMap:
+        """An nn.Module computing the same map on torch tensors."""
+        sol = self._solve()
+        return AffineMap(sol["mean"], sol["weight"])
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        sol = self._solve()
+        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sol.items()}
+
+    def _restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        self._solution = {
+            k: tensors[k].numpy().astype(np.float64) for k in ("mean", "eigenvalues", "rotation", "weight")
+        }
+        self.n_features_in_ = int(meta["dim_in"])
+        if self._solution["weight"].shape != (self.n_features_in_, int(meta["dim_out"])):
+            raise KeyError("weight shape does not match the header's dims")
