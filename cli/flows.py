@@ -1,0 +1,125 @@
+"""`sentflow flows train | eval | sample`: the image normalizing flows (NICE, RealNVP, Glow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sentflow.errors import SentflowError
+from sentflow.flows import (
+    MODELS,
+    FlowModel,
+    TrainConfig,
+    Trainer,
+    build_model,
+    evaluate_bpd,
+    load_data,
+    read_checkpoint,
+    seed_everything,
+)
+from sentflow.flows.checkpoint import CHECKPOINT_NAME, check_shape
+from sentflow.flows.grid import save_grid
+from sentflow.flows.train import default_device
+
+from .common import user_errors
+
+flows_app = typer.Typer(help="Train, evaluate and sample image normalizing flows (NICE, RealNVP, Glow).",
+                        no_args_is_help=True)
+
+Data = Annotated[str, typer.Option(help="'digits' (embedded 8x8, 17 levels) or 'mnist:DIR' (IDX, .gz ok).")]
+Ckpt = Annotated[Path, typer.Argument(help="A checkpoint.safetensors written by `flows train`.")]
+
+
+def _config(text: str) -> dict:
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SentflowError(f"--config is not valid JSON ({exc.msg})") from None
+    if not isinstance(config, dict):
+        raise SentflowError("--config must be a JSON object, e.g. '{\"hidden\": 64}'")
+    return config
+
+
+def _start_model(model: str, ckpt_path: Path, resume: bool, config: str, shape: tuple, n_bins: int,
+                 seed: int) -> FlowModel:
+    """The checkpoint's model when resuming, else a fresh seeded one."""
+    if resume and ckpt_path.is_file():
+        flow = read_checkpoint(ckpt_path).model
+        if flow.name != model:
+            raise SentflowError(f"{ckpt_path}: holds a {flow.name} model, not {model}")
+        return flow
+    seed_everything(seed)
+    return build_model(model, data_shape=shape, n_bins=n_bins, **_config(config))
+
+
+@flows_app.command()
+@user_errors
+def train(
+    model: Annotated[str, typer.Argument(help=f"One of {', '.join(MODELS)}.")],
+    out: Annotated[Path, typer.Option(help="Directory for checkpoint.safetensors (the last good epoch).")],
+    data: Data = "digits",
+    epochs: Annotated[int, typer.Option(min=1)] = 10,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
+    seed: int = 0,
+    optimizer: Annotated[str, typer.Option(help="adam or adamax.")] = "adam",
+    warmup: Annotated[int, typer.Option(min=0, help="Learning-rate warm-up steps.")] = 200,
+    clip: Annotated[float, typer.Option(min=0.0, help="Gradient-norm clipping.")] = 50.0,
+    minutes: Annotated[float, typer.Option(min=0.0, help="Wall-clock budget in minutes (0: none).")] = 0.0,
+    config: Annotated[str, typer.Option(help="Model options as JSON, e.g. '{\"steps\": 4}'.")] = "{}",
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.safetensors.")] = False,
+) -> None:
+    """Train a flow; writes OUT/checkpoint.safetensors after every epoch and prints test bits/dim."""
+    if model not in MODELS:
+        raise SentflowError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    if optimizer not in ("adam", "adamax"):
+        raise SentflowError(f"unknown optimizer {optimizer!r}; use adam or adamax")
+    images = load_data(data)
+    ckpt_path = out / CHECKPOINT_NAME
+    flow = _start_model(model, ckpt_path, resume, config, images.shape, images.n_bins, seed)
+    check_shape(flow, images.shape, data)
+    settings = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, warmup_steps=warmup,
+                           clip_norm=clip, seed=seed, max_minutes=minutes or None)
+    trainer = Trainer(flow, settings, out)
+    if resume and ckpt_path.is_file():
+        trainer.resume(ckpt_path)
+    trainer.fit(images.train)
+    typer.echo(f"test bits/dim: {evaluate_bpd(trainer.model, images.test, seed=seed):.4f}")
+    typer.echo(f"checkpoint: {ckpt_path}")
+
+
+def _load(checkpoint: Path) -> FlowModel:
+    return read_checkpoint(checkpoint).model.eval().to(default_device())
+
+
+@flows_app.command("eval")
+@user_errors
+def evaluate(checkpoint: Ckpt, data: Data = "digits",
+             seed: Annotated[int, typer.Option(help="Seed of the dequantization noise.")] = 0) -> None:
+    """Print the test bits/dim of a checkpoint."""
+    model = _load(checkpoint)
+    images = load_data(data)
+    check_shape(model, images.shape, data)
+    if images.n_bins != model.n_bins:
+        raise SentflowError(f"{checkpoint}: model expects {model.n_bins} levels, {data} has {images.n_bins}")
+    typer.echo(f"test bits/dim: {evaluate_bpd(model, images.test, seed=seed):.4f}")
+
+
+@flows_app.command()
+@user_errors
+def sample(
+    checkpoint: Ckpt,
+    n: Annotated[int, typer.Option(min=1)] = 64,
+    temperature: Annotated[float, typer.Option(min=0.0)] = 0.7,
+    seed: int = 0,
+    scale: Annotated[int, typer.Option(min=1, help="PNG pixels per image pixel.")] = 4,
+    out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("grid.png"),
+) -> None:
+    """Draw N samples at a temperature and save them as a PNG grid."""
+    model = _load(checkpoint)
+    seed_everything(seed)
+    save_grid(out, model.sample(n, temperature), scale)
+    typer.echo(f"wrote {out}")

@@ -1,0 +1,118 @@
+"""NICE, RealNVP and Glow for images of shape (C, H, W), plus the name -> class registry.
+
+Every model takes x = k / n_bins in [0, 1) (see `sentflow.flows.base` for bits/dim) and starts with
+uniform dequantization.  Constructor arguments are plain JSON values, stored in checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from sentflow.errors import SentflowError
+from sentflow.flows.actnorm import ActNorm, DiagonalScaling
+from sentflow.flows.base import Flow, FlowModel, FlowSequential
+from sentflow.flows.coupling import AdditiveCoupling, AffineCoupling
+from sentflow.flows.invconv import InvConv
+from sentflow.flows.nets import MLP, ConvNet
+from sentflow.flows.preprocess import Dequantize, Logit
+from sentflow.flows.priors import PRIORS
+from sentflow.flows.reshape import Flatten, Split, Squeeze, Unsqueeze
+
+
+class NICE(FlowModel):
+    """NICE (Dinh et al. 2014): flatten, `couplings` additive couplings of ReLU MLPs (`depth` hidden layers of
+    `hidden` units; the paper uses 4 couplings, 5 x 1000 on MNIST) with alternating odd/even partitions, a
+    diagonal scaling, and a logistic prior by default (prior="normal" for Gaussian). No logit: data in [0, 1).
+    """
+
+    name = "nice"
+
+    def __init__(self, data_shape: Sequence[int] = (1, 8, 8), n_bins: int = 17, hidden: int = 1000,
+                 depth: int = 5, couplings: int = 4, prior: str = "logistic") -> None:
+        if prior not in PRIORS:
+            raise SentflowError(f"unknown prior {prior!r}; choose one of {sorted(PRIORS)}")
+        d = math.prod(data_shape)
+        layers: list[Flow] = [Dequantize(n_bins), Flatten(data_shape)]
+        layers += [AdditiveCoupling(d, MLP(hidden, depth), "checkerboard", i % 2) for i in range(couplings)]
+        layers.append(DiagonalScaling(d))
+        config = {"hidden": hidden, "depth": depth, "couplings": couplings, "prior": prior}
+        flow = FlowSequential(*layers)
+        super().__init__(flow, PRIORS[prior](), data_shape, n_bins, config, latent_shape=(d,))
+
+
+def _realnvp_scale(channels: int, size: int, scales_left: int, hidden: int) -> Flow:
+    """One RealNVP scale on (channels, size, size): 3 checkerboard couplings, squeeze, 3 channel couplings,
+    factor out half and recurse; the last scale has 4 checkerboard couplings.  Keeps the input shape."""
+    net = ConvNet(hidden)
+    if scales_left == 1 or size % 2:
+        return FlowSequential(*(AffineCoupling(channels, net, "checkerboard", i % 2, "tanh")
+                                for i in range(4)))
+    c4 = 4 * channels
+    inner = _realnvp_scale(c4 // 2, size // 2, scales_left - 1, hidden)
+    return FlowSequential(
+        *(AffineCoupling(channels, net, "checkerboard", i % 2, "tanh") for i in range(3)),
+        Squeeze(),
+        *(AffineCoupling(c4, net, "channel", i % 2, "tanh") for i in range(3)),
+        Split(c4, inner, net),
+        Unsqueeze(),
+    )
+
+
+class RealNVP(FlowModel):
+    """RealNVP (Dinh et al. 2016): logit pre-processing, then `scales` multi-scale levels of affine couplings
+    (tanh-bounded scale, conv nets of width `hidden`), factoring out half of the channels per level with a
+    learned conditional Gaussian prior.  Simplification: plain conv nets, no batch norm / ResNets."""
+
+    name = "realnvp"
+
+    def __init__(self, data_shape: Sequence[int] = (1, 8, 8), n_bins: int = 17, hidden: int = 64,
+                 scales: int = 2, alpha: float = 0.05) -> None:
+        c, h, _ = data_shape
+        flow = FlowSequential(Dequantize(n_bins), Logit(alpha), _realnvp_scale(c, h, scales, hidden))
+        config = {"hidden": hidden, "scales": scales, "alpha": alpha}
+        super().__init__(flow, PRIORS["normal"](), data_shape, n_bins, config)
+
+
+def _glow_level(channels: int, levels_left: int, steps: int, hidden: int) -> Flow:
+    """Squeeze, `steps` x (ActNorm, 1x1 conv, affine coupling), split and recurse; keeps the input shape."""
+    c4 = 4 * channels
+    net = ConvNet(hidden)
+    body: list[Flow] = [Squeeze()]
+    for _ in range(steps):
+        body += [ActNorm(c4), InvConv(c4), AffineCoupling(c4, net, "channel", 0, "sigmoid")]
+    if levels_left > 1:
+        body.append(Split(c4, _glow_level(c4 // 2, levels_left - 1, steps, hidden), net))
+    return FlowSequential(*body, Unsqueeze())
+
+
+class Glow(FlowModel):
+    """Glow (Kingma & Dhariwal 2018): `levels` levels x `steps` steps of ActNorm, LU 1x1 conv and affine
+    coupling (zero-initialised, scale sigmoid(s + 2)), conv nets of width `hidden`; split latents get a
+    learned conditional Gaussian prior.  Input x - 0.5 is centred by the first ActNorm instead."""
+
+    name = "glow"
+
+    def __init__(self, data_shape: Sequence[int] = (1, 8, 8), n_bins: int = 17, levels: int = 2,
+                 steps: int = 8, hidden: int = 64) -> None:
+        c, h, w = data_shape
+        if h % (2**levels) or w % (2**levels):
+            raise SentflowError(f"Glow with {levels} levels needs H and W divisible by {2**levels}, "
+                                f"got {h}x{w}")
+        flow = FlowSequential(Dequantize(n_bins), _glow_level(c, levels, steps, hidden))
+        config = {"levels": levels, "steps": steps, "hidden": hidden}
+        super().__init__(flow, PRIORS["normal"](), data_shape, n_bins, config)
+
+
+MODELS: dict[str, type[FlowModel]] = {"nice": NICE, "realnvp": RealNVP, "glow": Glow}
+
+
+def build_model(name: str, **config) -> FlowModel:
+    """Instantiate a registered model by name with its constructor config."""
+    if name not in MODELS:
+        raise SentflowError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    try:
+        return MODELS[name](**config)
+    except TypeError as exc:
+        raise SentflowError(f"bad config for model {name!r}: {exc}") from None
+
