@@ -8,8 +8,11 @@ from typing import Annotated
 
 import typer
 
+from sentflow.errors import SentflowError
+
 from .common import user_errors
 from .data import fit_data, read_embeddings, read_sentences
+from .flows import flows_app
 
 app = typer.Typer(
     name="sentflow",
@@ -18,6 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(flows_app, name="flows")
 
 Model = Annotated[str, typer.Option(help="all-MiniLM-L6-v2 (embedded), a local HF directory, or a hub id.")]
 Pooling = Annotated[str, typer.Option(help="cls | pooler | last-avg | first-last-avg | last2avg")]
@@ -82,10 +86,10 @@ def fit(
     from sentflow.evaluation import make_calibrator
 
     if method not in ("whitening", "flow"):
-        raise typer.BadParameter(f"unknown method {method!r}; choose whitening or flow", param_hint="--method")
+        raise SentflowError(f"unknown --method {method!r}; choose whitening or flow")
     rows = fit_data(data, _encoder(model, pooling, batch_size), data_dir)
     if dim is not None and dim > rows.shape[1]:
-        raise typer.BadParameter(f"{dim} is larger than the embedding size {rows.shape[1]}", param_hint="--dim")
+        raise SentflowError(f"--dim {dim} is larger than the embedding size {rows.shape[1]}")
     calibrator = make_calibrator(method, dim, power, **_flow_options(levels, depth, hidden, epochs, lr, seed))
     calibrator.fit(rows)
     from_npy = data.endswith(".npy")
