@@ -89,14 +89,12 @@ def compare(
     """Test-split Spearman/Pearson x100 of each method, fitted without labels on `fit_on` sentences."""
     wanted = fit_splits(task, fit_on)
     splits = {name: load_sts(task, name, data_dir) for name in sorted({*wanted, "test"})}
+    if dim is not None and not 1 <= dim <= encoder.dim:
+        raise SentflowError(f"--dim {dim} must be between 1 and the embedding size {encoder.dim}")
+    calibrators = [make_calibrator(m, dim, power, **(flow_options or {})) for m in methods]
     vectors = encode_pairs(encoder, splits)
     fit_rows = np.concatenate([vectors[name] for name in wanted])
-    if dim is not None and not 1 <= dim <= fit_rows.shape[1]:
-        raise SentflowError(f"--dim {dim} must be between 1 and the embedding size {fit_rows.shape[1]}")
-    results = [
-        score(make_calibrator(m, dim, power, **(flow_options or {})), fit_rows, vectors["test"], splits["test"].scores)
-        for m in methods
-    ]
+    results = [score(c, fit_rows, vectors["test"], splits["test"].scores) for c in calibrators]
     return {
         "task": task,
         "model": encoder.model_name,

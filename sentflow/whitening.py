@@ -84,7 +84,7 @@ class Whitening(Calibrator):
 
     def _solve_from(self, moments: MomentAccumulator) -> dict[str, np.ndarray]:
         k = self.n_components or moments.n_features
-        if moments.count <= k and self.power > 0 and self.eps == 0:
+        if moments.count <= k and self.power > 0:
             raise SentflowError(
                 f"fewer sentences ({moments.count}) than dimensions to whiten ({k}): "
                 "fit on more sentences, or set a smaller n_components (--dim)"

@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny random BERT saved as a HF directory, and slices of the real STS-B."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sentflow.sts import packaged_stsb_dir
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+WORDS = (
+    "a the man woman girl boy dog cat is are playing eating running guitar ball on in with and of "
+    "hair her his styling brushing soccer beach group men people street car . ,"
+).split()
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BertModel with a word-level vocabulary, saved with save_pretrained."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    vocab = directory / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=128,
+    )
+    BertModel(config).eval().save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def stsb_slice_dir(tmp_path_factory) -> Path:
+    """The first 120 lines of each real STS-B split, in STS-B's own layout."""
+    directory = tmp_path_factory.mktemp("stsb-slice")
+    for split in ("train", "dev", "test"):
+        lines = (packaged_stsb_dir() / f"sts-{split}.csv").read_text(encoding="utf-8").splitlines()[:120]
+        (directory / f"sts-{split}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return directory

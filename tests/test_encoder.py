@@ -1,0 +1,89 @@
+"""Encoder: every pooling against a hand computation on a tiny random BertModel, order, cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from sentflow import Encoder, SentflowError
+from sentflow.models import DEFAULT_MODEL, resolve_model
+
+SENTENCES = [
+    "a man is playing the guitar .",
+    "the dog",
+    "a girl is brushing her hair with a ball on the beach and the cat is eating .",
+    "men",
+    "a group of people are running in the street , and a car .",
+]
+
+
+def hand_pooled(model_dir, sentence: str, pooling: str) -> np.ndarray:
+    """One sentence at a time (no padding), pooled by the definition in sentflow.pooling's docstring."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        out = model(**tokenizer(sentence, return_tensors="pt"), output_hidden_states=True)
+    hs = [h[0] for h in out.hidden_states]  # (T, H) per layer; hs[0] is the embedding layer
+    value = {
+        "cls": hs[-1][0],
+        "pooler": out.pooler_output[0],
+        "last-avg": hs[-1].mean(0),
+        "first-last-avg": (hs[1].mean(0) + hs[-1].mean(0)) / 2,
+        "last2avg": (hs[-2].mean(0) + hs[-1].mean(0)) / 2,
+    }[pooling]
+    return value.numpy()
+
+
+@pytest.mark.parametrize("pooling", ["cls", "pooler", "last-avg", "first-last-avg", "last2avg"])
+def test_pooling_matches_hand_computation(tiny_bert_dir, pooling):
+    encoder = Encoder(str(tiny_bert_dir), pooling=pooling, batch_size=2, cache=False)
+    got = encoder.encode(SENTENCES)
+    assert got.dtype == np.float32 and got.shape == (len(SENTENCES), 32)
+    expected = np.stack([hand_pooled(tiny_bert_dir, s, pooling) for s in SENTENCES])
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+
+
+def test_batch_size_and_order_do_not_change_vectors(tiny_bert_dir):
+    one = Encoder(str(tiny_bert_dir), batch_size=1, cache=False).encode(SENTENCES)
+    many = Encoder(str(tiny_bert_dir), batch_size=64, cache=False).encode(SENTENCES[::-1])
+    np.testing.assert_allclose(one, many[::-1], atol=2e-5)
+
+
+def test_cache_returns_same_vectors_without_running_the_model(tiny_bert_dir, tmp_path, monkeypatch):
+    encoder = Encoder(str(tiny_bert_dir), pooling="cls", cache=tmp_path)
+    first = encoder.encode(SENTENCES)
+    assert len(list(tmp_path.glob("*.npy"))) == 1
+
+    def refuse(*args):
+        raise AssertionError("the model ran although the embeddings were cached")
+
+    fresh = Encoder(str(tiny_bert_dir), pooling="cls", cache=tmp_path)
+    monkeypatch.setattr(fresh, "_encode", refuse)
+    np.testing.assert_array_equal(fresh.encode(SENTENCES), first)
+    other_pooling = Encoder(str(tiny_bert_dir), pooling="last-avg", cache=tmp_path)
+    assert not np.allclose(other_pooling.encode(SENTENCES), first)
+    assert len(list(tmp_path.glob("*.npy"))) == 2
+
+
+def test_bad_arguments():
+    with pytest.raises(SentflowError, match="unknown pooling 'mean'"):
+        Encoder(pooling="mean")
+    with pytest.raises(SentflowError, match="cannot load model"):
+        Encoder("/nonexistent/model/dir-" + "x" * 3, cache=False).encode(["a"])
+
+
+def test_default_model_resolves_to_the_packaged_directory():
+    path = resolve_model(DEFAULT_MODEL)
+    assert path.endswith("model")
+    assert (__import__("pathlib").Path(path) / "config.json").is_file()
+
+
+@pytest.mark.slow
+def test_embedded_model_gives_meaningful_vectors():
+    encoder = Encoder(cache=False)
+    a, b, c = encoder.encode(["A man is playing a guitar.", "A person plays the guitar.", "The stock market fell."])
+    cos = lambda u, v: float(u @ v / np.linalg.norm(u) / np.linalg.norm(v))  # noqa: E731
+    assert encoder.dim == 384
+    assert cos(a, b) > cos(a, c) + 0.3

@@ -1,0 +1,149 @@
+"""Whitening against independent oracles: numpy covariance, scikit-learn PCA(whiten=True)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.base import clone
+from sklearn.decomposition import PCA
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import Normalizer
+
+import sentflow
+from sentflow import SentflowError, Whitening
+from sentflow.sts import cosine_scores
+from sentflow.whitening import SingularCovarianceWarning
+
+
+def anisotropic(n: int = 600, d: int = 24, seed: int = 0, offset: float = 40.0) -> np.ndarray:
+    """Correlated data with a large common mean, like raw BERT vectors."""
+    rng = np.random.default_rng(seed)
+    mixing = rng.standard_normal((d, d)) * np.logspace(0, -1.5, d)[:, None]
+    return rng.standard_normal((n, d)) @ mixing + offset * rng.random(d)
+
+
+def test_whitened_covariance_is_identity_and_mean_zero():
+    X = anisotropic()
+    Z = Whitening(eps=0).fit(X).transform(X)
+    np.testing.assert_allclose(np.cov(Z, rowvar=False), np.eye(X.shape[1]), atol=1e-9)
+    np.testing.assert_allclose(Z.mean(axis=0), 0, atol=1e-9)
+
+
+@pytest.mark.parametrize("k", [None, 10, 3])
+def test_cosine_scores_equal_sklearn_pca_whiten(k):
+    X = anisotropic(seed=1)
+    a, b = anisotropic(50, seed=2), anisotropic(50, seed=3)
+    ours = Whitening(n_components=k, eps=0).fit(X)
+    pca = PCA(n_components=k, whiten=True, svd_solver="full").fit(X)
+    np.testing.assert_allclose(
+        cosine_scores(ours.transform(a), ours.transform(b)),
+        cosine_scores(pca.transform(a), pca.transform(b)),
+        atol=1e-9,
+    )
+    np.testing.assert_allclose(ours.eigenvalues_[: ours.n_components_out_], pca.explained_variance_, rtol=1e-9)
+
+
+def test_power_zero_only_centres_and_rotates():
+    X = anisotropic(seed=4)
+    Z = Whitening(power=0.0).fit(X).transform(X)
+    centred = X - X.mean(axis=0)
+    np.testing.assert_allclose(Z @ Z.T, centred @ centred.T, rtol=1e-9, atol=1e-7)
+
+
+def test_soft_whitening_covariance_spectrum():
+    X = anisotropic(seed=5)
+    w = Whitening(power=0.25, eps=0).fit(X)
+    spectrum = np.linalg.eigvalsh(np.cov(w.transform(X), rowvar=False))[::-1]
+    expected = np.linalg.eigvalsh(np.cov(X, rowvar=False))[::-1] ** 0.5
+    np.testing.assert_allclose(spectrum, expected, rtol=1e-8)
+
+
+@settings(max_examples=15, deadline=None)
+@given(chunks=st.integers(2, 12), seed=st.integers(0, 1000))
+def test_partial_fit_equals_fit(chunks, seed):
+    X = anisotropic(700, 16, seed=seed).astype(np.float32)
+    full = Whitening(eps=0).fit(X)
+    streamed = Whitening(eps=0)
+    for part in np.array_split(X, chunks):
+        streamed.partial_fit(part)
+    np.testing.assert_allclose(streamed.mean_, full.mean_, rtol=1e-10, atol=1e-9)
+    probe = X[:40].astype(np.float64)
+    np.testing.assert_allclose(streamed.transform(probe), full.transform(probe), atol=1e-6)
+
+
+def test_float64_accumulation_survives_a_large_offset():
+    X = anisotropic(2000, 8, seed=6, offset=1e4)
+    reference = np.cov(X, rowvar=False)
+    w = Whitening(eps=0).fit(X.astype(np.float64))
+    np.testing.assert_allclose(w._moments.covariance(), reference, rtol=1e-9, atol=1e-9)
+
+
+def test_inverse_transform_round_trip():
+    X = anisotropic(seed=7)
+    w = Whitening().fit(X)
+    np.testing.assert_allclose(w.inverse_transform(w.transform(X)), X, rtol=1e-10, atol=1e-9)
+    with pytest.raises(SentflowError, match="full-rank"):
+        Whitening(n_components=5).fit(X).inverse_transform(np.zeros((2, 5)))
+
+
+def test_save_load_round_trip_is_exact(tmp_path):
+    X = anisotropic(seed=8)
+    w = Whitening(n_components=12, power=0.4).fit(X)
+    path = tmp_path / "calib.safetensors"
+    w.save(path, model="tiny", pooling="cls")
+    loaded = sentflow.load(path)
+    assert isinstance(loaded, Whitening)
+    assert loaded.get_params() == w.get_params()
+    assert loaded.fitted_for_ == {"model": "tiny", "pooling": "cls"}
+    np.testing.assert_array_equal(loaded.transform(X), w.transform(X))
+
+
+def test_to_torch_matches_numpy():
+    X = anisotropic(seed=9).astype(np.float32)
+    w = Whitening(n_components=8).fit(X)
+    with torch.no_grad():
+        out = w.to_torch()(torch.from_numpy(X)).numpy()
+    np.testing.assert_allclose(out, w.transform(X), rtol=1e-4, atol=1e-4)
+
+
+def test_sklearn_conventions_and_pipeline():
+    X = anisotropic(seed=10)
+    w = Whitening(n_components=6, power=0.5)
+    assert clone(w).get_params() == {"n_components": 6, "power": 0.5, "eps": 1e-6}
+    out = make_pipeline(Whitening(n_components=6), Normalizer()).fit_transform(X)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-12)
+
+
+def test_transform_keeps_float32():
+    X = anisotropic(seed=11).astype(np.float32)
+    assert Whitening().fit(X).transform(X).dtype == np.float32
+
+
+def test_singular_covariance_is_an_error_without_ridge_and_a_warning_with_it():
+    X = anisotropic(400, 10, seed=12)
+    X = np.hstack([X, X[:, :1] + X[:, 1:2]])  # exactly dependent column
+    with pytest.raises(SentflowError, match=r"singular: 1 of the 11 .*n_components <= 10"):
+        Whitening(eps=0).fit(X)
+    with pytest.warns(SingularCovarianceWarning, match="1 of the 11"):
+        Z = Whitening(eps=1e-6).fit(X).transform(X)
+    assert np.isfinite(Z).all()
+    Whitening(n_components=10, eps=0).fit(X)  # dropping the null direction is fine
+
+
+def test_bad_inputs_are_named():
+    X = anisotropic(50, 8)
+    with pytest.raises(SentflowError, match="fewer sentences \\(5\\) than dimensions to whiten \\(8\\)"):
+        Whitening().fit(X[:5])
+    bad = X.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(SentflowError, match="NaN or Inf values \\(1 rows, first at row 3\\)"):
+        Whitening().fit(bad)
+    with pytest.raises(SentflowError, match="n_components=9 must be between 1 and the embedding size 8"):
+        Whitening(n_components=9).fit(X)
+    with pytest.raises(SentflowError, match="has 7 features but the whitening calibration was fitted on 8-d"):
+        Whitening().fit(X).transform(X[:, :7])
+    with pytest.raises(SentflowError, match="must be 2-D"):
+        Whitening().fit(X[0])
