@@ -1,0 +1,96 @@
+"""`sentflow flows train | eval | sample` through Typer's CliRunner, including bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+
+import numpy as np
+import pytest
+import typer
+from matplotlib.image import imread
+from test_flows_data import idx_bytes
+from typer.testing import CliRunner
+
+try:
+    from sentflow.cli.flows import flows_app
+except ImportError:  # not installed: run from the repository root
+    from cli.flows import flows_app
+
+app = typer.Typer()
+app.add_typer(flows_app, name="flows")
+runner = CliRunner()
+TINY_GLOW = json.dumps({"levels": 2, "steps": 1, "hidden": 8})
+
+
+def bpd(output: str) -> float:
+    return float(re.search(r"test bits/dim: ([0-9.]+)", output).group(1))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    result = runner.invoke(app, ["flows", "train", "glow", "--out", str(out), "--epochs", "1",
+                                 "--batch-size", "128", "--config", TINY_GLOW, "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    return out / "checkpoint.safetensors", result.output
+
+
+def test_train_writes_a_checkpoint_and_eval_reproduces_its_test_bpd(trained) -> None:
+    path, output = trained
+    assert path.is_file() and 1.0 < bpd(output) < 8.0
+    result = runner.invoke(app, ["flows", "eval", str(path), "--data", "digits", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert bpd(result.output) == bpd(output)
+
+
+def test_resume_continues_from_the_checkpoint(trained, tmp_path) -> None:
+    path, _ = trained
+    (tmp_path / "checkpoint.safetensors").write_bytes(path.read_bytes())
+    result = runner.invoke(app, ["flows", "train", "glow", "--out", str(tmp_path), "--epochs", "2",
+                                 "--batch-size", "128", "--seed", "3", "--resume"])
+    assert result.exit_code == 0, result.output
+    from sentflow.flows import read_checkpoint
+
+    assert read_checkpoint(tmp_path / "checkpoint.safetensors").meta["epoch"] == 2
+
+
+def test_sample_writes_a_png_grid(trained, tmp_path) -> None:
+    path, _ = trained
+    out = tmp_path / "grid.png"
+    result = runner.invoke(app, ["flows", "sample", str(path), "--n", "16", "--temperature", "0.7",
+                                 "--scale", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert imread(out).shape[:2] == (2 * (4 * 9 + 1), 2 * (4 * 9 + 1))  # 4x4 tiles of 8 px + 1 px padding
+
+
+def error_of(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_bad_inputs_give_one_line_errors_and_exit_code_1(trained, tmp_path) -> None:
+    path, _ = trained
+    assert "unknown model" in error_of(["flows", "train", "pixelcnn", "--out", str(tmp_path)])
+    assert "not found" in error_of(["flows", "train", "nice", "--out", str(tmp_path),
+                                    "--data", f"mnist:{tmp_path / 'absent'}"])
+    assert "JSON" in error_of(["flows", "train", "glow", "--out", str(tmp_path), "--config", "{oops"])
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a safetensors file")
+    assert "broken.safetensors" in error_of(["flows", "eval", str(broken)])
+    assert "no such file" in error_of(["flows", "sample", str(tmp_path / "none.safetensors")])
+
+
+def test_a_checkpoint_for_another_shape_is_refused(trained, tmp_path) -> None:
+    path, _ = trained
+    images = np.zeros((20, 28, 28), np.uint8)
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images)))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(20, np.uint8)))
+    message = error_of(["flows", "eval", str(path), "--data", f"mnist:{tmp_path}"])
+    assert "[1, 8, 8]" in message and "[1, 28, 28]" in message
