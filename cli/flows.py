@@ -71,6 +71,7 @@ def train(
     minutes: Annotated[float, typer.Option(min=0.0, help="Wall-clock budget in minutes (0: none).")] = 0.0,
     config: Annotated[str, typer.Option(help="Model options as JSON, e.g. '{\"steps\": 4}'.")] = "{}",
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.safetensors.")] = False,
+    threads: Annotated[int, typer.Option(min=0, help="CPU threads (0: all cores).")] = 0,
 ) -> None:
     """Train a flow; writes OUT/checkpoint.safetensors after every epoch and prints test bits/dim."""
     if model not in MODELS:
@@ -82,7 +83,7 @@ def train(
     flow = _start_model(model, ckpt_path, resume, config, images.shape, images.n_bins, seed)
     check_shape(flow, images.shape, data)
     settings = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, warmup_steps=warmup,
-                           clip_norm=clip, seed=seed, max_minutes=minutes or None)
+                           clip_norm=clip, seed=seed, max_minutes=minutes or None, threads=threads)
     trainer = Trainer(flow, settings, out)
     if resume and ckpt_path.is_file():
         trainer.resume(ckpt_path)

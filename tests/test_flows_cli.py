@@ -11,6 +11,7 @@ import pytest
 import typer
 from matplotlib.image import imread
 from test_flows_data import idx_bytes
+from test_flows_layers import one_thread  # noqa: F401
 from typer.testing import CliRunner
 
 try:
@@ -32,7 +33,7 @@ def bpd(output: str) -> float:
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     result = runner.invoke(app, ["flows", "train", "glow", "--out", str(out), "--epochs", "1",
-                                 "--batch-size", "128", "--config", TINY_GLOW, "--seed", "3"])
+                                 "--batch-size", "128", "--config", TINY_GLOW, "--seed", "3", "--threads", "1"])
     assert result.exit_code == 0, result.output
     return out / "checkpoint.safetensors", result.output
 
@@ -49,7 +50,7 @@ def test_resume_continues_from_the_checkpoint(trained, tmp_path) -> None:
     path, _ = trained
     (tmp_path / "checkpoint.safetensors").write_bytes(path.read_bytes())
     result = runner.invoke(app, ["flows", "train", "glow", "--out", str(tmp_path), "--epochs", "2",
-                                 "--batch-size", "128", "--seed", "3", "--resume"])
+                                 "--batch-size", "128", "--seed", "3", "--resume", "--threads", "1"])
     assert result.exit_code == 0, result.output
     from sentflow.flows import read_checkpoint
 

@@ -29,6 +29,15 @@ from sentflow.flows import (
 )
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread avoids OpenMP stalls when other jobs share the 2 cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _net(image: bool):
     return ConvNet(hidden=8) if image else MLP(hidden=16, depth=1)
 
@@ -45,6 +54,10 @@ LAYERS: dict[str, Callable[[int, bool], Flow]] = {
     "additive_channel": lambda c, img: AdditiveCoupling(c, _net(img), "channel", 1),
     "split": lambda c, img: Split(c, AffineCoupling(c // 2, _net(img), "checkerboard", 0), _net(img)),
     "sequential": lambda c, img: FlowSequential(ActNorm(c), InvConv(c), AffineCoupling(c, _net(img))),
+    "glow_steps_with_split": lambda c, img: FlowSequential(
+        ActNorm(c), InvConv(c), AffineCoupling(c, _net(img)),
+        Split(c, FlowSequential(ActNorm(c // 2), InvConv(c // 2), AffineCoupling(c // 2, _net(img))), _net(img)),
+    ),
 }
 IMAGE_ONLY: dict[str, Callable[[int, bool], Flow]] = {
     "squeeze": lambda c, img: Squeeze(),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import logistic
-from test_flows_layers import brute_force_logdet, layer_logdet, randomize
+from test_flows_layers import brute_force_logdet, layer_logdet, one_thread, randomize  # noqa: F401
 
 from sentflow.errors import SentflowError
 from sentflow.flows import (

@@ -2,6 +2,15 @@
 
 Layer contract: ``forward(x) -> (z, logdet)`` with logdet of shape (N,), ``inverse(z) -> x``; the channel
 dimension is dim 1.  Bits/dim convention: see `sentflow.flows.base`.
+
+A Glow-style flow on (N, D) sentence vectors (BERT-flow) composes the same layers with an MLP factory::
+
+    net = MLP(hidden=256, depth=2)
+    def steps(d, k):
+        return [layer for _ in range(k) for layer in (ActNorm(d), InvConv(d), AffineCoupling(d, net))]
+    flow = FlowSequential(*steps(D, 4), Split(D, FlowSequential(*steps(D // 2, 4)), net))
+    z, logdet = flow(x)            # z has x's shape; log p(x) = StandardNormal().log_prob(z) + logdet
+    x_back = flow.inverse(z)
 """
 
 from sentflow.flows.actnorm import ActNorm, DiagonalScaling

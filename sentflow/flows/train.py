@@ -48,12 +48,9 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
 
 
-def default_device(threads: int = 0) -> torch.device:
-    """The GPU when there is one; otherwise the CPU with `threads` threads (0: all cores)."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    torch.set_num_threads(threads or os.cpu_count() or 1)
-    return torch.device("cpu")
+def default_device() -> torch.device:
+    """The GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def seed_everything(seed: int) -> None:
@@ -78,7 +75,9 @@ class Trainer:
 
     def __init__(self, model: FlowModel, config: TrainConfig, out_dir: str | Path | None = None,
                  device: torch.device | None = None) -> None:
-        self.device = device or default_device(config.threads)
+        self.device = device or default_device()
+        if self.device.type == "cpu":
+            torch.set_num_threads(config.threads or os.cpu_count() or 1)
         self.model = model.to(self.device)
         self.config = config
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -174,6 +173,6 @@ class Trainer:
         for key, value in extra.items():
             if key.startswith("optim."):
                 _, index, name = key.split(".", 2)
-                state.setdefault(int(index), {})[name] = value.to(self.device)
+                state.setdefault(int(index), {})[name] = value  # load_state_dict moves it to the params' device
         current = self.optimizer.state_dict()
         self.optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
