@@ -46,7 +46,7 @@ class Whitening(Calibrator):
 
     method = "whitening"
 
-    def __init__(self, n_components: int | None = None, power: float = 0.5, eps: float = 1e-6) -> None:
+    def __init__(self, n_components: int | None = None, power: float = 0.5, eps: float = 1e-9) -> None:
         self.n_components = n_components
         self.power = power
         self.eps = eps

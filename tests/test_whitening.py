@@ -112,7 +112,7 @@ def test_to_torch_matches_numpy():
 def test_sklearn_conventions_and_pipeline():
     X = anisotropic(seed=10)
     w = Whitening(n_components=6, power=0.5)
-    assert clone(w).get_params() == {"n_components": 6, "power": 0.5, "eps": 1e-6}
+    assert clone(w).get_params() == {"n_components": 6, "power": 0.5, "eps": 1e-9}
     out = make_pipeline(Whitening(n_components=6), Normalizer()).fit_transform(X)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-12)
 
