@@ -34,9 +34,12 @@ TINY = {
 }
 
 
-def tiny(name: str, shape=(1, 8, 8), n_bins: int = 17, seed: int = 0):
+def tiny(name: str, shape=(1, 8, 8), n_bins: int = 17, seed: int = 0, **extra):
     torch.manual_seed(seed)
-    return build_model(name, data_shape=shape, n_bins=n_bins, **TINY[name])
+    return build_model(name, data_shape=shape, n_bins=n_bins, **TINY[name], **extra)
+
+
+VARIANTS = [("nice", {}), ("nice", {"prior": "normal"}), ("realnvp", {}), ("glow", {}), ("glow", {"logit": True})]
 
 
 def discrete(n: int, shape, n_bins: int, seed: int = 0) -> torch.Tensor:
@@ -49,19 +52,19 @@ def digits():
     return load_digits_data()
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize(("name", "extra"), VARIANTS)
 @pytest.mark.parametrize(("shape", "n_bins"), [((1, 8, 8), 17), ((2, 4, 4), 256)])
-def test_model_inverse_recovers_discrete_data(name: str, shape, n_bins: int) -> None:
-    model = randomize(tiny(name, shape, n_bins), scale=0.05)
+def test_model_inverse_recovers_discrete_data(name: str, extra: dict, shape, n_bins: int) -> None:
+    model = randomize(tiny(name, shape, n_bins, **extra), scale=0.05)
     x = discrete(6, shape, n_bins)
     z, _ = model.flow(x)
     assert z.shape == (6, *model.latent_shape)
     assert torch.allclose(model.flow.inverse(z), x, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
-def test_model_logdet_matches_jacobian(name: str) -> None:
-    model = randomize(tiny(name, (1, 4, 4)), scale=0.05).double()
+@pytest.mark.parametrize(("name", "extra"), VARIANTS)
+def test_model_logdet_matches_jacobian(name: str, extra: dict) -> None:
+    model = randomize(tiny(name, (1, 4, 4), **extra), scale=0.05).double()
     x = discrete(2, (1, 4, 4), 17).double()
     model.flow(discrete(16, (1, 4, 4), 17, seed=1).double())  # ActNorm init
     assert torch.allclose(layer_logdet(model.flow, x), brute_force_logdet(model.flow, x), atol=1e-6)

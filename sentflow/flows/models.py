@@ -89,18 +89,20 @@ def _glow_level(channels: int, levels_left: int, steps: int, hidden: int) -> Flo
 class Glow(FlowModel):
     """Glow (Kingma & Dhariwal 2018): `levels` levels x `steps` steps of ActNorm, LU 1x1 conv and affine
     coupling (zero-initialised, scale sigmoid(s + 2)), conv nets of width `hidden`; split latents get a
-    learned conditional Gaussian prior.  Input x - 0.5 is centred by the first ActNorm instead."""
+    learned conditional Gaussian prior.  As in the paper there is no logit (the first ActNorm centres the
+    input); logit=True adds RealNVP's logit pre-processing (an ablation)."""
 
     name = "glow"
 
     def __init__(self, data_shape: Sequence[int] = (1, 8, 8), n_bins: int = 17, levels: int = 2,
-                 steps: int = 8, hidden: int = 64) -> None:
+                 steps: int = 8, hidden: int = 64, logit: bool = False) -> None:
         c, h, w = data_shape
         if h % (2**levels) or w % (2**levels):
             raise SentflowError(f"Glow with {levels} levels needs H and W divisible by {2**levels}, "
                                 f"got {h}x{w}")
-        flow = FlowSequential(Dequantize(n_bins), _glow_level(c, levels, steps, hidden))
-        config = {"levels": levels, "steps": steps, "hidden": hidden}
+        pre: list[Flow] = [Dequantize(n_bins), *([Logit()] if logit else [])]
+        flow = FlowSequential(*pre, _glow_level(c, levels, steps, hidden))
+        config = {"levels": levels, "steps": steps, "hidden": hidden, "logit": logit}
         super().__init__(flow, PRIORS["normal"](), data_shape, n_bins, config)
 
 
