@@ -28,11 +28,11 @@ Pooling = Annotated[str, typer.Option(help="cls | pooler | last-avg | first-last
 BatchSize = Annotated[int, typer.Option(min=1, help="Sentences per forward pass.")]
 Dim = Annotated[int | None, typer.Option(min=1, help="Keep the first K whitened dimensions.")]
 Power = Annotated[float, typer.Option(min=0.0, max=1.0, help="Whitening power: 0.5 full, 0 centring only.")]
-Levels = Annotated[int, typer.Option(min=1, help="Flow: number of levels (multi-scale).")]
-Depth = Annotated[int, typer.Option(min=1, help="Flow: steps per level.")]
-Hidden = Annotated[int, typer.Option(min=1, help="Flow: width of the coupling networks.")]
-Epochs = Annotated[int, typer.Option(min=1, help="Flow: training epochs (early stopping may end sooner).")]
-Lr = Annotated[float, typer.Option(min=0.0, help="Flow: learning rate.")]
+Levels = Annotated[int | None, typer.Option(min=1, help="Flow: levels (multi-scale); default 3 as in BERT-flow.")]
+Depth = Annotated[int | None, typer.Option(min=1, help="Flow: steps per level; default 3.")]
+Hidden = Annotated[int | None, typer.Option(min=1, help="Flow: coupling network width; default 32.")]
+Epochs = Annotated[int | None, typer.Option(min=1, help="Flow: max epochs (early stopping may end sooner).")]
+Lr = Annotated[float | None, typer.Option(min=0.0, help="Flow: learning rate; default 1e-3.")]
 Seed = Annotated[int, typer.Option(help="Random seed (flow training).")]
 
 
@@ -42,8 +42,10 @@ def _encoder(model: str, pooling: str, batch_size: int):
     return Encoder(model=model, pooling=pooling, batch_size=batch_size)
 
 
-def _flow_options(levels: int, depth: int, hidden: int, epochs: int, lr: float, seed: int) -> dict:
-    return {"levels": levels, "depth": depth, "hidden": hidden, "epochs": epochs, "lr": lr, "seed": seed}
+def _flow_options(levels, depth, hidden, epochs, lr, seed: int) -> dict:
+    """The flow options given on the command line; the rest keep BertFlow's defaults."""
+    given = {"levels": levels, "depth": depth, "hidden": hidden, "epochs": epochs, "lr": lr, "seed": seed}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 @app.command()
@@ -75,11 +77,11 @@ def fit(
     model: Model = "all-MiniLM-L6-v2",
     pooling: Pooling = "last-avg",
     batch_size: BatchSize = 64,
-    levels: Levels = 2,
-    depth: Depth = 3,
-    hidden: Hidden = 256,
-    epochs: Epochs = 20,
-    lr: Lr = 1e-3,
+    levels: Levels = None,
+    depth: Depth = None,
+    hidden: Hidden = None,
+    epochs: Epochs = None,
+    lr: Lr = None,
     seed: Seed = 0,
 ) -> None:
     """Fit a calibration (no labels used) and save it."""
@@ -131,11 +133,11 @@ def evaluate(
     fit_on: Annotated[str, typer.Option(help="Sentences to fit on (no labels): all, train, dev or test.")] = "all",
     data_dir: Annotated[Path | None, typer.Option(help="Directory of a task not shipped with sentflow.")] = None,
     batch_size: BatchSize = 64,
-    levels: Levels = 2,
-    depth: Depth = 3,
-    hidden: Hidden = 256,
-    epochs: Epochs = 20,
-    lr: Lr = 1e-3,
+    levels: Levels = None,
+    depth: Depth = None,
+    hidden: Hidden = None,
+    epochs: Epochs = None,
+    lr: Lr = None,
     seed: Seed = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")] = False,
 ) -> None:

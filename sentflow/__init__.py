@@ -1,6 +1,7 @@
 """sentflow: make sentence embeddings isotropic (BERT-whitening, BERT-flow) for similarity and search."""
 
 from sentflow._version import __version__
+from sentflow.bertflow import BertFlow
 from sentflow.calibration import Calibrator, load
 from sentflow.encoder import Encoder
 from sentflow.errors import SentflowError
@@ -9,6 +10,7 @@ from sentflow.sts import StsPairs, cosine_scores, evaluate_sts, load_sts
 from sentflow.whitening import Whitening
 
 __all__ = [
+    "BertFlow",
     "Calibrator",
     "Encoder",
     "SentflowError",

@@ -6,12 +6,13 @@ transformer layer i. Token averages use the attention mask (padding never counts
 - `cls`: the first token of the last layer.
 - `pooler`: the model's pooler output (BERT: tanh(W h_cls + b) on the last layer).
 - `last-avg`: masked mean of the last layer, hidden_states[-1].
-- `first-last-avg`: mean of hidden_states[1] and hidden_states[-1], i.e. the first and the last
-  *transformer* layers, as in the BERT-whitening code (its Transformer-0-FeedForward-Norm output)
-  and BERT-flow's released code. SimCSE's evaluation averages hidden_states[0] (the embedding
-  layer) instead, which gives different numbers.
-- `last2avg`: mean of the last two transformer layers, hidden_states[-2] and hidden_states[-1]
-  (BERT-flow's "last2avg" setting).
+- `first-last-avg`: mean of hidden_states[1] and hidden_states[-1], the first and the last
+  *transformer* layers (not the embedding layer), as in the BERT-whitening code (its
+  Transformer-0-FeedForward-Norm output) and the BERT-flow code. BERT-flow's paper calls this
+  setting "last2avg": its code averages all_encoder_layers[0] and [-1] (the whitening paper points
+  this out in a footnote), so the papers' "last2avg" numbers are sentflow's `first-last-avg`.
+- `last2avg`: what the name says, the mean of the last two transformer layers,
+  hidden_states[-2] and hidden_states[-1].
 """
 
 from __future__ import annotations

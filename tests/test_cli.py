@@ -90,6 +90,35 @@ def test_eval_json_on_an_stsb_slice(tiny_bert_dir, stsb_slice_dir):
     assert again["results"][0]["spearman"] == pytest.approx(rows["whitening"]["spearman"], abs=1e-6)
 
 
+def test_flow_fit_and_eval(tmp_path, tiny_bert_dir, stsb_slice_dir):
+    X = np.random.default_rng(3).standard_normal((400, 6)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    calib = tmp_path / "flow.safetensors"
+    args = ["--levels", 2, "--depth", 2, "--hidden", 8, "--epochs", 2, "--lr", 1e-3, "--seed", 1]
+    assert run("fit", "--method", "flow", "--data", tmp_path / "x.npy", "--out", calib, *args).exit_code == 0
+    expected = sentflow.BertFlow(levels=2, depth=2, hidden=8, epochs=2, seed=1).fit(X).transform(X)
+    np.testing.assert_array_equal(sentflow.load(calib).transform(X), expected)
+    result = run(
+        "eval",
+        "sts-b",
+        "--model",
+        tiny_bert_dir,
+        "--data-dir",
+        stsb_slice_dir,
+        "--methods",
+        "none,whitening,flow",
+        "--levels",
+        2,
+        "--depth",
+        1,
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["results"]
+    assert [r["method"] for r in rows] == ["none", "whitening", "flow"]
+    assert rows[2]["dim"] == 32 and rows[2]["fit_seconds"] > 0
+
+
 def test_eval_table_is_printed(tiny_bert_dir, stsb_slice_dir):
     result = run("eval", "sts-b", "--model", tiny_bert_dir, "--data-dir", stsb_slice_dir, "--dim", 8)
     assert result.exit_code == 0, result.output
