@@ -16,6 +16,20 @@ WORDS = (
 ).split()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """Keep the embedding cache of the test run out of the user's ~/.cache."""
+    import os
+
+    old = os.environ.get("SENTFLOW_CACHE")
+    os.environ["SENTFLOW_CACHE"] = str(tmp_path_factory.mktemp("sentflow-cache"))
+    yield
+    if old is None:
+        del os.environ["SENTFLOW_CACHE"]
+    else:
+        os.environ["SENTFLOW_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BertModel with a word-level vocabulary, saved with save_pretrained."""
