@@ -1,4 +1,5 @@
-"""Trainable normalizing flows (NICE, RealNVP, Glow) whose layers also work on (N, D) vectors for BERT-flow.
+"""Trainable normalizing flows (NICE, RealNVP, Glow, i-ResNet, f-VAE); the layers also work on (N, D) vectors
+for BERT-flow.
 
 Layer contract: ``forward(x) -> (z, logdet)`` with logdet of shape (N,), ``inverse(z) -> x``; the channel
 dimension is dim 1.  Bits/dim convention: see `sentflow.flows.base`.
@@ -18,7 +19,9 @@ from sentflow.flows.base import Flow, FlowModel, FlowSequential
 from sentflow.flows.checkpoint import Checkpoint, load_checkpoint, read_checkpoint, save_checkpoint
 from sentflow.flows.coupling import AdditiveCoupling, AffineCoupling, make_mask
 from sentflow.flows.data import ImageData, load_data, load_digits_data, load_mnist, read_idx
+from sentflow.flows.fvae import FVAE
 from sentflow.flows.invconv import InvConv
+from sentflow.flows.iresnet import IResNet, LogdetEstimator, ResidualBlock, SpectralConv
 from sentflow.flows.models import MODELS, NICE, Glow, RealNVP, build_model
 from sentflow.flows.nets import MLP, ConvNet, NetFactory
 from sentflow.flows.preprocess import Dequantize, Logit
@@ -27,9 +30,10 @@ from sentflow.flows.reshape import Flatten, Split, Squeeze, Unsqueeze
 from sentflow.flows.train import TrainConfig, Trainer, TrainingDiverged, evaluate_bpd, seed_everything
 
 __all__ = [
-    "MLP", "MODELS", "NICE", "ActNorm", "AdditiveCoupling", "AffineCoupling", "Checkpoint", "ConvNet",
+    "MLP", "MODELS", "NICE", "FVAE", "ActNorm", "AdditiveCoupling", "AffineCoupling", "Checkpoint", "ConvNet",
     "Dequantize", "DiagonalScaling", "Flatten", "Flow", "FlowModel", "FlowSequential", "Glow", "ImageData",
-    "InvConv", "Logit", "NetFactory", "RealNVP", "Split", "Squeeze", "StandardLogistic", "StandardNormal",
+    "IResNet", "InvConv", "LogdetEstimator", "Logit", "NetFactory", "RealNVP", "ResidualBlock", "Split",
+    "SpectralConv", "Squeeze", "StandardLogistic", "StandardNormal",
     "TrainConfig", "Trainer", "TrainingDiverged", "Unsqueeze", "build_model", "evaluate_bpd",
     "load_checkpoint", "load_data", "load_digits_data", "load_mnist", "make_mask", "read_checkpoint",
     "read_idx", "save_checkpoint", "seed_everything",

@@ -13,7 +13,9 @@ from sentflow.errors import SentflowError
 from sentflow.flows.actnorm import ActNorm, DiagonalScaling
 from sentflow.flows.base import Flow, FlowModel, FlowSequential
 from sentflow.flows.coupling import AdditiveCoupling, AffineCoupling
+from sentflow.flows.fvae import FVAE
 from sentflow.flows.invconv import InvConv
+from sentflow.flows.iresnet import IResNet
 from sentflow.flows.nets import MLP, ConvNet
 from sentflow.flows.preprocess import Dequantize, Logit
 from sentflow.flows.priors import PRIORS
@@ -106,7 +108,8 @@ class Glow(FlowModel):
         super().__init__(flow, PRIORS["normal"](), data_shape, n_bins, config)
 
 
-MODELS: dict[str, type[FlowModel]] = {"nice": NICE, "realnvp": RealNVP, "glow": Glow}
+MODELS: dict[str, type[FlowModel]] = {"nice": NICE, "realnvp": RealNVP, "glow": Glow, "iresnet": IResNet,
+                                      "fvae": FVAE}
 
 
 def build_model(name: str, **config) -> FlowModel:
