@@ -1,4 +1,4 @@
-"""`sentflow flows train | eval | sample`: the image normalizing flows (NICE, RealNVP, Glow)."""
+"""`sentflow flows train | eval | sample`: the image flows (NICE, RealNVP, Glow, i-ResNet, f-VAE)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from sentflow.flows.train import default_device
 
 from .common import user_errors
 
-flows_app = typer.Typer(help="Train, evaluate and sample image normalizing flows (NICE, RealNVP, Glow).",
+flows_app = typer.Typer(help="Train, evaluate and sample image flows (NICE, RealNVP, Glow, i-ResNet, f-VAE).",
                         no_args_is_help=True)
 
 Data = Annotated[str, typer.Option(help="'digits' (embedded 8x8, 17 levels) or 'mnist:DIR' (IDX, .gz ok).")]
@@ -88,8 +88,14 @@ def train(
     if resume and ckpt_path.is_file():
         trainer.resume(ckpt_path)
     trainer.fit(images.train)
-    typer.echo(f"test bits/dim: {evaluate_bpd(trainer.model, images.test, seed=seed):.4f}")
+    typer.echo(_bpd_line(trainer.model, evaluate_bpd(trainer.model, images.test, seed=seed)))
     typer.echo(f"checkpoint: {ckpt_path}")
+
+
+def _bpd_line(model: FlowModel, bpd: float) -> str:
+    """The test bits/dim, followed by the estimator for models whose likelihood is estimated or bounded."""
+    estimator = getattr(model, "estimator", None)
+    return f"test bits/dim: {bpd:.4f}" + (f" ({estimator})" if estimator else "")
 
 
 def _load(checkpoint: Path) -> FlowModel:
@@ -106,7 +112,7 @@ def evaluate(checkpoint: Ckpt, data: Data = "digits",
     check_shape(model, images.shape, data)
     if images.n_bins != model.n_bins:
         raise SentflowError(f"{checkpoint}: model expects {model.n_bins} levels, {data} has {images.n_bins}")
-    typer.echo(f"test bits/dim: {evaluate_bpd(model, images.test, seed=seed):.4f}")
+    typer.echo(_bpd_line(model, evaluate_bpd(model, images.test, seed=seed)))
 
 
 @flows_app.command()
