@@ -217,8 +217,3 @@ class IResNet(FlowModel):
             block.estimator = self.train_estimator if self.training else self.eval_estimator
         return super().log_prob(x)
 
-    def refine_spectral_norms(self, iterations: int = 50) -> None:
-        """Run extra power iterations on every convolution (e.g. after training, before evaluation)."""
-        for m in self.modules():
-            if isinstance(m, SpectralConv):
-                m.refine(iterations)
