@@ -216,4 +216,3 @@ class IResNet(FlowModel):
         for block in self.blocks:
             block.estimator = self.train_estimator if self.training else self.eval_estimator
         return super().log_prob(x)
-
