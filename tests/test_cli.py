@@ -48,6 +48,7 @@ def test_encode_fit_transform_pipeline(tmp_path, tiny_bert_dir, sentences):
     np.testing.assert_allclose(np.load(out), expected, rtol=1e-4, atol=1e-4)
     assert sentflow.load(calib).fitted_for_ == {"model": str(tiny_bert_dir), "pooling": "first-last-avg"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calib.safetensors", "emb.npy", "out.npy", "sentences.txt"]
+    assert out.stat().st_mode & 0o777 == sentences.stat().st_mode & 0o777  # same permissions as a plain write
 
 
 def test_fit_from_npy_matches_library(tmp_path):
