@@ -10,17 +10,12 @@ from sentflow.encoder import Encoder
 from sentflow.errors import SentflowError
 from sentflow.io import load_npy
 from sentflow.stats import as_matrix
-from sentflow.sts import SPLITS, TASKS, load_sts
+from sentflow.sts import SPLITS, TASKS, load_sts, read_lines
 
 
 def read_sentences(path: Path) -> list[str]:
     """One sentence per line (every line is a row, so rows match line numbers)."""
-    if not path.is_file():
-        raise SentflowError(f"{path}: no such file")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise SentflowError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    lines = read_lines(path)
     if not lines:
         raise SentflowError(f"{path}: the file is empty; expected one sentence per line")
     return lines

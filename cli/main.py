@@ -25,14 +25,14 @@ app.add_typer(flows_app, name="flows")
 
 Model = Annotated[str, typer.Option(help="all-MiniLM-L6-v2 (embedded), a local HF directory, or a hub id.")]
 Pooling = Annotated[str, typer.Option(help="cls | pooler | last-avg | first-last-avg | last2avg")]
-BatchSize = Annotated[int, typer.Option(min=1, help="Sentences per forward pass.")]
-Dim = Annotated[int | None, typer.Option(min=1, help="Keep the first K whitened dimensions.")]
-Power = Annotated[float, typer.Option(min=0.0, max=1.0, help="Whitening power: 0.5 full, 0 centring only.")]
-Levels = Annotated[int | None, typer.Option(min=1, help="Flow: levels (multi-scale); default 3 as in BERT-flow.")]
-Depth = Annotated[int | None, typer.Option(min=1, help="Flow: steps per level; default 3.")]
-Hidden = Annotated[int | None, typer.Option(min=1, help="Flow: coupling network width; default 32.")]
-Epochs = Annotated[int | None, typer.Option(min=1, help="Flow: max epochs (early stopping may end sooner).")]
-Lr = Annotated[float | None, typer.Option(min=0.0, help="Flow: learning rate; default 1e-3.")]
+BatchSize = Annotated[int, typer.Option(help="Sentences per forward pass.")]
+Dim = Annotated[int | None, typer.Option(help="Keep the first K whitened dimensions.")]
+Power = Annotated[float, typer.Option(help="Whitening power: 0.5 full, 0 centring only.")]
+Levels = Annotated[int | None, typer.Option(help="Flow: levels (multi-scale); default 3 as in BERT-flow.")]
+Depth = Annotated[int | None, typer.Option(help="Flow: steps per level; default 3.")]
+Hidden = Annotated[int | None, typer.Option(help="Flow: coupling network width; default 32.")]
+Epochs = Annotated[int | None, typer.Option(help="Flow: max epochs (early stopping may end sooner).")]
+Lr = Annotated[float | None, typer.Option(help="Flow: learning rate; default 1e-3.")]
 Seed = Annotated[int, typer.Option(help="Random seed (flow training).")]
 
 
@@ -89,6 +89,8 @@ def fit(
 
     if method not in ("whitening", "flow"):
         raise SentflowError(f"unknown --method {method!r}; choose whitening or flow")
+    if method == "flow" and (dim is not None or power != 0.5):
+        raise SentflowError("--dim and --power apply to whitening; a flow keeps every dimension")
     rows = fit_data(data, _encoder(model, pooling, batch_size), data_dir)
     if dim is not None and dim > rows.shape[1]:
         raise SentflowError(f"--dim {dim} is larger than the embedding size {rows.shape[1]}")

@@ -8,9 +8,11 @@ half of the dimensions are factored out under a learned conditional Gaussian (mu
 
 Defaults follow the released BERT-flow configuration `config_l3_d3_w32` (3 levels, 3 steps, coupling
 width 32, Adam, learning rate 1e-3, the flow trained on the task's sentences without labels while
-the encoder stays frozen). sentflow departs in four ways, all to make a fit reliable: early
-stopping on a held-out slice (the paper trains a fixed budget), a learning-rate warm-up, gradient
-clipping, and small Gaussian noise on the training vectors (`noise` times their RMS per-dimension
+the encoder stays frozen), including its budget: one epoch at batch size 32. Longer training raises
+the likelihood but lowers STS scores (measured in eval/flow_vs_whitening.py's notes). sentflow
+departs in five ways: a 10% held-out slice that reports the likelihood and, with epochs > 1, stops
+early; a learning-rate warm-up; gradient clipping; affine instead of additive couplings (the image
+Glow's layer); and small Gaussian noise on the training vectors (`noise` times their RMS per-dimension
 standard deviation). The noise matters: sentence vectors often have constant dimensions or lie on a
 hyperplane (a post-LN output does), where the likelihood is unbounded and an unregularised flow
 blows those directions up; all-MiniLM-L6-v2's CLS vectors have both.
@@ -133,6 +135,10 @@ class BertFlow(Calibrator):
         n, d = X.shape
         if n <= d:
             raise SentflowError(f"fewer sentences ({n}) than dimensions ({d}): a flow needs more rows than dims")
+        if min(self.levels, self.depth, self.hidden) < 1:
+            raise SentflowError(
+                f"flow options: levels, depth and hidden must be >= 1, got {self.levels}, {self.depth}, {self.hidden}"
+            )
         if not 0 < self.validation < 1 or self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.noise < 0:
             raise SentflowError(
                 "flow options: need 0 < validation < 1, epochs >= 1, batch_size >= 1, lr > 0, noise >= 0"
@@ -185,6 +191,12 @@ class BertFlow(Calibrator):
                 bar.update(1)
                 bar.set_postfix(nats_per_dim=f"{loss.item():.3f}")
             val = self._held_out_nats(held_out)
+            if not math.isfinite(val):
+                self.flow_.load_state_dict(best_state)
+                raise TrainingDiverged(
+                    f"flow training diverged: held-out loss is {val} after epoch {epoch + 1}; the last good state "
+                    "is kept; try a lower --lr"
+                )
             history.append({"epoch": epoch + 1, "held_out_nats_per_dim": val, "seconds": time.perf_counter() - start})
             if val < best - 1e-4:
                 best, best_state, waited = val, copy.deepcopy(self.flow_.state_dict()), 0

@@ -15,6 +15,7 @@ from sentflow.io import load_tensors, save_tensors
 from sentflow.stats import as_matrix
 
 _REGISTRY: dict[str, type[Calibrator]] = {}
+_RUNTIME_PARAMS = ("device", "progress")  # where and how to run, not what was fitted: never saved
 
 
 class Calibrator(TransformerMixin, BaseEstimator):
@@ -33,6 +34,8 @@ class Calibrator(TransformerMixin, BaseEstimator):
 
     def _check_input(self, X, name: str = "X") -> np.ndarray:
         """Validate shape and values against what the calibrator was fitted on."""
+        if not self.__sklearn_is_fitted__():
+            raise SentflowError(f"this {type(self).__name__} is not fitted yet; call fit first")
         X = as_matrix(X, name)
         if X.shape[1] != self.n_features_in_:
             raise SentflowError(
@@ -50,7 +53,7 @@ class Calibrator(TransformerMixin, BaseEstimator):
         meta = {
             "method": self.method,
             "version": __version__,
-            "params": self.get_params(),
+            "params": {k: v for k, v in self.get_params().items() if k not in _RUNTIME_PARAMS},
             "dim_in": int(self.n_features_in_),
             "dim_out": int(self.n_components_out_),
             "model": fitted_for.get("model"),

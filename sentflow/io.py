@@ -17,6 +17,8 @@ from safetensors.torch import load_file, save_file
 from sentflow.errors import SentflowError
 
 _META_KEY = "sentflow"
+_UMASK = os.umask(0o022)  # read once at import (setting it is the only way to read it), then restored
+os.umask(_UMASK)
 
 
 @contextmanager
@@ -28,17 +30,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give what open() would
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give what open() would
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())  # the data is on disk before the name points at it
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> None:

@@ -44,6 +44,8 @@ class MomentAccumulator:
     def update(self, X: np.ndarray) -> None:
         if X.shape[1] != self.n_features:
             raise SentflowError(f"expected {self.n_features} features, got shape {X.shape}")
+        if len(X) == 0:
+            return
         if self.shift is None:
             self.shift = X[: min(len(X), 1024)].mean(axis=0, dtype=np.float64)
         for start in range(0, len(X), CHUNK_ROWS):

@@ -62,11 +62,11 @@ def read_senteval_task(directory: str | os.PathLike) -> StsPairs:
     s1, s2, scores = [], [], []
     for inp in inputs:
         gold_path = inp.with_name(inp.name.replace("STS.input.", "STS.gs."))
-        gold = gold_path.read_text(encoding="utf-8").splitlines()
-        pairs = list(_tab_lines(inp))
-        if len(gold) < len(pairs):
-            raise SentflowError(f"{gold_path}: {len(gold)} scores for {len(pairs)} pairs in {inp.name}")
-        for (lineno, fields), score in zip(pairs, gold, strict=False):
+        gold = read_lines(gold_path)
+        for lineno, fields in _tab_lines(inp):
+            if lineno > len(gold):
+                raise SentflowError(f"{gold_path}: no score for line {lineno} of {inp.name}")
+            score = gold[lineno - 1]
             if not score.strip():
                 continue
             if len(fields) < 2:
@@ -156,8 +156,8 @@ def _senteval_dir(root: Path, name: str) -> Path:
     raise SentflowError(f"{root}: no {folder} directory with STS.input.*.txt files")
 
 
-def _tab_lines(path: str | os.PathLike):
-    """(line number, fields) for each non-empty line; errors name the file."""
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """The file's lines, split on newlines only (not on the other characters str.splitlines splits on)."""
     p = Path(path)
     if not p.is_file():
         raise SentflowError(f"{p}: no such file")
@@ -165,7 +165,13 @@ def _tab_lines(path: str | os.PathLike):
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise SentflowError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def _tab_lines(path: str | os.PathLike):
+    """(line number, fields) for each non-empty line; errors name the file."""
+    for lineno, line in enumerate(read_lines(path), start=1):
         if line.strip():
             yield lineno, line.split("\t")
 

@@ -70,6 +70,16 @@ class Whitening(Calibrator):
         self.__dict__.pop("_solution", None)
         return self
 
+    def set_params(self, **params) -> Whitening:
+        """Change parameters; a fitted whitening is re-solved from its moments on next use."""
+        if "_solution" in self.__dict__ and "_moments" not in self.__dict__:
+            raise SentflowError("this whitening was loaded from a file without its moments: fit a new one instead")
+        super().set_params(**params)
+        self.__dict__.pop("_solution", None)
+        if "_moments" in self.__dict__:
+            self._check_params(self.n_features_in_)
+        return self
+
     def _check_params(self, n_features: int) -> None:
         k = self.n_components
         if k is not None and not 1 <= k <= n_features:
@@ -102,7 +112,7 @@ class Whitening(Calibrator):
             if self.eps == 0:
                 raise SentflowError(f"{message}; use more data, n_components <= {k - null}, or a ridge eps > 0")
             warnings.warn(
-                f"{message}; the ridge eps={self.eps:g} keeps them finite", SingularCovarianceWarning, stacklevel=4
+                f"{message}; the ridge eps={self.eps:g} keeps them finite", SingularCovarianceWarning, stacklevel=2
             )
         scale = (kept + self.eps * values[0]) ** -self.power
         return {"mean": moments.mean(), "eigenvalues": values, "rotation": vectors, "weight": vectors[:, :k] * scale}
@@ -139,7 +149,7 @@ class Whitening(Calibrator):
         """Map whitened vectors back (full rank only: n_components=None)."""
         if self.n_components_out_ != self.n_features_in_:
             raise SentflowError("inverse_transform needs a full-rank whitening (n_components=None)")
-        Z = as_matrix(Z, "Z")
+        Z = self._check_input(Z, "Z")
         sol = self._solve()
         scale = (sol["eigenvalues"] + self.eps * sol["eigenvalues"][0]) ** self.power
         return ((Z.astype(np.float64) * scale) @ sol["rotation"].T + sol["mean"]).astype(Z.dtype, copy=False)

@@ -8,7 +8,9 @@ import sys
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 from sentflow.cli.main import app
+from sklearn.decomposition import PCA
 from typer.testing import CliRunner
 
 import sentflow
@@ -59,36 +61,27 @@ def test_fit_from_npy_matches_library(tmp_path):
     np.testing.assert_allclose(sentflow.load(calib).transform(X), sentflow.Whitening(power=0.25).fit(X).transform(X))
 
 
-def test_eval_json_on_an_stsb_slice(tiny_bert_dir, stsb_slice_dir):
-    result = run(
-        "eval",
-        "sts-b",
-        "--model",
-        tiny_bert_dir,
-        "--pooling",
-        "cls",
-        "--methods",
-        "none,whitening",
-        "--dim",
-        16,
-        "--fit-on",
-        "train",
-        "--data-dir",
-        stsb_slice_dir,
-        "--json",
-    )
+def test_eval_json_on_an_stsb_slice(stsb_slice_dir):
+    """The real embedded model on real STS-B lines, checked against scikit-learn's PCA and scipy's Spearman."""
+    args = ["--pooling", "first-last-avg", "--methods", "none,whitening", "--dim", 64, "--fit-on", "train"]
+    result = run("eval", "sts-b", *args, "--data-dir", stsb_slice_dir, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert set(report) >= {"task", "model", "pooling", "results"}
     rows = {r["method"]: r for r in report["results"]}
-    assert rows["none"]["dim"] == 32 and rows["whitening"]["dim"] == 16
+    assert rows["none"]["dim"] == 384 and rows["whitening"]["dim"] == 64
     assert set(rows["whitening"]) == {"method", "dim", "spearman", "pearson", "fit_seconds"}
-    # the same numbers through the library, fitted on the train slice only
-    from sentflow.evaluation import compare
+    encoder = sentflow.Encoder(pooling="first-last-avg", cache=False)
+    train, test = (sentflow.load_sts("sts-b", s, stsb_slice_dir) for s in ("train", "test"))
+    a, b = (encoder.encode(side).astype(np.float64) for side in (test.sentences1, test.sentences2))
+    assert rows["none"]["spearman"] == pytest.approx(100 * spearmanr(cosines(a, b), test.scores).statistic, abs=1e-3)
+    pca = PCA(n_components=64, whiten=True, svd_solver="full").fit(encoder.encode(train.sentences).astype(np.float64))
+    whitened = 100 * spearmanr(cosines(pca.transform(a), pca.transform(b)), test.scores).statistic
+    assert rows["whitening"]["spearman"] == pytest.approx(whitened, abs=0.05)
 
-    encoder = sentflow.Encoder(str(tiny_bert_dir), pooling="cls")
-    again = compare(encoder, methods=["whitening"], dim=16, fit_on="train", data_dir=str(stsb_slice_dir))
-    assert again["results"][0]["spearman"] == pytest.approx(rows["whitening"]["spearman"], abs=1e-6)
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 def test_flow_fit_and_eval(tmp_path, tiny_bert_dir, stsb_slice_dir):
@@ -157,6 +150,9 @@ def test_bad_inputs_give_one_line_errors_and_no_output(tmp_path, tiny_bert_dir):
             "--dim 33 must be between 1 and the embedding size 32",
         ),
         (["eval", "sts13", "--model", tiny_bert_dir], "sts13 is not shipped with sentflow"),
+        (["fit", "--data", bad_npy(tmp_path, "p.npy", nan[:6]), "--power", 2, "--out", out], "power must be in [0, 1]"),
+        (["fit", "--method", "flow", "--dim", 3, "--out", out], "--dim and --power apply to whitening"),
+        (["eval", "sts-b", "--model", tiny_bert_dir, "--dim", 0], "--dim 0 must be between 1"),
     ]
     for args, message in cases:
         assert_user_error(run(*args), message)

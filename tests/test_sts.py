@@ -72,3 +72,17 @@ def test_evaluate_sts_against_a_rank_correlation_by_hand():
     assert result["pearson"] == pytest.approx(100 * np.corrcoef(cos, gold)[0, 1], abs=1e-9)
     with pytest.raises(SentflowError, match="lengths differ"):
         evaluate_sts(a, b[:10], gold)
+
+
+def test_senteval_scores_stay_with_their_pairs_across_blank_and_unscored_lines(tmp_path):
+    (tmp_path / "STS.input.x.txt").write_text("a b\tc d\n\ne f\tg h\ni j\tk l\n", encoding="utf-8")
+    (tmp_path / "STS.gs.x.txt").write_text("1.0\n\n3.0\n\n", encoding="utf-8")
+    pairs = load_sts("sts12", "test", tmp_path)
+    assert pairs.sentences1 == ["a b", "e f"] and list(pairs.scores) == [1.0, 3.0]
+
+
+def test_only_newlines_separate_rows(tmp_path):
+    path = tmp_path / "sts-test.csv"
+    path.write_text("g\tf\t2012\t1\t1.0\tone\x1cstill one\tb\r\ng\tf\t2012\t2\t2.0\tc\td\n", encoding="utf-8")
+    pairs = read_stsb_file(path)
+    assert pairs.sentences1 == ["one\x1cstill one", "c"] and pairs.sentences2 == ["b", "d"]

@@ -147,3 +147,27 @@ def test_bad_inputs_are_named():
         Whitening().fit(X).transform(X[:, :7])
     with pytest.raises(SentflowError, match="must be 2-D"):
         Whitening().fit(X[0])
+
+
+def test_set_params_after_fit_re_solves_from_the_moments():
+    X = anisotropic(seed=13)
+    w = Whitening(eps=0).fit(X)
+    w.set_params(n_components=3, power=0.25)
+    expected = Whitening(n_components=3, power=0.25, eps=0).fit(X)
+    np.testing.assert_allclose(w.transform(X), expected.transform(X), rtol=1e-12, atol=1e-12)
+    with pytest.raises(SentflowError, match="n_components=99"):
+        w.set_params(n_components=99)
+
+
+def test_empty_chunks_are_ignored():
+    X = anisotropic(seed=14)
+    w = Whitening(eps=0).partial_fit(X[:0]).partial_fit(X).partial_fit(X[:0])
+    np.testing.assert_allclose(w.transform(X), Whitening(eps=0).fit(X).transform(X), atol=1e-10)
+
+
+def test_unfitted_and_wrong_width_inputs_are_named():
+    with pytest.raises(SentflowError, match="not fitted yet"):
+        Whitening().transform(np.zeros((2, 3)))
+    w = Whitening().fit(anisotropic(seed=15))
+    with pytest.raises(SentflowError, match="Z has 5 features"):
+        w.inverse_transform(np.zeros((2, 5)))
