@@ -96,7 +96,8 @@ class Encoder:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        ids = self._tokenizer(texts, truncation=True, max_length=self.max_length, add_special_tokens=True)
+        limit = min(self.max_length, getattr(self._model.config, "max_position_embeddings", self.max_length))
+        ids = self._tokenizer(texts, truncation=True, max_length=limit, add_special_tokens=True)
         order = np.argsort([-len(x) for x in ids["input_ids"]], kind="stable")
         fields = list(ids.keys())
         show = self.show_progress if self.show_progress is not None else len(texts) > 4 * self.batch_size

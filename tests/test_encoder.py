@@ -67,6 +67,12 @@ def test_cache_returns_same_vectors_without_running_the_model(tiny_bert_dir, tmp
     assert len(list(tmp_path.glob("*.npy"))) == 2
 
 
+def test_long_inputs_are_truncated_to_the_model_positions(tiny_bert_dir):
+    long_text = " ".join(["the man"] * 200)  # 400 words, the tiny model has 128 positions
+    got = Encoder(str(tiny_bert_dir), max_length=100_000, cache=False).encode([long_text])
+    assert got.shape == (1, 32) and np.isfinite(got).all()
+
+
 def test_bad_arguments():
     with pytest.raises(SentflowError, match="unknown pooling 'mean'"):
         Encoder(pooling="mean")
