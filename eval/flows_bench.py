@@ -243,14 +243,20 @@ def report(digits: list[Row], mnist: list[Row], args: argparse.Namespace) -> str
     return "\n".join(lines)
 
 
-def measure(args: argparse.Namespace) -> tuple[list[Row], list[Row]]:
+def measure(args: argparse.Namespace, names: list[str]) -> tuple[list[Row], list[Row]]:
     digits_data = load_data("digits")
-    digits = [run(name, digits_data, args.minutes, args) for name in CONFIGS]
+    digits = [run(name, digits_data, args.minutes, args) for name in names]
     if not args.mnist.is_dir():
         print(f"no MNIST directory at {args.mnist}; skipping MNIST")
         return digits, []
     mnist_data = load_data(f"mnist:{args.mnist}")
-    return digits, [run(name, mnist_data, args.minutes, args) for name in CONFIGS]
+    return digits, [run(name, mnist_data, args.minutes, args) for name in names]
+
+
+def merged(old: list[dict], new: list[Row]) -> list[Row]:
+    """The previous run's rows with the re-measured models replaced, in CONFIGS order."""
+    rows = {r["model"]: Row(**r) for r in old} | {r.model: r for r in new}
+    return [rows[name] for name in CONFIGS if name in rows]
 
 
 def main() -> None:
@@ -260,6 +266,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     parser.add_argument("--progress", action="store_true", help="show tqdm bars")
+    parser.add_argument("--models", default="", help=f"comma-separated subset of {', '.join(CONFIGS)} to re-run")
     parser.add_argument("--report-only", action="store_true", help=f"rewrite the report from {RAW.name}")
     args = parser.parse_args()
     if args.report_only:
@@ -267,7 +274,11 @@ def main() -> None:
         args = argparse.Namespace(**raw["args"])
         digits, mnist = ([Row(**r) for r in raw[key]] for key in ("digits", "mnist"))
     else:
-        digits, mnist = measure(args)
+        names = args.models.split(",") if args.models else list(CONFIGS)
+        digits, mnist = measure(args, names)
+        if args.models:  # re-measure some models, keep the others from the last full run (same args)
+            previous = json.loads(RAW.read_text())
+            digits, mnist = merged(previous["digits"], digits), merged(previous["mnist"], mnist)
         raw = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                "digits": [asdict(r) for r in digits], "mnist": [asdict(r) for r in mnist]}
         write_atomic(RAW, lambda tmp: tmp.write_text(json.dumps(raw, indent=1)))

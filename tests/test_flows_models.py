@@ -71,14 +71,16 @@ def test_model_logdet_matches_jacobian(name: str, extra: dict) -> None:
 
 
 def test_nice_bits_per_dim_equals_hand_computation() -> None:
-    """At initialisation NICE is the identity after dequantization, so log p is the logistic log-density."""
+    """At initialisation NICE's couplings are the identity, so after dequantization z = y * c with c the
+    initial scaling (logistic std / uniform std): log p = sum logistic.logpdf(c * y) + D log c."""
     model = NICE((1, 8, 8), 17, hidden=16, depth=1)
     x = discrete(5, (1, 8, 8), 17)
     torch.manual_seed(7)
     bpd = model.bits_per_dim(x).item()
     torch.manual_seed(7)
     y = (x + torch.rand_like(x) / 17).double().numpy().reshape(5, -1)
-    log_p = logistic.logpdf(y).sum(1)
+    c = (math.pi / math.sqrt(3)) * math.sqrt(12)
+    log_p = logistic.logpdf(c * y).sum(1) + 64 * math.log(c)
     expected = np.mean(-(log_p - 64 * math.log(17)) / (64 * math.log(2)))
     assert bpd == pytest.approx(expected, rel=1e-5)
 
