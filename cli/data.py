@@ -8,9 +8,10 @@ import numpy as np
 
 from sentflow.encoder import Encoder
 from sentflow.errors import SentflowError
+from sentflow.evaluation import fit_splits
 from sentflow.io import load_npy
 from sentflow.stats import as_matrix
-from sentflow.sts import SPLITS, TASKS, load_sts, read_lines
+from sentflow.sts import TASKS, load_sts, read_lines
 
 
 def read_sentences(path: Path) -> list[str]:
@@ -33,8 +34,8 @@ def read_embeddings(path: Path) -> np.ndarray:
 def fit_data(data: str, encoder: Encoder, data_dir: Path | None) -> np.ndarray:
     """Rows to fit on: a task name (its sentences, all splits), a .npy file, or a text file."""
     if data in TASKS:
-        names = SPLITS if data in ("sts-b", "sick-r") else ("test",)
-        return encoder.encode([s for split in names for s in load_sts(data, split, data_dir).sentences])
+        splits = fit_splits(data, "all")
+        return encoder.encode([s for split in splits for s in load_sts(data, split, data_dir).sentences])
     path = Path(data)
     if path.suffix == ".npy":
         return read_embeddings(path)

@@ -35,6 +35,7 @@ from sentflow.calibration import Calibrator
 from sentflow.errors import SentflowError
 from sentflow.flows import MLP, ActNorm, AffineCoupling, Flow, FlowSequential, InvConv, Split, StandardNormal
 from sentflow.flows.train import TrainingDiverged
+from sentflow.stats import as_matrix
 
 WARMUP_STEPS = 50
 CLIP_NORM = 10.0
@@ -129,8 +130,6 @@ class BertFlow(Calibrator):
         return x + sigma * torch.randn_like(x) if sigma > 0 else x
 
     def _validate_fit(self, X) -> np.ndarray:
-        from sentflow.stats import as_matrix
-
         X = as_matrix(X)
         n, d = X.shape
         if n <= d:
@@ -210,27 +209,28 @@ class BertFlow(Calibrator):
         return history
 
     @torch.no_grad()
-    def transform(self, X) -> np.ndarray:
-        """The latent z (same dimension as X) used for cosine similarity, float32."""
-        X = self._check_input(X)
+    def _batched(self, fn, X: np.ndarray) -> np.ndarray:
+        """Apply `fn` to float32 batches of X on the flow's device; results back on the CPU."""
         device = next(self.flow_.parameters()).device
         x = torch.from_numpy(X.astype(np.float32))
-        return torch.cat([self.flow_(b.to(device))[0].cpu() for b in x.split(8192)]).numpy()
+        return torch.cat([fn(b.to(device)).cpu() for b in x.split(8192)]).numpy()
 
-    @torch.no_grad()
+    def transform(self, X) -> np.ndarray:
+        """The latent z (same dimension as X) used for cosine similarity, float32."""
+        return self._batched(lambda b: self.flow_(b)[0], self._check_input(X))
+
     def inverse_transform(self, Z) -> np.ndarray:
         """Map latents back to embedding space."""
-        Z = self._check_input(Z, "Z")
-        device = next(self.flow_.parameters()).device
-        z = torch.from_numpy(Z.astype(np.float32))
-        return torch.cat([self.flow_.inverse(b.to(device)).cpu() for b in z.split(8192)]).numpy()
+        return self._batched(self.flow_.inverse, self._check_input(Z, "Z"))
 
-    @torch.no_grad()
     def log_prob(self, X) -> np.ndarray:
         """Log density (nats) of each row under the fitted flow."""
-        X = torch.from_numpy(self._check_input(X).astype(np.float32))
-        z, logdet = self.flow_(X.to(next(self.flow_.parameters()).device))
-        return (StandardNormal().log_prob(z).double() + logdet.double()).cpu().numpy()
+
+        def nats(b: torch.Tensor) -> torch.Tensor:
+            z, logdet = self.flow_(b)
+            return StandardNormal().log_prob(z).double() + logdet.double()
+
+        return self._batched(nats, self._check_input(X))
 
     def to_torch(self) -> nn.Module:
         """An nn.Module x -> z (a copy; training it does not change this calibrator)."""

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from sentflow.cache import EmbeddingCache
 from sentflow.errors import SentflowError
+from sentflow.io import first_line
 from sentflow.models import DEFAULT_MODEL, resolve_model
 from sentflow.pooling import POOLINGS, needs_hidden_states, pool
 
@@ -65,7 +66,7 @@ class Encoder:
             self._model = AutoModel.from_pretrained(self._path).to(self.device).eval()
         except (OSError, ValueError) as exc:
             where = "directory" if Path(self._path).is_dir() else "hub id (needs network)"
-            raise SentflowError(f"cannot load model {self.model_name!r} as a {where}: {_line(exc)}") from None
+            raise SentflowError(f"cannot load model {self.model_name!r} as a {where}: {first_line(exc)}") from None
 
     @property
     def dim(self) -> int:
@@ -111,8 +112,3 @@ class Encoder:
                 out[rows] = pool(outputs, batch["attention_mask"], self.pooling).float().cpu().numpy()
                 bar.update(len(rows))
         return out
-
-
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -63,7 +63,7 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
     try:
         array = np.load(p, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise SentflowError(f"{p}: not a readable .npy array ({_first_line(exc)})") from None
+        raise SentflowError(f"{p}: not a readable .npy array ({first_line(exc)})") from None
     if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
         raise SentflowError(f"{p}: expected a numeric array, got dtype {getattr(array, 'dtype', '?')}")
     return array
@@ -86,7 +86,7 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         with safe_open(str(p), framework="pt") as fh:
             header = fh.metadata() or {}
     except (SafetensorError, OSError) as exc:
-        raise SentflowError(f"{p}: not a readable safetensors file ({_first_line(exc)})") from None
+        raise SentflowError(f"{p}: not a readable safetensors file ({first_line(exc)})") from None
     if _META_KEY not in header:
         raise SentflowError(f"{p}: safetensors file without sentflow metadata; was it written by sentflow?")
     try:
@@ -96,6 +96,7 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return tensors, meta
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name if empty)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
