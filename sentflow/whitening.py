@@ -70,6 +70,16 @@ class Whitening(Calibrator):
         self.__dict__.pop("_solution", None)
         return self
 
+    @classmethod
+    def from_moments(cls, moments: MomentAccumulator, **params) -> Whitening:
+        """A fitted whitening from accumulated statistics (e.g. merged from the workers of a cluster)."""
+        whitening = cls(**params)
+        whitening._check_params(moments.n_features)
+        whitening._moments = moments
+        whitening.n_features_in_ = moments.n_features
+        whitening._solve()
+        return whitening
+
     def set_params(self, **params) -> Whitening:
         """Change parameters; a fitted whitening is re-solved from its moments on next use."""
         if "_solution" in self.__dict__ and "_moments" not in self.__dict__:
@@ -158,6 +168,19 @@ class Whitening(Calibrator):
         """An nn.Module computing the same map on torch tensors."""
         sol = self._solve()
         return AffineMap(sol["mean"], sol["weight"])
+
+    def to_faiss(self):
+        """The same map as a faiss `LinearTransform` (y = A x + b with A = Wᵀ, b = −μW) for `IndexPreTransform`."""
+        from sentflow.extras import require
+
+        faiss = require("faiss", "faiss")
+        sol = self._solve()
+        d_in, d_out = sol["weight"].shape
+        linear = faiss.LinearTransform(d_in, d_out, True)
+        faiss.copy_array_to_vector(np.ascontiguousarray(sol["weight"].T, dtype=np.float32).ravel(), linear.A)
+        faiss.copy_array_to_vector((-sol["mean"] @ sol["weight"]).astype(np.float32), linear.b)
+        linear.is_trained = True
+        return linear
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         sol = self._solve()

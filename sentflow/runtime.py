@@ -1,0 +1,70 @@
+"""Where and how computation runs: device choice, thread counts and seeding, without global side effects.
+
+Nothing here runs at import. Thread counts are set for the duration of a `using_threads` block and restored
+afterwards, so a library call never leaves the process with a different torch configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from sentflow.errors import SentflowError
+
+THREADS_ENV = "SENTFLOW_THREADS"
+
+
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """`device` if given, else cuda when a GPU is visible, else cpu."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_threads(threads: int | None = None, default: int | None = None) -> int:
+    """The thread count to use: `threads`, else $SENTFLOW_THREADS, else `default`, else every available core."""
+    if threads is None and os.environ.get(THREADS_ENV, "").strip():
+        raw = os.environ[THREADS_ENV].strip()
+        try:
+            threads = int(raw)
+        except ValueError:
+            raise SentflowError(f"{THREADS_ENV}={raw!r} is not a whole number of threads") from None
+    if threads is None:
+        threads = default if default is not None else available_cores()
+    if not 1 <= threads <= 4096:
+        raise SentflowError(f"threads must be between 1 and 4096, got {threads}")
+    return threads
+
+
+@contextmanager
+def using_threads(threads: int | None = None, default: int | None = None) -> Iterator[int]:
+    """Run the block with torch using `resolve_threads(threads, default)` intra-op threads, then restore."""
+    wanted = resolve_threads(threads, default)
+    before = torch.get_num_threads()
+    if wanted != before:
+        torch.set_num_threads(wanted)
+    try:
+        yield wanted
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (for scripts; the library uses local generators)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
