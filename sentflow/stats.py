@@ -31,7 +31,9 @@ class MomentAccumulator:
     """n, sum and sum of outer products of (x - shift), accumulated in float64.
 
     The shift (the mean of the first rows seen) keeps the products small, so the covariance
-    does not lose digits to cancellation when the data have a large common mean.
+    does not lose digits to cancellation when the data have a large common mean. Accumulators
+    over disjoint rows combine exactly with `merge`, in any order; every attribute is a plain
+    int or numpy array, so they pickle (and travel between Dask workers) as raw buffers.
     """
 
     def __init__(self, n_features: int) -> None:
@@ -53,6 +55,28 @@ class MomentAccumulator:
             self.sum += chunk.sum(axis=0)
             self.outer += chunk.T @ chunk
         self.count += len(X)
+
+    def merge(self, other: MomentAccumulator) -> MomentAccumulator:
+        """A new accumulator over the rows of both (neither is changed), whatever their shifts.
+
+        Both are re-expressed around their pooled mean: with y = x - b and d = b - c,
+        sum (x - c) = sum y + n d and sum (x - c)(x - c)^T = sum y y^T + (sum y) d^T + d (sum y)^T + n d d^T.
+        Shifting to the pooled mean keeps the merged products centred, as a single pass would.
+        """
+        if other.n_features != self.n_features:
+            raise SentflowError(f"cannot merge moments of {self.n_features} and {other.n_features} features")
+        merged = MomentAccumulator(self.n_features)
+        parts = [part for part in (self, other) if part.count]
+        if not parts:
+            return merged
+        merged.count = sum(part.count for part in parts)
+        merged.shift = sum(part.count * part.mean() for part in parts) / merged.count
+        for part in parts:
+            delta = part.shift - merged.shift
+            cross = np.outer(part.sum, delta)
+            merged.sum += part.sum + part.count * delta
+            merged.outer += part.outer + cross + cross.T + part.count * np.outer(delta, delta)
+        return merged
 
     def mean(self) -> np.ndarray:
         return self.shift + self.sum / self.count
