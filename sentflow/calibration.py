@@ -1,4 +1,4 @@
-"""The calibrator interface shared by whitening and BERT-flow, and `sentflow.load`."""
+"""The calibrator interface shared by whitening and BERT-flow, and reading calibration files back."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ class Calibrator(TransformerMixin, BaseEstimator):
         raise NotImplementedError
 
 
-def load(path: str | os.PathLike) -> Calibrator:
+def load_calibration(path: str | os.PathLike) -> Calibrator:
     """Load any calibration written by `Calibrator.save` (no pickle: safetensors + JSON)."""
     tensors, meta = load_tensors(path)
     method = meta.get("method")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,8 +18,17 @@ from safetensors.torch import load_file, save_file
 from sentflow.errors import SentflowError
 
 _META_KEY = "sentflow"
-_UMASK = os.umask(0o022)  # read once at import (setting it is the only way to read it), then restored
-os.umask(_UMASK)
+
+
+def current_umask() -> int:
+    """The process umask, read from /proc (setting it is the only portable way to read it: avoided)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
 
 
 @contextmanager
@@ -30,13 +40,52 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give what open() would
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files; give what open() would
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())  # the data is on disk before the name points at it
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike, marker: str) -> Iterator[Path]:
+    """Yield a staging directory next to `path`; swap it in for `path` only if the block succeeds.
+
+    `path` may be new, an empty directory, or an earlier output of the same kind (it holds `marker`); anything
+    else is refused, so a typo never deletes an unrelated directory.
+    """
+    target = Path(path)
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise SentflowError(f"{target}: exists and is not a directory; choose a new output directory")
+    if target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
+        raise SentflowError(f"{target}: a non-empty directory without {marker}; refusing to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield staging
+        staging.chmod(0o777 & ~current_umask())
+        _swap_in(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Rename `staging` onto `target`, keeping the old directory until the new one is in place."""
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        os.replace(target, old / "previous")
+    try:
+        os.replace(staging, target)
+    except OSError:
+        if old is not None:
+            os.replace(old / "previous", target)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> None:

@@ -1,0 +1,145 @@
+"""One artifact for the whole map text -> final vector: encoder settings, calibration and normalisation.
+
+A pipeline directory holds `pipeline.json` (model, pooling, max_length, normalize, sentflow version) and, when
+there is one, `calibration.safetensors`. Loading it reads JSON and safetensors only: no pickle, and the model is
+loaded with `trust_remote_code` off, so nothing in the directory is executed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from sentflow._version import __version__
+from sentflow.calibration import Calibrator, load_calibration
+from sentflow.encoder import Encoder
+from sentflow.errors import SentflowError
+from sentflow.io import atomic_directory
+
+CONFIG_NAME = "pipeline.json"
+CALIBRATION_NAME = "calibration.safetensors"
+FORMAT = "sentflow-pipeline"
+_MAX_CONFIG_BYTES = 64 * 1024
+_MAX_LENGTH_LIMIT = 1 << 20
+
+
+class Pipeline:
+    """Encode texts, calibrate (whitening or BERT-flow, optional) and L2-normalise (optional), as one object."""
+
+    def __init__(self, encoder: Encoder, calibration: Calibrator | None = None, normalize: bool = False) -> None:
+        if calibration is not None and not calibration.__sklearn_is_fitted__():
+            raise SentflowError("the pipeline's calibration is not fitted yet; call fit first")
+        self.encoder = encoder
+        self.calibration = calibration
+        self.normalize = bool(normalize)
+
+    @property
+    def dim(self) -> int:
+        """Size of the vectors the pipeline returns."""
+        return self.calibration.n_components_out_ if self.calibration is not None else self.encoder.dim
+
+    def transform(self, embeddings) -> np.ndarray:
+        """Calibrate then (optionally) L2-normalise raw encoder embeddings: (n, d_in) -> (n, dim) float32."""
+        vectors = self.calibration.transform(embeddings) if self.calibration is not None else np.asarray(embeddings)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if self.normalize:
+            vectors = l2_normalize(vectors)
+        return vectors
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """The final vectors of `texts`: encoder, then calibration, then normalisation."""
+        return self.transform(self.encoder.encode(texts))
+
+    def config(self) -> dict:
+        """The JSON-able description written to pipeline.json."""
+        return {
+            "format": FORMAT,
+            "sentflow_version": __version__,
+            "model": portable_model_name(self.encoder.model_name),
+            "pooling": self.encoder.pooling,
+            "max_length": int(self.encoder.max_length),
+            "normalize": self.normalize,
+            "calibration": CALIBRATION_NAME if self.calibration is not None else None,
+        }
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the pipeline directory atomically (a new directory swapped in only once complete)."""
+        config = self.config()
+        with atomic_directory(directory, marker=CONFIG_NAME) as staging:
+            if self.calibration is not None:
+                self.calibration.save(staging / CALIBRATION_NAME, model=config["model"], pooling=config["pooling"])
+            (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        return Path(directory)
+
+    def to_sentence_transformer(self, directory: str | os.PathLike) -> Path:
+        """Write a standard sentence-transformers model directory computing the same vectors."""
+        from sentflow.st_export import export_sentence_transformer
+
+        return export_sentence_transformer(self, Path(directory))
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Rows divided by their Euclidean norm (a zero row stays zero)."""
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(vectors.dtype, copy=False)
+
+
+def portable_model_name(name: str) -> str:
+    """A local model directory as an absolute path (so the pipeline loads from anywhere); ids unchanged."""
+    path = Path(name)
+    return str(path.resolve()) if path.is_dir() else name
+
+
+def read_config(directory: Path) -> dict:
+    """pipeline.json, validated: known format, field types and bounds."""
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        raise SentflowError(f"{directory}: not a sentflow pipeline directory (no {CONFIG_NAME})")
+    if path.stat().st_size > _MAX_CONFIG_BYTES:
+        raise SentflowError(f"{path}: too large for a pipeline config ({path.stat().st_size} bytes)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise SentflowError(f"{path}: not valid JSON ({type(exc).__name__})") from None
+    expected = {"model": str, "pooling": str, "max_length": int, "normalize": bool}
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise SentflowError(f"{path}: not a sentflow pipeline config (format must be {FORMAT!r})")
+    for key, kind in expected.items():
+        if not isinstance(config.get(key), kind) or (kind is int and isinstance(config[key], bool)):
+            raise SentflowError(f"{path}: field {key!r} must be a {kind.__name__}")
+    if not 2 <= config["max_length"] <= _MAX_LENGTH_LIMIT:
+        raise SentflowError(f"{path}: max_length {config['max_length']} is out of range")
+    if config.get("calibration") not in (None, CALIBRATION_NAME):
+        raise SentflowError(f"{path}: calibration must be null or {CALIBRATION_NAME!r}")
+    return config
+
+
+def load_pipeline(directory: str | os.PathLike, **encoder_options) -> Pipeline:
+    """Read a pipeline directory; `encoder_options` (device, batch_size, cache, ...) are runtime choices."""
+    directory = Path(directory)
+    config = read_config(directory)
+    calibration = None
+    if config["calibration"] is not None:
+        calibration = load_calibration(directory / CALIBRATION_NAME)
+        check_fitted_for(calibration, config, directory)
+    encoder = Encoder(config["model"], config["pooling"], max_length=config["max_length"], **encoder_options)
+    return Pipeline(encoder, calibration, config["normalize"])
+
+
+def check_fitted_for(calibration: Calibrator, config: dict, directory: Path) -> None:
+    """A calibration recorded for another model or pooling does not belong in this pipeline."""
+    fitted = getattr(calibration, "fitted_for_", {}) or {}
+    for key in ("model", "pooling"):
+        if fitted.get(key) not in (None, config[key]):
+            raise SentflowError(
+                f"{directory}: its calibration was fitted for {key} {fitted[key]!r}, the pipeline uses {config[key]!r}"
+            )
+
+
+def load(path: str | os.PathLike) -> Calibrator | Pipeline:
+    """Load a pipeline directory or a calibration file written by sentflow (JSON and safetensors only)."""
+    return load_pipeline(path) if Path(path).is_dir() else load_calibration(path)

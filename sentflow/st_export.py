@@ -1,0 +1,77 @@
+"""Export a pipeline as a standard sentence-transformers model directory (Transformer, Pooling, Dense, Normalize).
+
+The directory is written by sentence-transformers itself, so `SentenceTransformer(path)` loads it in a process that
+never imports sentflow. The whitening becomes one Dense layer: y = x W + b with b = -mean W.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from sentflow.errors import SentflowError
+from sentflow.extras import require
+from sentflow.io import atomic_directory
+from sentflow.models import resolve_model
+
+if TYPE_CHECKING:
+    from sentflow.pipeline import Pipeline
+
+_ST_POOLING = {
+    "cls": "cls",
+    "last-avg": "mean",
+    "layers:-1": "mean",
+}  # what sentence-transformers' Pooling computes on the last layer
+
+
+def st_pooling_mode(pooling: str) -> str:
+    """sentence-transformers' pooling mode for a sentflow pooling, or a one-line reason why there is none."""
+    mode = _ST_POOLING.get(pooling.replace(" ", ""))
+    if mode is None:
+        raise SentflowError(
+            f"pooling {pooling!r} cannot be exported: sentence-transformers' Pooling reads only the last layer "
+            "(cls or mean); use pooling 'cls' or 'last-avg'"
+        )
+    return mode
+
+
+def dense_parameters(pipeline: Pipeline) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(weight (k, d), bias (k,)) of the linear map, or None without calibration; refuses non-linear maps."""
+    calibration = pipeline.calibration
+    if calibration is None:
+        return None
+    if calibration.method != "whitening":
+        raise SentflowError(
+            f"a {calibration.method} calibration is not linear, so no Dense layer can hold it; export a whitening "
+            "pipeline, or serve Pipeline.encode"
+        )
+    weight, mean = calibration.components_, calibration.mean_
+    return torch.tensor(weight.T, dtype=torch.float32), torch.tensor(-mean @ weight, dtype=torch.float32)
+
+
+def export_sentence_transformer(pipeline: Pipeline, directory: Path) -> Path:
+    """Build the equivalent SentenceTransformer and save it to `directory` (atomically: staged, then renamed)."""
+    require("sentence_transformers", "st")
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules
+
+    mode = st_pooling_mode(pipeline.encoder.pooling)
+    dense = dense_parameters(pipeline)
+    transformer = modules.Transformer(
+        resolve_model(pipeline.encoder.model_name), max_seq_length=pipeline.encoder.max_length
+    )
+    dim = transformer.get_embedding_dimension()
+    stack = [transformer, modules.Pooling(dim, pooling_mode=mode)]
+    if dense is not None:
+        weight, bias = dense
+        stack.append(
+            modules.Dense(dim, len(bias), activation_function=torch.nn.Identity(), init_weight=weight, init_bias=bias)
+        )
+    if pipeline.normalize:
+        stack.append(modules.Normalize())
+    model = SentenceTransformer(modules=stack, device="cpu")
+    with atomic_directory(directory, marker="modules.json") as staging:
+        model.save(str(staging))
+    return directory
