@@ -1,0 +1,234 @@
+"""Whitening at cluster scale on Dask: per-chunk float64 moments, one tree reduction, one eigendecomposition.
+
+Whitening needs only (count, mean, sum of outer products), which merge exactly (`MomentAccumulator.merge`), so a
+fit is one pass over the chunks where they live and a few megabytes sent to the client. Dask is optional
+(`sentflow[dask]`) and imported on first use. Every function runs on the active Dask scheduler: this process's
+threads by default, or a cluster once a `distributed.Client` exists (`connect`). Shards must be readable at the same
+path by every worker (a shared filesystem).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import glob
+import hashlib
+import os
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sentflow.errors import SentflowError
+from sentflow.extras import require
+from sentflow.io import first_line
+from sentflow.models import resolve_model
+from sentflow.stats import MomentAccumulator, as_matrix
+from sentflow.whitening import Whitening
+
+if TYPE_CHECKING:
+    from sentflow.calibration import Calibrator
+    from sentflow.encoder import Encoder
+
+CHUNK_ROWS = 65_536  # rows per task when reading shards: 192 MiB of float32 at 768 dims
+SPLIT_EVERY = 8  # accumulators merged per node of the reduction tree
+CONNECT_TIMEOUT_S = 5.0
+_WORKER_ENCODERS: dict[str, Encoder] = {}  # settings digest -> encoder, one per worker process (see `encode`)
+
+PathSpec = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+def connect(address: str, timeout: float = CONNECT_TIMEOUT_S):
+    """A `distributed.Client` of the scheduler at `address`; one-line SentflowError if it cannot be reached."""
+    distributed = require("distributed", "dask")
+
+    async def probe() -> None:  # fail fast, before a Client exists to complain on garbage collection
+        comm = await distributed.comm.connect(address, timeout=timeout)
+        await comm.close()
+
+    try:
+        asyncio.run(probe())
+        return distributed.Client(address, timeout=timeout)
+    except (OSError, ValueError, TimeoutError) as exc:
+        raise SentflowError(
+            f"cannot reach the Dask scheduler at {address!r} within {timeout:g} s ({first_line(exc)}); "
+            "check the address, or start one with `dask scheduler`"
+        ) from None
+
+
+def shard_paths(paths: PathSpec) -> list[Path]:
+    """The files named by `paths`: files, directories (every file in them) or glob patterns, in sorted order."""
+    specs = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    files: list[Path] = []
+    for spec in map(str, specs):
+        if Path(spec).is_dir():
+            files += sorted(p for p in Path(spec).iterdir() if not p.name.startswith("."))
+        elif glob.has_magic(spec):
+            matches = sorted(map(Path, glob.glob(spec)))
+            if not matches:
+                raise SentflowError(f"{spec}: no files match this pattern")
+            files += matches
+        else:
+            files.append(Path(spec))
+    if not files:
+        raise SentflowError(f"no shard files in {paths}")
+    return files
+
+
+def open_shard(path: str | os.PathLike) -> np.ndarray:
+    """A memory-mapped, read-only view of one (n, d) numeric .npy shard; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SentflowError(f"{path}: no such file")
+    if path.suffix != ".npy":
+        raise SentflowError(f"{path}: not a .npy file; a shard must be an (n, d) array saved with numpy.save")
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise SentflowError(f"{path}: not a readable .npy array, truncated or damaged? ({first_line(exc)})") from None
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
+        raise SentflowError(
+            f"{path}: expected a 2-D numeric array (n, d), got shape {array.shape}, dtype {array.dtype}"
+        )
+    return array
+
+
+def _read_rows(path: str, start: int, stop: int, version: tuple[int, int]) -> np.ndarray:
+    """Rows start:stop of a shard, read on the worker (`version` makes a rewritten file a new task)."""
+    return as_matrix(open_shard(path)[start:stop], f"{path} rows {start}:{stop}")
+
+
+def from_npy(paths: PathSpec, chunk_rows: int = CHUNK_ROWS):
+    """.npy shards as one lazy (n, d) dask array; workers read their chunks from memory-mapped files.
+
+    Only the headers are read here: widths, dtypes and readability are checked for every file up front.
+    """
+    dask, da = require("dask", "dask"), require("dask.array", "dask")
+    if chunk_rows < 1:
+        raise SentflowError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    shards = [(path, open_shard(path)) for path in shard_paths(paths)]
+    first, width = shards[0][0], shards[0][1].shape[1]
+    blocks = []
+    for path, array in shards:
+        if array.shape[1] != width:
+            raise SentflowError(f"{path}: {array.shape[1]} columns but {first} has {width}; shards must share a width")
+        stat = path.stat()
+        dtype = array.dtype if array.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+        for start in range(0, len(array), chunk_rows):
+            stop = min(start + chunk_rows, len(array))
+            rows = dask.delayed(_read_rows, pure=True)(str(path), start, stop, (stat.st_size, stat.st_mtime_ns))
+            blocks.append(da.from_delayed(rows, shape=(stop - start, width), dtype=dtype))
+    if not blocks:
+        raise SentflowError(f"{first}: the shards hold no rows")
+    return da.concatenate(blocks, axis=0)
+
+
+def _as_dask_matrix(X):
+    """X as a 2-D numeric dask array with whole rows in each chunk."""
+    da = require("dask.array", "dask")
+    X = da.asarray(X)
+    if X.ndim != 2 or not np.issubdtype(X.dtype, np.number):
+        raise SentflowError(f"X must be a 2-D numeric array (n_samples, n_features), got shape {X.shape}, {X.dtype}")
+    return X if X.numblocks[1] == 1 else X.rechunk({1: -1})
+
+
+def _block_moments(block: np.ndarray) -> MomentAccumulator:
+    block = as_matrix(block)
+    moments = MomentAccumulator(block.shape[1])
+    moments.update(block)
+    return moments
+
+
+def _merge(*parts: MomentAccumulator) -> MomentAccumulator:
+    return functools.reduce(MomentAccumulator.merge, parts)
+
+
+def moments(X, split_every: int = SPLIT_EVERY):
+    """A lazy (`dask.delayed`) MomentAccumulator of all rows of X: per-chunk moments merged in a tree."""
+    dask = require("dask", "dask")
+    if split_every < 2:
+        raise SentflowError(f"split_every must be >= 2, got {split_every}")
+    parts = [dask.delayed(_block_moments, pure=True)(block) for block in _as_dask_matrix(X).to_delayed().ravel()]
+    while len(parts) > 1:
+        parts = [
+            dask.delayed(_merge, pure=True)(*parts[i : i + split_every]) for i in range(0, len(parts), split_every)
+        ]
+    return parts[0]
+
+
+def fit_whitening(
+    X, n_components: int | None = None, power: float = 0.5, *, eps: float = 1e-9, split_every: int = SPLIT_EVERY
+) -> Whitening:
+    """A `Whitening` fitted on a dask array (or anything `dask.array.asarray` takes), equal to the in-memory fit.
+
+    One tree reduction of float64 per-chunk statistics runs on the active scheduler; the eigendecomposition runs
+    here. The result is an ordinary `Whitening` (save, transform, `partial_fit` further).
+    """
+    Whitening(n_components, power, eps)._check_params(_as_dask_matrix(X).shape[1])  # fail before the cluster works
+    (merged,) = require("dask", "dask").compute(moments(X, split_every))
+    return Whitening.from_moments(merged, n_components=n_components, power=power, eps=eps)
+
+
+def fit_shards(
+    paths: PathSpec,
+    scheduler: str | None = None,
+    *,
+    n_components: int | None = None,
+    power: float = 0.5,
+    eps: float = 1e-9,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Whitening:
+    """Fit a whitening on .npy shards, on the Dask cluster at `scheduler` (an address) or in this process."""
+    X = from_npy(paths, chunk_rows)
+    if scheduler is None:
+        return fit_whitening(X, n_components, power, eps=eps)
+    with connect(scheduler):
+        return fit_whitening(X, n_components, power, eps=eps)
+
+
+def transform(calibration: Calibrator, X):
+    """`calibration.transform` on every chunk of X where it lives: a lazy (n, k) dask array."""
+    X = _as_dask_matrix(X)
+    probe = calibration.transform(np.zeros((1, X.shape[1]), dtype=X.dtype))  # checks fitted and width here
+    meta = np.empty((0, probe.shape[1]), dtype=probe.dtype)
+    return X.map_blocks(calibration.transform, chunks=(X.chunks[0], (probe.shape[1],)), dtype=probe.dtype, meta=meta)
+
+
+def _encode_partition(texts: Sequence[str], key: str, encoder: Encoder) -> np.ndarray:
+    """Encode one partition with this worker process's copy of the encoder (its model loads on first use)."""
+    return _WORKER_ENCODERS.setdefault(key, encoder).encode(list(texts))
+
+
+def encode(texts, encoder: Encoder):
+    """Vectors of a dask bag of strings, encoded on the workers: a lazy (n, dim) float32 dask array, in bag order.
+
+    The encoder's settings travel to the workers, never weights: each worker process keeps one copy per distinct
+    settings and loads its model once, on first use. Pass an encoder that has not loaded its model in this process.
+    Row counts per chunk are unknown until computed (`compute_chunk_sizes`).
+    """
+    dask, da = require("dask", "dask"), require("dask.array", "dask")
+    try:
+        settings = pickle.dumps(encoder)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        raise SentflowError(
+            "encode needs an encoder that has not loaded its model in this process (each worker loads its own); "
+            "pass a fresh Encoder(...)"
+        ) from None
+    key = hashlib.sha256(settings).hexdigest()
+    shipped = dask.delayed(encoder, name=f"sentflow-encoder-{key}")
+    dim = _hidden_size(encoder.model_name)
+    parts = [dask.delayed(_encode_partition, pure=True)(part, key, shipped) for part in texts.to_delayed()]
+    blocks = [da.from_delayed(part, shape=(np.nan, dim), dtype=np.float32) for part in parts]
+    return da.concatenate(blocks, axis=0)
+
+
+def _hidden_size(model: str) -> int:
+    """The model's vector size, read from its config without loading the weights."""
+    from transformers import AutoConfig
+
+    try:
+        return int(AutoConfig.from_pretrained(resolve_model(model)).hidden_size)
+    except (OSError, ValueError) as exc:
+        raise SentflowError(f"cannot read the config of model {model!r}: {first_line(exc)}") from None
