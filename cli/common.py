@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import typer
@@ -14,7 +16,27 @@ from sentflow.errors import SentflowError
 
 F = TypeVar("F", bound=Callable)
 
-warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Show a warning as one `warning: ...` line on stderr (no source location)."""
+    typer.echo(f"warning: {message}", err=True)
+
+
+@contextmanager
+def threads_from(threads: int | None) -> Iterator[None]:
+    """Make `--threads` the thread count of everything the command runs ($SENTFLOW_THREADS), then restore."""
+    from sentflow.runtime import THREADS_ENV, resolve_threads
+
+    old = os.environ.get(THREADS_ENV)
+    if threads is not None:
+        os.environ[THREADS_ENV] = str(resolve_threads(threads))
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(THREADS_ENV, None)
+        else:
+            os.environ[THREADS_ENV] = old
 
 
 def fail(message: str) -> typer.Exit:
@@ -29,7 +51,9 @@ def user_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _one_line_warning
+                return func(*args, **kwargs)
         except SentflowError as exc:
             raise fail(str(exc)) from None
         except OSError as exc:

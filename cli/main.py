@@ -10,8 +10,7 @@ import typer
 
 from sentflow.errors import SentflowError
 
-from .common import user_errors
-from .data import fit_data, read_embeddings, read_sentences
+from .common import threads_from, user_errors
 from .flows import flows_app
 
 app = typer.Typer(
@@ -34,12 +33,13 @@ Hidden = Annotated[int | None, typer.Option(help="Flow: coupling network width; 
 Epochs = Annotated[int | None, typer.Option(help="Flow: max epochs (early stopping may end sooner).")]
 Lr = Annotated[float | None, typer.Option(help="Flow: learning rate; default 1e-3.")]
 Seed = Annotated[int, typer.Option(help="Random seed (flow training).")]
+Threads = Annotated[int | None, typer.Option(help="CPU threads (default: $SENTFLOW_THREADS, else every core).")]
 
 
-def _encoder(model: str, pooling: str, batch_size: int):
+def _encoder(model: str, pooling: str, batch_size: int, cache: bool = True):
     from sentflow.encoder import Encoder
 
-    return Encoder(model=model, pooling=pooling, batch_size=batch_size)
+    return Encoder(model=model, pooling=pooling, batch_size=batch_size, cache=cache)
 
 
 def _flow_options(levels, depth, hidden, epochs, lr, seed: int) -> dict:
@@ -53,27 +53,41 @@ def _flow_options(levels, depth, hidden, epochs, lr, seed: int) -> dict:
 def encode(
     input: Annotated[Path, typer.Argument(help="Text file, one sentence per line.")],
     out: Annotated[Path, typer.Option(help="Where to write the (n, d) float32 .npy.")],
+    pipeline: Annotated[Path | None, typer.Option(help="A pipeline directory written by `sentflow fit`.")] = None,
     model: Model = "all-MiniLM-L6-v2",
     pooling: Pooling = "last-avg",
     batch_size: BatchSize = 64,
+    chunk_lines: Annotated[int, typer.Option(help="Lines encoded and written per chunk.")] = 8192,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last finished chunk.")] = False,
+    threads: Threads = None,
 ) -> None:
-    """Encode sentences into a .npy array of sentence vectors."""
-    from sentflow.io import save_npy
+    """Encode a text file into a .npy of sentence vectors, chunk by chunk (memory does not grow with the file)."""
+    from sentflow.pipeline import load_pipeline
+    from sentflow.streaming import encode_file
 
-    vectors = _encoder(model, pooling, batch_size).encode(read_sentences(input))
-    save_npy(out, vectors)
-    typer.echo(f"wrote {out} {vectors.shape}", err=True)
+    with threads_from(threads):
+        if pipeline is not None:
+            encoder = load_pipeline(pipeline, batch_size=batch_size, cache=False)
+        else:
+            encoder = _encoder(model, pooling, batch_size, cache=False)
+        shape = encode_file(encoder, input, out, chunk_lines=chunk_lines, resume=resume)
+    typer.echo(f"wrote {out} {shape}", err=True)
 
 
 @app.command()
 @user_errors
 def fit(
-    out: Annotated[Path, typer.Option(help="Calibration file to write (.safetensors).")],
+    out: Annotated[
+        Path, typer.Option(help="A .safetensors calibration file, or a pipeline directory (any other name).")
+    ],
     method: Annotated[str, typer.Option(help="whitening | flow")] = "whitening",
-    data: Annotated[str, typer.Option(help="sts-b, sick-r, sts12..16, a text file or an .npy file.")] = "sts-b",
+    data: Annotated[
+        str, typer.Option(help="sts-b, sick-r, sts12..16, a text file, or .npy embeddings (a file, directory or glob).")
+    ] = "sts-b",
     data_dir: Annotated[Path | None, typer.Option(help="Directory of a task not shipped with sentflow.")] = None,
     dim: Dim = None,
     power: Power = 0.5,
+    normalize: Annotated[bool, typer.Option(help="Pipeline: L2-normalise the final vectors.")] = False,
     model: Model = "all-MiniLM-L6-v2",
     pooling: Pooling = "last-avg",
     batch_size: BatchSize = 64,
@@ -83,44 +97,75 @@ def fit(
     epochs: Epochs = None,
     lr: Lr = None,
     seed: Seed = 0,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler address: fit .npy shards on that cluster.")
+    ] = None,
+    threads: Threads = None,
 ) -> None:
-    """Fit a calibration (no labels used) and save it."""
+    """Fit a calibration (no labels used) and save it, alone or as a pipeline with its encoder settings."""
     from sentflow.evaluation import make_calibrator
+    from sentflow.streaming import data_width, fit_calibration, is_embedding_source
 
     if method not in ("whitening", "flow"):
         raise SentflowError(f"unknown --method {method!r}; choose whitening or flow")
     if method == "flow" and (dim is not None or power != 0.5):
         raise SentflowError("--dim and --power apply to whitening; a flow keeps every dimension")
-    rows = fit_data(data, _encoder(model, pooling, batch_size), data_dir)
-    if dim is not None and dim > rows.shape[1]:
-        raise SentflowError(f"--dim {dim} is larger than the embedding size {rows.shape[1]}")
-    calibrator = make_calibrator(method, dim, power, **_flow_options(levels, depth, hidden, epochs, lr, seed))
-    calibrator.fit(rows)
-    from_npy = data.endswith(".npy")
-    calibrator.save(out, model=None if from_npy else model, pooling=None if from_npy else pooling)
-    typer.echo(
-        f"wrote {out}: {method} {rows.shape[1]} -> {calibrator.n_components_out_} dims, fitted on {len(rows)} rows",
-        err=True,
-    )
+    if normalize and out.suffix == ".safetensors":
+        raise SentflowError("--normalize is a pipeline setting: give --out a directory name, not a .safetensors file")
+    with threads_from(threads):
+        encoder = _encoder(model, pooling, batch_size)
+        width = data_width(data, encoder)
+        if dim is not None and dim > width:
+            raise SentflowError(f"--dim {dim} is larger than the embedding size {width}")
+        calibrator = make_calibrator(method, dim, power, **_flow_options(levels, depth, hidden, epochs, lr, seed))
+        if scheduler is not None:
+            calibrator, rows = _fit_on_cluster(scheduler, data, method, dim, power)
+        else:
+            rows = fit_calibration(calibrator, data, encoder, data_dir)
+        _save_fit(calibrator, out, encoder, normalize, from_embeddings=is_embedding_source(data))
+    typer.echo(f"wrote {out}: {method} {width} -> {calibrator.n_components_out_} dims, fitted on {rows} rows", err=True)
+
+
+def _fit_on_cluster(scheduler: str, data: str, method: str, dim: int | None, power: float):
+    """A whitening fitted on a Dask cluster from .npy shards; (calibrator, rows)."""
+    from sentflow import distributed
+    from sentflow.streaming import is_embedding_source
+
+    if method != "whitening" or not is_embedding_source(data):
+        raise SentflowError("--scheduler fits a whitening on .npy embeddings (a file, directory or glob)")
+    with distributed.connect(scheduler):
+        whitening = distributed.fit_whitening(distributed.from_npy(data), n_components=dim, power=power)
+    return whitening, whitening.n_samples_seen_
+
+
+def _save_fit(calibrator, out: Path, encoder, normalize: bool, from_embeddings: bool) -> None:
+    """A .safetensors path gets the calibration alone; any other path a pipeline directory."""
+    from sentflow.pipeline import Pipeline
+
+    if out.suffix == ".safetensors":
+        model, pooling = (None, None) if from_embeddings else (encoder.model_name, encoder.pooling)
+        calibrator.save(out, model=model, pooling=pooling)
+    else:
+        Pipeline(encoder, calibrator, normalize).save(out)
 
 
 @app.command()
 @user_errors
 def transform(
-    embeddings: Annotated[Path, typer.Argument(help="Input .npy of shape (n, d).")],
-    calib: Annotated[Path, typer.Option(help="Calibration written by `sentflow fit`.")],
-    out: Annotated[Path, typer.Option(help="Where to write the transformed .npy.")],
+    embeddings: Annotated[
+        str, typer.Argument(help="Input .npy of shape (n, d), a directory of .npy shards, or a glob.")
+    ],
+    calib: Annotated[Path, typer.Option(help="Calibration file or pipeline directory written by `sentflow fit`.")],
+    out: Annotated[Path, typer.Option(help="Where to write the transformed .npy (float32).")],
+    threads: Threads = None,
 ) -> None:
-    """Apply a saved calibration to an array of embeddings."""
-    import numpy as np
-
+    """Apply a saved calibration (or pipeline) to embeddings, chunk by chunk, into one .npy."""
     import sentflow
-    from sentflow.io import save_npy
+    from sentflow.streaming import transform_file
 
-    calibrator = sentflow.load(calib)
-    result = calibrator.transform(read_embeddings(embeddings))
-    save_npy(out, result.astype(np.float32))
-    typer.echo(f"wrote {out} {result.shape}", err=True)
+    with threads_from(threads):
+        shape = transform_file(sentflow.load(calib), embeddings, out)
+    typer.echo(f"wrote {out} {shape}", err=True)
 
 
 @app.command("eval")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -53,9 +54,17 @@ class Whitening(Calibrator):
 
     def fit(self, X, y=None) -> Whitening:
         """Estimate mean and whitening matrix from X (n_samples, n_features)."""
+        return self.fit_chunks([X])
+
+    def fit_chunks(self, chunks: Iterable) -> Whitening:
+        """Fit on row chunks read one at a time (same result as `fit` on their concatenation)."""
         for attr in ("_moments", "_solution"):
             self.__dict__.pop(attr, None)
-        self.partial_fit(X)._solve()
+        for chunk in chunks:
+            self.partial_fit(chunk)
+        if "_moments" not in self.__dict__:
+            raise SentflowError("no rows to fit on")
+        self._solve()
         return self
 
     def partial_fit(self, X, y=None) -> Whitening:

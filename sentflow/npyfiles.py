@@ -1,0 +1,171 @@
+""".npy arrays read and written in row chunks, so memory never holds more than one chunk.
+
+Chunks are read with plain file reads at known offsets rather than through a memory map: mapped pages count in
+the resident set, so a memory-mapped pass over a 3 GB file would show 3 GB of RSS.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from sentflow.errors import SentflowError
+from sentflow.io import atomic_path, first_line
+
+CHUNK_BYTES = 64 << 20  # rows per chunk are chosen so that a float32 chunk is about this large
+_MAX_HEADER_BYTES = 1 << 16
+
+
+@dataclass(frozen=True)
+class NpyShard:
+    """A 2-D numeric .npy file: where its data start, its shape and dtype."""
+
+    path: Path
+    rows: int
+    cols: int
+    dtype: np.dtype
+    offset: int
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) as a fresh array (one read, no memory map)."""
+        count = (stop - start) * self.cols
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset + start * self.cols * self.dtype.itemsize)
+            data = np.fromfile(fh, dtype=self.dtype, count=count)
+        if data.size != count:
+            raise SentflowError(f"{self.path}: truncated while reading rows {start}..{stop}")
+        return data.reshape(stop - start, self.cols)
+
+
+def open_shard(path: str | os.PathLike) -> NpyShard:
+    """Read and check a .npy header: 2-D, numeric, C order, and a file long enough for the data it announces."""
+    p = Path(path)
+    if not p.is_file():
+        raise SentflowError(f"{p}: no such file")
+    try:
+        with open(p, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            shape, fortran, dtype = _read_header(fh, version)
+            offset = fh.tell()
+    except (ValueError, EOFError, OSError) as exc:
+        raise SentflowError(f"{p}: not a readable .npy array ({first_line(exc)})") from None
+    if len(shape) != 2 or fortran or dtype.hasobject or not np.issubdtype(dtype, np.number):
+        raise SentflowError(
+            f"{p}: must be 2-D (n_samples, n_features), numeric and C-order; got shape {shape}, {dtype}"
+        )
+    rows, cols = (int(v) for v in shape)
+    expected = offset + rows * cols * dtype.itemsize
+    if p.stat().st_size < expected:
+        raise SentflowError(f"{p}: truncated: {p.stat().st_size} bytes, the header announces {expected}")
+    return NpyShard(p, rows, cols, dtype, offset)
+
+
+def _read_header(fh: BinaryIO, version: tuple[int, int]) -> tuple[tuple[int, ...], bool, np.dtype]:
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fh, max_header_size=_MAX_HEADER_BYTES)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(fh, max_header_size=_MAX_HEADER_BYTES)
+    raise ValueError(f"unsupported .npy format version {version}")
+
+
+def expand_inputs(spec: str | os.PathLike) -> list[Path]:
+    """A .npy file, a directory of .npy shards, or a glob pattern, as a sorted list of files."""
+    text = str(spec)
+    path = Path(text)
+    if path.is_dir():
+        files = sorted(f for f in path.iterdir() if not f.name.startswith("."))
+        strays = [f for f in files if f.suffix.lower() != ".npy" or not f.is_file()]
+        if strays:
+            raise SentflowError(f"{strays[0]}: not a .npy file in the shard directory {path}")
+    elif glob.has_magic(text):
+        files = sorted(Path(f) for f in glob.glob(text))
+    else:
+        files = [path]
+    if not files:
+        raise SentflowError(f"{text}: no .npy files match")
+    return files
+
+
+class NpyShards:
+    """Several .npy files of the same width read as one (n, d) array, in chunks."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike]) -> None:
+        self.shards = [open_shard(p) for p in paths]
+        first = self.shards[0]
+        for shard in self.shards[1:]:
+            if shard.cols != first.cols:
+                raise SentflowError(f"{shard.path}: {shard.cols} columns, but {first.path} has {first.cols}")
+        self.cols = first.cols
+        self.rows = sum(s.rows for s in self.shards)
+
+    @classmethod
+    def from_spec(cls, spec: str | os.PathLike) -> NpyShards:
+        return cls(expand_inputs(spec))
+
+    @property
+    def paths(self) -> list[Path]:
+        return [s.path for s in self.shards]
+
+    def chunk_rows(self) -> int:
+        return max(1, CHUNK_BYTES // (4 * max(self.cols, 1)))
+
+    def chunks(self, rows: int | None = None) -> Iterator[tuple[NpyShard, int, np.ndarray]]:
+        """(shard, first row within the shard, rows) chunks, each finite-checked, in file order."""
+        rows = rows or self.chunk_rows()
+        for shard in self.shards:
+            for start in range(0, shard.rows, rows):
+                chunk = shard.read(start, min(start + rows, shard.rows))
+                check_finite(chunk, shard.path, start)
+                yield shard, start, chunk
+
+    def read_all(self) -> np.ndarray:
+        """Every row in memory (for fits that need all rows at once, such as BERT-flow)."""
+        return np.concatenate([chunk for _, _, chunk in self.chunks()])
+
+
+def check_finite(chunk: np.ndarray, path: Path, first_row: int) -> None:
+    """Refuse NaN/Inf, naming the file and the row."""
+    bad = ~np.isfinite(chunk).all(axis=1)
+    if bad.any():
+        first = first_row + int(np.flatnonzero(bad)[0])
+        raise SentflowError(f"{path}: NaN or Inf values ({int(bad.sum())} rows, first at row {first})")
+
+
+def write_header(fh: BinaryIO, rows: int, cols: int, dtype: np.dtype) -> int:
+    """Write a .npy header for a C-order (rows, cols) array; return where the data start."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (rows, cols)}
+    np.lib.format.write_array_header_2_0(fh, header)
+    return fh.tell()
+
+
+class ChunkWriter:
+    """Appends row chunks to an open .npy file whose header announced `rows` x `cols`."""
+
+    def __init__(self, fh: BinaryIO, path: Path, rows: int, cols: int, dtype: np.dtype) -> None:
+        self.fh, self.path, self.rows, self.cols, self.dtype = fh, path, rows, cols, dtype
+        self.written = 0
+
+    def write(self, chunk: np.ndarray) -> None:
+        if chunk.ndim != 2 or chunk.shape[1] != self.cols or self.written + len(chunk) > self.rows:
+            raise SentflowError(f"{self.path}: a chunk of shape {chunk.shape} does not fit ({self.rows}, {self.cols})")
+        check_finite(chunk, self.path, self.written)
+        self.fh.write(np.ascontiguousarray(chunk, dtype=self.dtype).tobytes())
+        self.written += len(chunk)
+
+
+@contextmanager
+def npy_writer(path: str | os.PathLike, rows: int, cols: int, dtype=np.float32) -> Iterator[ChunkWriter]:
+    """Write a (rows, cols) .npy chunk by chunk into a temporary file that replaces `path` once complete."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        write_header(fh, rows, cols, np.dtype(dtype))
+        writer = ChunkWriter(fh, Path(path), rows, cols, np.dtype(dtype))
+        yield writer
+        if writer.written != rows:
+            raise SentflowError(f"{path}: wrote {writer.written} of {rows} rows")

@@ -1,0 +1,208 @@
+"""Fit, transform and encode corpora larger than memory: every pass reads and writes one chunk at a time.
+
+- `fit_calibration` fits on a task's sentences, a text file, or .npy shards (whitening streams them through
+  `partial_fit`; BERT-flow needs all rows in memory);
+- `transform_file` applies a calibration or pipeline to .npy shards, writing straight into one output .npy;
+- `encode_file` encodes a text file chunk by chunk into a pre-sized .npy and can resume an interrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from sentflow.calibration import Calibrator
+from sentflow.encoder import Encoder
+from sentflow.errors import SentflowError
+from sentflow.io import check_output, write_atomic
+from sentflow.npyfiles import NpyShards, check_finite, npy_writer, write_header
+from sentflow.sts import TASKS, load_sts
+
+CHUNK_LINES = 8192
+STATE_SUFFIX = ".partial.json"
+
+
+def is_embedding_source(source: str) -> bool:
+    """Whether a data argument names .npy embeddings (a file, a shard directory or a glob) rather than text."""
+    path = Path(source)
+    if path.suffix.lower() == ".npz":
+        raise SentflowError(f"{source}: .npz archives are not read; save each array as its own .npy file")
+    return path.suffix.lower() == ".npy" or path.is_dir() or any(c in source for c in "*?[")
+
+
+def fit_calibration(
+    calibrator: Calibrator, source: str, encoder: Encoder, data_dir: str | os.PathLike | None = None
+) -> int:
+    """Fit `calibrator` without labels on a task's sentences (all splits), .npy shards or a text file.
+
+    Returns the number of rows fitted on. Whitening streams chunks; other calibrators get every row at once.
+    """
+    if source in TASKS:
+        from sentflow.evaluation import fit_splits
+
+        sentences = [s for split in fit_splits(source, "all") for s in load_sts(source, split, data_dir).sentences]
+        return _fit_chunks(calibrator, iter([encoder.encode(sentences)]))
+    if is_embedding_source(source):
+        shards = NpyShards.from_spec(source)
+        return _fit_chunks(calibrator, (chunk for _, _, chunk in shards.chunks()))
+    check_text_file(source)
+    return _fit_chunks(calibrator, (encoder.encode(chunk) for chunk in text_chunks(source, 0, CHUNK_LINES)))
+
+
+def data_width(source: str, encoder: Encoder) -> int:
+    """The embedding width a fit on `source` sees: the shards' columns, else the encoder's dimension."""
+    return NpyShards.from_spec(source).cols if source not in TASKS and is_embedding_source(source) else encoder.dim
+
+
+def _fit_chunks(calibrator: Calibrator, chunks: Iterator[np.ndarray]) -> int:
+    if hasattr(calibrator, "fit_chunks"):
+        return calibrator.fit_chunks(chunks).n_samples_seen_
+    rows = np.concatenate(list(chunks))
+    calibrator.fit(rows)
+    return len(rows)
+
+
+def transform_file(transformer, source: str, out: str | os.PathLike) -> tuple[int, int]:
+    """Apply a calibration or pipeline (`.transform`) to .npy shards, chunk by chunk, into one .npy at `out`."""
+    shards = NpyShards.from_spec(source)
+    check_output(out, shards.paths)
+    dim = transformer.dim if hasattr(transformer, "encoder") else transformer.n_components_out_
+    with npy_writer(out, shards.rows, dim) as writer:
+        for _, _, chunk in shards.chunks():
+            writer.write(transformer.transform(chunk))
+    return shards.rows, dim
+
+
+def scan_text(path: str | os.PathLike) -> tuple[int, str]:
+    """(number of lines, sha256 of the bytes) of a text file, read in blocks; a line per row, as `read_lines`."""
+    p = check_text_file(path)
+    digest, lines, last = hashlib.sha256(), 0, b"\n"
+    with open(p, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+            lines += block.count(b"\n")
+            last = block[-1:]
+    lines += last != b"\n"
+    if lines == 0:
+        raise SentflowError(f"{p}: the file is empty; expected one sentence per line")
+    return lines, digest.hexdigest()
+
+
+def check_text_file(path: str | os.PathLike) -> Path:
+    """The path of an existing regular file, or a one-line error saying what it is instead."""
+    p = Path(path)
+    if p.is_dir():
+        raise SentflowError(f"{p}: is a directory, expected a text file with one sentence per line")
+    if not p.is_file():
+        raise SentflowError(f"{p}: no such file")
+    return p
+
+
+def text_chunks(path: str | os.PathLike, start: int, size: int) -> Iterator[list[str]]:
+    """Lists of `size` lines from line index `start` on (newline-separated, a trailing \\r dropped)."""
+    chunk: list[str] = []
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh):
+            if number < start:
+                continue
+            try:
+                chunk.append(raw.rstrip(b"\n").removesuffix(b"\r").decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise SentflowError(f"{path}, line {number + 1}: not UTF-8 text ({exc.reason})") from None
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
+def encode_file(
+    encoder: Encoder,
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    chunk_lines: int = CHUNK_LINES,
+    resume: bool = False,
+    progress: bool | None = None,
+) -> tuple[int, int]:
+    """Encode a text file (one sentence per line) into a (lines, dim) float32 .npy, one chunk at a time.
+
+    Rows are written as they are made into `.OUT.partial` beside `out`, with a small JSON state recording the
+    input's hash, the encoder settings and the rows done; `resume=True` continues such a run from its last
+    finished chunk. The finished file replaces `out` in one rename.
+    """
+    if chunk_lines < 1:
+        raise SentflowError(f"chunk_lines must be >= 1, got {chunk_lines}")
+    target = check_output(out, [source])
+    lines, digest = scan_text(source)
+    partial = target.with_name(f".{target.name}.partial")
+    state_path = target.with_name(f".{target.name}{STATE_SUFFIX}")
+    state = {"input_sha256": digest, "lines": lines, "encoder": encoder_settings(encoder), "done": 0}
+    done = _resume_point(state, state_path, partial) if resume else 0
+    dim = encoder.dim
+    if done == 0:
+        _start_partial(partial, lines, dim)
+    offset = _data_offset(partial)
+    show = progress if progress is not None else lines > 4 * encoder.batch_size
+    with (
+        open(partial, "r+b") as fh,
+        tqdm(total=lines, initial=done, unit="sent", desc="encode", disable=not show) as bar,
+    ):
+        for chunk in text_chunks(source, done, chunk_lines):
+            vectors = np.ascontiguousarray(encoder.encode(chunk), dtype=np.float32)
+            check_finite(vectors, Path(source), done)
+            fh.seek(offset + done * dim * 4)
+            fh.write(vectors.tobytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+            done += len(chunk)
+            _save_state(state_path, {**state, "done": done})
+            bar.update(len(chunk))
+    os.replace(partial, target)
+    state_path.unlink(missing_ok=True)
+    return lines, dim
+
+
+def encoder_settings(encoder: Encoder) -> dict:
+    """What decides the vectors of an encoder (a resumed run must use the same)."""
+    settings = {"model": str(encoder.model_name), "pooling": encoder.pooling, "max_length": encoder.max_length}
+    backend = getattr(encoder, "backend", None)
+    return {**settings, "backend": backend} if backend is not None else settings
+
+
+def _resume_point(state: dict, state_path: Path, partial: Path) -> int:
+    if not state_path.is_file() or not partial.is_file():
+        return 0
+    try:
+        saved = json.loads(state_path.read_text(encoding="utf-8"))
+        done = saved["done"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        raise SentflowError(f"{state_path}: unreadable resume state; delete it to start over") from None
+    if {k: saved.get(k) for k in state if k != "done"} != {k: v for k, v in state.items() if k != "done"}:
+        raise SentflowError(
+            f"{state_path}: the resume state belongs to another input or encoder; delete it or run without resume"
+        )
+    if not isinstance(done, int) or not 0 <= done <= state["lines"]:
+        raise SentflowError(f"{state_path}: resume state has an invalid row count {done!r}")
+    return done
+
+
+def _start_partial(partial: Path, rows: int, dim: int) -> None:
+    with open(partial, "wb") as fh:
+        write_header(fh, rows, dim, np.dtype(np.float32))
+        fh.truncate(fh.tell() + rows * dim * 4)
+
+
+def _data_offset(partial: Path) -> int:
+    from sentflow.npyfiles import open_shard
+
+    return open_shard(partial).offset
+
+
+def _save_state(path: Path, state: dict) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(state), encoding="utf-8"))
