@@ -1,4 +1,4 @@
-"""On-disk cache of embeddings keyed by model, pooling, max length and the texts' hash."""
+"""On-disk cache of embeddings keyed by model, pooling, max length, backend and the texts' hash."""
 
 from __future__ import annotations
 
@@ -44,13 +44,14 @@ def texts_digest(texts: list[str]) -> str:
 
 
 class EmbeddingCache:
-    """A folder of .npy files, one per (model, pooling, max_length, texts) key."""
+    """A folder of .npy files, one per (model, pooling, max_length, backend, texts) key."""
 
     def __init__(self, directory: str | os.PathLike | None = None) -> None:
         self.directory = Path(directory) if directory is not None else default_cache_dir() / "embeddings"
 
-    def key(self, model: str, pooling: str, max_length: int, texts: list[str]) -> str:
-        spec = {"model": model_fingerprint(model), "pooling": pooling, "max_length": max_length}
+    def key(self, model: str, pooling: str, max_length: int, texts: list[str], backend: str = "torch") -> str:
+        """Hash of everything the vectors depend on: model files, pooling (with its layer set), backend, texts."""
+        spec = {"model": model_fingerprint(model), "pooling": pooling, "max_length": max_length, "backend": backend}
         spec["texts"] = texts_digest(texts)
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 

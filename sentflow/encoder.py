@@ -1,4 +1,4 @@
-"""Sentence vectors from any HuggingFace encoder: batched, length-sorted, cached."""
+"""Sentence vectors from any HuggingFace encoder: batched, length-sorted, cached; PyTorch or ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -10,23 +10,27 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sentflow import onnx_backend
 from sentflow.cache import EmbeddingCache
 from sentflow.errors import SentflowError
+from sentflow.extras import require
 from sentflow.io import first_line
 from sentflow.models import DEFAULT_MODEL, resolve_model
-from sentflow.pooling import POOLINGS, needs_hidden_states, pool
+from sentflow.pooling import parse_pooling, pool
+from sentflow.runtime import default_device, resolve_threads, using_threads
 
-
-def default_device() -> str:
-    """cuda when a GPU is visible, else cpu."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
+BACKENDS = ("torch", *onnx_backend.PRECISIONS)
 
 
 class Encoder:
     """Encode sentences with a frozen transformer and one of the `sentflow.pooling` strategies.
 
+    `backend` is "torch" (any device; `half=True` runs float16 on CUDA), "onnx" (ONNX Runtime, fp32) or
+    "onnx-int8" (ONNX Runtime, dynamically quantised int8 weights); the ONNX graph is exported once per
+    model and pooling and cached. `threads` caps the CPU threads of the forward passes (default: every
+    available core, or $SENTFLOW_THREADS); torch's global setting is restored afterwards.
     `cache` is a directory for embeddings (default: ~/.cache/sentflow/embeddings), or False to
-    disable it; re-encoding the same texts with the same model and pooling then costs nothing.
+    disable it; re-encoding the same texts with the same model, pooling and backend then costs nothing.
     """
 
     def __init__(
@@ -38,42 +42,111 @@ class Encoder:
         device: str | None = None,
         cache: str | os.PathLike | bool = True,
         show_progress: bool | None = None,
+        backend: str = "torch",
+        threads: int | None = None,
+        half: bool = False,
     ) -> None:
-        if pooling not in POOLINGS:
-            raise SentflowError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+        self._pooling = parse_pooling(pooling)
         if batch_size < 1 or max_length < 2:
             raise SentflowError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size}, {max_length}")
+        if backend not in BACKENDS:
+            raise SentflowError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        self.device = default_device(device)
+        if backend != "torch":
+            require("onnxruntime", "onnx")
+            if self.device.type != "cpu":
+                raise SentflowError(f"backend={backend!r} runs on the CPU; use backend='torch' for device={device!r}")
+        if half and self.device.type != "cuda":
+            raise SentflowError(f"half=True needs a CUDA device (got device={str(self.device)!r}); drop half=True")
+        resolve_threads(threads)  # a bad count fails here, not mid-encoding
         self.model_name = model
         self.pooling = pooling
+        self.backend = backend
         self.batch_size = batch_size
         self.max_length = max_length
-        self.device = torch.device(device or default_device())
+        self.threads = threads
+        self.half = half
         self.show_progress = show_progress
         self._cache = None if cache is False else EmbeddingCache(None if cache is True else cache)
         self._path = resolve_model(model)
         self._tokenizer = None
-        self._model = None
+        self._config = None
+        self._forward = None
 
     def _load(self) -> None:
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        if self.device.type == "cpu":
-            torch.set_num_threads(os.cpu_count() or 1)
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(self._path)
-            self._model = AutoModel.from_pretrained(self._path).to(self.device).eval()
+            self._config = AutoConfig.from_pretrained(self._path)
+            self._forward = self._torch_forward() if self.backend == "torch" else self._onnx_forward()
+        except SentflowError:
+            raise
         except (OSError, ValueError) as exc:
             where = "directory" if Path(self._path).is_dir() else "hub id (needs network)"
             raise SentflowError(f"cannot load model {self.model_name!r} as a {where}: {first_line(exc)}") from None
 
     @property
+    def _n_hidden(self) -> int:
+        return int(self._config.num_hidden_layers) + 1
+
+    def _hf_model(self, **kwargs) -> torch.nn.Module:
+        from transformers import AutoModel
+
+        return AutoModel.from_pretrained(self._path, **kwargs).eval()
+
+    def _torch_forward(self):
+        """A function from a padded batch to (hidden states by index, pooler output), running the torch model."""
+        self._pooling.hidden_states(self._n_hidden)  # a bad layer spec fails before the model loads
+        model = self._hf_model(dtype=torch.float16 if self.half else torch.float32).to(self.device)
+
+        def forward(batch):
+            batch = {k: torch.as_tensor(v).to(self.device) for k, v in batch.items()}
+            out = model(**batch, output_hidden_states=self._pooling.kind == "layers")
+            hidden = dict(enumerate(out.hidden_states)) if out.hidden_states else {}
+            hidden[self._n_hidden - 1] = out.last_hidden_state
+            return hidden, getattr(out, "pooler_output", None), batch["attention_mask"]
+
+        return forward
+
+    def _onnx_forward(self):
+        """The same function, running the cached (exported on first use) ONNX graph in onnxruntime."""
+        hidden = self._pooling.hidden_states(self._n_hidden)
+        pooler = self._pooling.kind == "pooler"
+        names = onnx_backend.output_names(hidden, pooler)
+        precision = onnx_backend.PRECISIONS[self.backend]
+        path = onnx_backend.model_file(self._path, precision, names)
+        if not path.is_file():
+            self._build_onnx(path, precision, hidden, pooler, names)
+        session = onnx_backend.OnnxSession(path, resolve_threads(self.threads))
+
+        def forward(batch):
+            out = session(batch)
+            states = {i: out[f"hidden_{i}"] for i in hidden}
+            return states, out.get("pooler_output"), torch.from_numpy(np.asarray(batch["attention_mask"]))
+
+        return forward
+
+    def _build_onnx(self, path: Path, precision: str, hidden, pooler: bool, names: list[str]) -> None:
+        fp32 = onnx_backend.model_file(self._path, "fp32", names)
+        if not fp32.is_file():
+            model = self._hf_model(attn_implementation="eager")
+            if pooler and getattr(model, "pooler", None) is None:
+                raise SentflowError("pooling 'pooler': this model has no pooler layer; use cls or last-avg")
+            example = self._tokenizer(["a sentence to trace the graph with", "a"], padding=True, return_tensors="pt")
+            with using_threads(self.threads):
+                onnx_backend.export(model, example, hidden, pooler, fp32)
+        if precision == "int8":
+            onnx_backend.quantize(fp32, path)
+
+    @property
     def dim(self) -> int:
         """Size of the sentence vectors."""
-        if self._model is None:
+        if self._forward is None:
             self._load()
-        return int(self._model.config.hidden_size)
+        return int(self._config.hidden_size)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) float32 sentence vectors, in the order of `texts`."""
@@ -82,33 +155,37 @@ class Encoder:
             raise SentflowError("encode expects a list of strings")
         key = None
         if self._cache is not None and texts:
-            key = self._cache.key(self._path, self.pooling, self.max_length, texts)
+            backend = f"{self.backend}-fp16" if self.half else self.backend
+            key = self._cache.key(self._path, self._pooling.key, self.max_length, texts, backend=backend)
             hit = self._cache.get(key, len(texts))
             if hit is not None:
                 return hit
         vectors = self._encode(texts)
+        if not np.isfinite(vectors).all():
+            raise SentflowError(f"model {self.model_name!r} produced non-finite vectors; try half=False")
         if key is not None:
             self._cache.put(key, vectors)
         return vectors
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        if self._model is None:
+        if self._forward is None:
             self._load()
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        limit = min(self.max_length, getattr(self._model.config, "max_position_embeddings", self.max_length))
+        limit = min(self.max_length, getattr(self._config, "max_position_embeddings", self.max_length))
         ids = self._tokenizer(texts, truncation=True, max_length=limit, add_special_tokens=True)
         order = np.argsort([-len(x) for x in ids["input_ids"]], kind="stable")
         fields = list(ids.keys())
         show = self.show_progress if self.show_progress is not None else len(texts) > 4 * self.batch_size
-        hidden = needs_hidden_states(self.pooling)
-        with torch.inference_mode(), tqdm(total=len(texts), disable=not show, desc="encode", unit="sent") as bar:
+        tensors = "pt" if self.backend == "torch" else "np"
+        bar = tqdm(total=len(texts), disable=not show, desc="encode", unit="sent")
+        with torch.inference_mode(), using_threads(self.threads), bar:
             for start in range(0, len(texts), self.batch_size):
                 rows = order[start : start + self.batch_size]
-                batch = self._tokenizer.pad([{f: ids[f][i] for f in fields} for i in rows], return_tensors="pt")
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                outputs = self._model(**batch, output_hidden_states=hidden)
-                out[rows] = pool(outputs, batch["attention_mask"], self.pooling).float().cpu().numpy()
+                batch = self._tokenizer.pad([{f: ids[f][i] for f in fields} for i in rows], return_tensors=tensors)
+                hidden, pooler, mask = self._forward(dict(batch))
+                vectors = pool(self._pooling, hidden, mask, self._n_hidden, pooler)
+                out[rows] = vectors.float().cpu().numpy()
                 bar.update(len(rows))
         return out

@@ -1,0 +1,85 @@
+"""ONNX Runtime backend: fp32 equals torch for every pooling, int8 stays close, the export is cached, errors."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from sentflow import Encoder, SentflowError, onnx_backend
+
+SENTENCES = [
+    "a man is playing the guitar .",
+    "the dog",
+    "a girl is brushing her hair with a ball on the beach and the cat is eating .",
+    "men",
+    "a group of people are running in the street , and a car .",
+]
+POOLINGS = ["cls", "pooler", "last-avg", "first-last-avg", "last2avg", "layers:0,2"]
+
+
+@pytest.fixture
+def onnx_dir(tmp_path, monkeypatch):
+    """A private ONNX cache directory per test (so each test sees its own exports)."""
+    monkeypatch.setenv("SENTFLOW_CACHE", str(tmp_path))
+    return tmp_path / "onnx"
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_onnx_fp32_equals_torch(tiny_bert_dir, pooling):
+    torch_vectors = Encoder(str(tiny_bert_dir), pooling=pooling, batch_size=2, cache=False).encode(SENTENCES)
+    onnx_vectors = Encoder(str(tiny_bert_dir), pooling=pooling, batch_size=2, cache=False, backend="onnx")
+    np.testing.assert_allclose(onnx_vectors.encode(SENTENCES), torch_vectors, atol=1e-4, rtol=0)
+
+
+def test_onnx_int8_is_close_to_fp32(tiny_bert_dir):
+    fp32 = Encoder(str(tiny_bert_dir), cache=False, backend="onnx").encode(SENTENCES)
+    int8 = Encoder(str(tiny_bert_dir), cache=False, backend="onnx-int8").encode(SENTENCES)
+    assert not np.array_equal(int8, fp32)  # it really is another graph
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    assert np.sum(unit(int8) * unit(fp32), 1).min() > 0.99
+    # the sentences keep their similarity structure
+    np.testing.assert_allclose(unit(int8) @ unit(int8).T, unit(fp32) @ unit(fp32).T, atol=0.02)
+
+
+def test_export_happens_once_per_model_and_outputs(tiny_bert_dir, onnx_dir, monkeypatch):
+    Encoder(str(tiny_bert_dir), pooling="first-last-avg", cache=False, backend="onnx-int8").encode(SENTENCES)
+    files = sorted(onnx_dir.glob("*.onnx"))
+    assert [f.name.split("-")[1] for f in files] == sorted(["fp32.onnx", "int8.onnx"])
+    stamps = [f.stat().st_mtime_ns for f in files]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("exported again although the graph is cached")
+
+    monkeypatch.setattr(onnx_backend, "export", refuse)
+    monkeypatch.setattr(onnx_backend, "quantize", refuse)
+    for backend in ("onnx", "onnx-int8"):  # the alias and its layers: spelling read the same outputs
+        Encoder(str(tiny_bert_dir), pooling="layers:-1,1", cache=False, backend=backend).encode(SENTENCES)
+    assert [f.stat().st_mtime_ns for f in sorted(onnx_dir.glob("*.onnx"))] == stamps
+    with pytest.raises(AssertionError, match="exported again"):  # other outputs, another graph
+        Encoder(str(tiny_bert_dir), pooling="cls", cache=False, backend="onnx").encode(SENTENCES)
+
+
+def test_embedding_cache_keeps_backends_apart(tiny_bert_dir, tmp_path):
+    vectors = {
+        b: Encoder(str(tiny_bert_dir), cache=tmp_path, backend=b).encode(SENTENCES) for b in ("torch", "onnx-int8")
+    }
+    assert len(list(tmp_path.glob("*.npy"))) == 2
+    assert not np.array_equal(vectors["torch"], vectors["onnx-int8"])
+
+
+def test_missing_onnxruntime_is_a_one_line_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
+    with pytest.raises(SentflowError) as err:
+        Encoder(backend="onnx")
+    assert str(err.value) == "onnxruntime is not installed; install it with: python3 -m pip install 'sentflow[onnx]'"
+
+
+def test_bad_backend_options():
+    with pytest.raises(SentflowError, match="unknown backend 'tensorrt'"):
+        Encoder(backend="tensorrt")
+    with pytest.raises(SentflowError, match="runs on the CPU"):
+        Encoder(backend="onnx", device="cuda")
+    with pytest.raises(SentflowError, match="half=True needs a CUDA device"):
+        Encoder(half=True, device="cpu")
