@@ -46,7 +46,7 @@ def test_onnx_int8_is_close_to_fp32(tiny_bert_dir):
 def test_export_happens_once_per_model_and_outputs(tiny_bert_dir, onnx_dir, monkeypatch):
     Encoder(str(tiny_bert_dir), pooling="first-last-avg", cache=False, backend="onnx-int8").encode(SENTENCES)
     files = sorted(onnx_dir.glob("*.onnx"))
-    assert [f.name.split("-")[1] for f in files] == sorted(["fp32.onnx", "int8.onnx"])
+    assert sorted(f.name.split("-")[1] for f in files) == ["fp32.onnx", "int8.onnx"]
     stamps = [f.stat().st_mtime_ns for f in files]
 
     def refuse(*args, **kwargs):
