@@ -32,11 +32,12 @@ def hand_pooled(model_dir, sentence: str, pooling: str) -> np.ndarray:
         "last-avg": hs[-1].mean(0),
         "first-last-avg": (hs[1].mean(0) + hs[-1].mean(0)) / 2,
         "last2avg": (hs[-2].mean(0) + hs[-1].mean(0)) / 2,
+        "layers:0,2,3": (hs[0].mean(0) + hs[2].mean(0) + hs[3].mean(0)) / 3,
     }[pooling]
     return value.numpy()
 
 
-@pytest.mark.parametrize("pooling", ["cls", "pooler", "last-avg", "first-last-avg", "last2avg"])
+@pytest.mark.parametrize("pooling", ["cls", "pooler", "last-avg", "first-last-avg", "last2avg", "layers:0,2,3"])
 def test_pooling_matches_hand_computation(tiny_bert_dir, pooling):
     encoder = Encoder(str(tiny_bert_dir), pooling=pooling, batch_size=2, cache=False)
     got = encoder.encode(SENTENCES)
@@ -65,6 +66,25 @@ def test_cache_returns_same_vectors_without_running_the_model(tiny_bert_dir, tmp
     other_pooling = Encoder(str(tiny_bert_dir), pooling="last-avg", cache=tmp_path)
     assert not np.allclose(other_pooling.encode(SENTENCES), first)
     assert len(list(tmp_path.glob("*.npy"))) == 2
+
+
+def test_threads_apply_to_the_forward_passes_only(tiny_bert_dir):
+    encoder = Encoder(str(tiny_bert_dir), batch_size=2, cache=False, threads=1)
+    assert encoder.dim == 32  # loads the model
+    seen, forward = [], encoder._forward
+
+    def spy(batch):
+        seen.append(torch.get_num_threads())
+        return forward(batch)
+
+    encoder._forward = spy
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        encoder.encode(SENTENCES)
+        assert seen == [1, 1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_long_inputs_are_truncated_to_the_model_positions(tiny_bert_dir):
