@@ -1,0 +1,96 @@
+"""faiss indexes that apply a calibration inside the index, and the exact numpy search they are checked against.
+
+`build_index` chains the whitening's `LinearTransform`, an optional L2 normalisation and any faiss index built
+by a factory string (inner-product metric), so raw encoder vectors are added and raw query vectors are searched.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sentflow.errors import SentflowError
+from sentflow.extras import require
+from sentflow.io import first_line
+from sentflow.stats import as_matrix
+
+
+def _calibration_and_normalize(pipeline_or_calibration, normalize: bool | None):
+    """(calibration or None, normalize) from a Pipeline (duck-typed), a calibration, or None."""
+    obj = pipeline_or_calibration
+    if obj is not None and hasattr(obj, "calibration") and hasattr(obj, "normalize"):
+        return obj.calibration, bool(obj.normalize) if normalize is None else normalize
+    if obj is None or (hasattr(obj, "transform") and hasattr(obj, "method")):
+        return obj, True if normalize is None else normalize
+    raise SentflowError(f"build_index expects a Pipeline, a fitted calibration or None, got {type(obj).__name__}")
+
+
+def _linear_transform(calibration):
+    """The calibration as a faiss LinearTransform; refuses maps that are not linear."""
+    if not hasattr(calibration, "to_faiss"):
+        raise SentflowError(
+            f"the {calibration.method} calibration is not a linear map, so faiss cannot apply it inside the index: "
+            "index calibration.transform(vectors) with build_index(None, ...) and transform the queries the same way"
+        )
+    if not calibration.__sklearn_is_fitted__():
+        raise SentflowError(f"this {type(calibration).__name__} is not fitted yet; call fit first")
+    return calibration.to_faiss()
+
+
+def build_index(pipeline_or_calibration, vectors, factory: str = "Flat", normalize: bool | None = None):
+    """An inner-product faiss index over calibrated (and, if `normalize`, L2-normalised) `vectors`.
+
+    `pipeline_or_calibration` is a Pipeline (its calibration and normalize flag are used), a fitted linear
+    calibration (then `normalize` defaults to True: cosine similarity), or None (no calibration). The returned
+    index takes raw vectors: `index.search(raw_queries, k)` applies the same transform to the queries.
+    `factory` is any faiss index_factory string ("Flat", "HNSW32", "IVF256,PQ16", ...); the index is trained on
+    `vectors` when it needs training.
+    """
+    faiss = require("faiss", "faiss")
+    calibration, normalize = _calibration_and_normalize(pipeline_or_calibration, normalize)
+    vectors = np.ascontiguousarray(as_matrix(vectors, "vectors"), dtype=np.float32)
+    transforms = []
+    dim = vectors.shape[1]
+    if calibration is not None:
+        linear = _linear_transform(calibration)
+        if linear.d_in != dim:
+            raise SentflowError(
+                f"vectors have {dim} features but the {calibration.method} calibration was fitted on "
+                f"{linear.d_in}-d embeddings"
+            )
+        transforms.append(linear)
+        dim = linear.d_out
+    if normalize:
+        transforms.append(faiss.NormalizationTransform(dim, 2.0))
+    try:
+        inner = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise SentflowError(f"faiss cannot build index {factory!r} for {dim}-d vectors: {first_line(exc)}") from None
+    index = faiss.IndexPreTransform(inner)
+    for transform in reversed(transforms):
+        index.prepend_transform(transform)
+    if not index.is_trained:
+        try:
+            index.train(vectors)
+        except RuntimeError as exc:
+            raise SentflowError(
+                f"cannot train faiss index {factory!r} on {len(vectors)} vectors: {first_line(exc)}"
+            ) from None
+    index.add(vectors)
+    return index
+
+
+def index_bytes(index) -> int:
+    """Size of the index as faiss serialises it (vectors, graph or codes, plus the transforms)."""
+    faiss = require("faiss", "faiss")
+    return int(faiss.serialize_index(index).size)
+
+
+def search_exact(queries, corpus, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k inner products by brute force: (scores, ids), each (n_queries, k), best first, ties by lower id."""
+    queries = as_matrix(queries, "queries")
+    corpus = as_matrix(corpus, "corpus")
+    if queries.shape[1] != corpus.shape[1]:
+        raise SentflowError(f"queries have {queries.shape[1]} features but the corpus has {corpus.shape[1]}")
+    scores = queries @ corpus.T
+    ids = np.argsort(-scores, axis=1, kind="stable")[:, : min(k, len(corpus))]
+    return np.take_along_axis(scores, ids, axis=1), ids

@@ -1,0 +1,190 @@
+"""Retrieval evaluation: encode a task once, calibrate on the corpus only, search faiss indexes, score with
+pytrec_eval (nDCG@10, MRR@10, recall@1/10/100, x100) as BEIR and MTEB do.
+
+Every method is compared with cosine similarity (L2 normalisation after the calibration) unless `normalize=False`.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from sentflow.errors import SentflowError
+from sentflow.extras import require
+from sentflow.index import build_index, index_bytes
+from sentflow.retrieval_data import RetrievalTask, load_retrieval_task
+from sentflow.stats import as_matrix
+from sentflow.whitening import Whitening
+
+POWERS = {"whitening": 0.5, "pca": 0.0}  # pca: centring and rotation only, the dimension-cut baseline
+METHODS = ("none", *POWERS)
+METRICS = ("ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100")
+TOP_K = 100  # the largest cutoff: every metric is computed on the top 100 results of each query
+_TREC_MEASURES = {
+    "ndcg@10": "ndcg_cut_10",
+    "recall@1": "recall_1",
+    "recall@10": "recall_10",
+    "recall@100": "recall_100",
+}
+
+
+@dataclass(frozen=True)
+class IndexResult:
+    """Quality and cost of one faiss index over one calibration."""
+
+    factory: str
+    metrics: dict[str, float]
+    index_bytes: int
+    build_seconds: float
+    qps: float
+
+
+@dataclass(frozen=True)
+class RetrievalRow:
+    """One method at one dimension: the main index and, optionally, an approximate one."""
+
+    method: str
+    dim: int
+    fit_seconds: float
+    main: IndexResult
+    approx: IndexResult | None = None
+
+    def to_dict(self) -> dict:
+        row = {"method": self.method, "dim": self.dim, **self.main.metrics}
+        row.update(index_bytes=self.main.index_bytes, qps=self.main.qps)
+        row.update(build_seconds=self.main.build_seconds, fit_seconds=self.fit_seconds, index=self.main.factory)
+        if self.approx is not None:
+            row.update({f"approx_{k}": v for k, v in asdict(self.approx).items() if k != "metrics"})
+            row.update({f"approx_{k}": v for k, v in self.approx.metrics.items()})
+        return row
+
+
+@dataclass(frozen=True)
+class RetrievalReport:
+    """The rows of one evaluation and what they were measured on."""
+
+    task: str
+    model: str
+    pooling: str
+    n_queries: int
+    n_corpus: int
+    results: tuple[RetrievalRow, ...]
+    normalize: bool = True
+
+    def to_dict(self) -> dict:
+        head = {k: getattr(self, k) for k in ("task", "model", "pooling", "n_queries", "n_corpus")}
+        return {**head, "normalize": self.normalize, "results": [row.to_dict() for row in self.results]}
+
+
+def retrieval_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
+    """nDCG@10, MRR@10 and recall@1/10/100 x100, averaged over every judged query (a query missing from `run`
+    counts 0). `run` maps a query id to {doc id: score}, best first; MRR@10 reads its first 10 entries."""
+    pytrec_eval = require("pytrec_eval", "pytrec_eval")
+    measures = {"ndcg_cut.10", "recall.1,10,100"}
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
+    top10 = {q: dict(list(docs.items())[:10]) for q, docs in run.items()}
+    reciprocal = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
+    scores = {name: [per_query.get(q, {}).get(measure, 0.0) for q in qrels] for name, measure in _TREC_MEASURES.items()}
+    scores["mrr@10"] = [reciprocal.get(q, {}).get("recip_rank", 0.0) for q in qrels]
+    result = {name: 100.0 * float(np.mean(scores[name])) for name in METRICS}
+    if not all(np.isfinite(v) for v in result.values()):
+        raise SentflowError(f"retrieval metrics are not finite: {result}")
+    return result
+
+
+def search_run(index, task: RetrievalTask, query_vectors: np.ndarray, k: int = TOP_K, repeats: int = 3):
+    """(run, queries per second): the top-k documents of every query, its own sentence excluded; the search is
+    timed `repeats` times and the median is kept."""
+    depth = min(k + (1 if task.exclude else 0), len(task.corpus_ids))
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        scores, ids = index.search(query_vectors, depth)
+        times.append(time.perf_counter() - start)
+    run = {}
+    for query, row_scores, row_ids in zip(task.query_ids, scores, ids, strict=True):
+        skip = task.exclude.get(query)
+        docs = ((task.corpus_ids[i], float(s)) for s, i in zip(row_scores, row_ids, strict=True) if i >= 0)
+        run[query] = dict([(d, s) for d, s in docs if d != skip][:k])
+    return run, len(query_vectors) / max(statistics.median(times), 1e-12)
+
+
+def measure_index(calibration, corpus, queries, task: RetrievalTask, factory: str, normalize: bool, repeats: int):
+    """Build one index over the corpus vectors, search the queries, and score the results."""
+    start = time.perf_counter()
+    index = build_index(calibration, corpus, factory, normalize=normalize)
+    seconds = time.perf_counter() - start
+    run, qps = search_run(index, task, queries, repeats=repeats)
+    return IndexResult(factory, retrieval_metrics(task.qrels, run), index_bytes(index), seconds, qps)
+
+
+def _check_options(methods: Sequence[str], dims: Sequence[int | None], factories: Sequence[str], size: int) -> None:
+    """Fail on unknown methods, dims above the embedding size or bad factory strings before any encoding."""
+    faiss = require("faiss", "faiss")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise SentflowError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    for dim in dims:
+        if dim is not None and not 1 <= dim <= size:
+            raise SentflowError(f"dims={dim} must be between 1 and the embedding size {size}")
+        for factory in factories:
+            try:
+                faiss.index_factory(dim or size, factory, faiss.METRIC_INNER_PRODUCT)
+            except RuntimeError as exc:
+                raise SentflowError(
+                    f"faiss cannot build index {factory!r} for {dim or size}-d vectors: {exc}"
+                ) from None
+
+
+def evaluate_retrieval(
+    encoder,
+    task: str | os.PathLike | RetrievalTask,
+    methods: Sequence[str] = METHODS,
+    dims: Sequence[int | None] = (None,),
+    index: str = "Flat",
+    approx_index: str | None = "HNSW32",
+    split: str = "test",
+    data_dir: str | os.PathLike | None = None,
+    normalize: bool = True,
+    repeats: int = 3,
+) -> RetrievalReport:
+    """Retrieval quality and index cost of each method at each dimension (None = the full embedding size).
+
+    `task` is `sts-b`, `sick-r` (with `data_dir`), a BEIR folder or a loaded RetrievalTask. Calibrations are fitted
+    on the corpus vectors only. `none` is the uncalibrated baseline at full size (one row whatever `dims` says);
+    `whitening` is BERT-whitening and `pca` centres and rotates only, both cut to each dim. `index` is the faiss
+    factory whose results are scored; `approx_index` (None to skip) is a second index measured in the same run.
+    """
+    size = int(encoder.dim)
+    factories = [index] + ([approx_index] if approx_index else [])
+    _check_options(methods, dims, factories, size)
+    if not isinstance(task, RetrievalTask):
+        task = load_retrieval_task(task, split, data_dir)
+    corpus = np.ascontiguousarray(as_matrix(encoder.encode(task.corpus_texts), "corpus embeddings"), np.float32)
+    queries = np.ascontiguousarray(as_matrix(encoder.encode(task.query_texts), "query embeddings"), np.float32)
+    configs = [("none", size)] if "none" in methods else []
+    configs += [(m, d or size) for m in methods if m != "none" for d in dict.fromkeys(d or size for d in dims)]
+    rows = []
+    for method, dim in tqdm(configs, desc="retrieval", unit="config", disable=len(configs) < 2):
+        calibration, fit_seconds = None, 0.0
+        if method != "none":
+            start = time.perf_counter()
+            calibration = Whitening(n_components=dim, power=POWERS[method]).fit(corpus)
+            fit_seconds = time.perf_counter() - start
+        results = [measure_index(calibration, corpus, queries, task, f, normalize, repeats) for f in factories]
+        rows.append(RetrievalRow(method, dim, fit_seconds, *results))
+    return RetrievalReport(
+        task=task.name,
+        model=str(getattr(encoder, "model_name", type(encoder).__name__)),
+        pooling=str(getattr(encoder, "pooling", "")),
+        n_queries=len(task.query_ids),
+        n_corpus=len(task.corpus_ids),
+        results=tuple(rows),
+        normalize=normalize,
+    )

@@ -1,0 +1,140 @@
+"""Retrieval tasks: STS-B / SICK-R duplicate retrieval built from their gold scores, and BEIR-layout folders."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sentflow.errors import SentflowError
+from sentflow.sts import SPLITS, StsPairs, load_sts, read_lines
+
+DUPLICATE_TASKS = ("sts-b", "sick-r")
+DUPLICATE_THRESHOLD = 4.0
+QRELS_HEADER = "query-id"
+
+
+@dataclass(frozen=True)
+class RetrievalTask:
+    """A corpus, queries and graded relevance judgements (qrels: query id -> {doc id: grade})."""
+
+    name: str
+    corpus_ids: list[str]
+    corpus_texts: list[str]
+    query_ids: list[str]
+    query_texts: list[str]
+    qrels: dict[str, dict[str, int]]
+    exclude: dict[str, str] = field(default_factory=dict)  # query id -> doc id never returned for it (itself)
+
+
+def load_retrieval_task(
+    task: str | os.PathLike, split: str = "test", data_dir: str | os.PathLike | None = None
+) -> RetrievalTask:
+    """`sts-b` (shipped), `sick-r` (with `data_dir`) as duplicate retrieval, or the path of a BEIR folder."""
+    if str(task) in DUPLICATE_TASKS:
+        if split not in SPLITS:
+            raise SentflowError(f"unknown split {split!r} for {task}; choose one of {', '.join(SPLITS)}")
+        pairs = {s: load_sts(str(task), s, data_dir) for s in SPLITS}
+        return duplicate_task(str(task), pairs, split)
+    path = Path(task)
+    if not path.is_dir():
+        raise SentflowError(
+            f"unknown retrieval task {str(task)!r}: use {' or '.join(DUPLICATE_TASKS)}, or the path of a BEIR folder"
+        )
+    return load_beir(path, split)
+
+
+def duplicate_task(name: str, pairs: dict[str, StsPairs], split: str) -> RetrievalTask:
+    """Duplicate retrieval from gold scores: each `split` pair scored >= 4.0 makes sentence1 a query whose
+    relevant document is sentence2; the corpus is every distinct sentence of all splits. A sentence that is the
+    first sentence of several such pairs is one query with several relevant documents; a pair of identical
+    sentences is skipped (its only relevant document is the query itself, which is excluded)."""
+    corpus = sorted({s for p in pairs.values() for s in p.sentences})
+    doc_id = {s: str(i) for i, s in enumerate(corpus)}
+    qrels: dict[str, dict[str, int]] = {}
+    split_pairs = pairs[split]
+    for s1, s2, score in zip(split_pairs.sentences1, split_pairs.sentences2, split_pairs.scores, strict=True):
+        if score >= DUPLICATE_THRESHOLD and s1 != s2:
+            qrels.setdefault(s1, {})[doc_id[s2]] = 1
+    if not qrels:
+        raise SentflowError(f"{name} {split}: no pair has a gold score >= {DUPLICATE_THRESHOLD}, so no queries")
+    texts = list(qrels)
+    query_ids = [f"q{doc_id[t]}" for t in texts]
+    return RetrievalTask(
+        name=name,
+        corpus_ids=[doc_id[s] for s in corpus],
+        corpus_texts=corpus,
+        query_ids=query_ids,
+        query_texts=texts,
+        qrels={q: qrels[t] for q, t in zip(query_ids, texts, strict=True)},
+        exclude={q: doc_id[t] for q, t in zip(query_ids, texts, strict=True)},
+    )
+
+
+def load_beir(folder: str | os.PathLike, split: str = "test") -> RetrievalTask:
+    """A BEIR folder: corpus.jsonl (documents embedded as title + " " + text), queries.jsonl, qrels/SPLIT.tsv.
+    Only the queries judged in the qrels are kept; every bad line is an error naming the file and line."""
+    folder = Path(folder)
+    corpus = _read_jsonl(folder / "corpus.jsonl", with_title=True)
+    if not corpus:
+        raise SentflowError(f"{folder / 'corpus.jsonl'}: the corpus is empty")
+    queries = _read_jsonl(folder / "queries.jsonl", with_title=False)
+    qrels = _read_qrels(folder / "qrels" / f"{split}.tsv", queries, corpus)
+    query_ids = [q for q in queries if q in qrels]
+    return RetrievalTask(
+        name=folder.name,
+        corpus_ids=list(corpus),
+        corpus_texts=list(corpus.values()),
+        query_ids=query_ids,
+        query_texts=[queries[q] for q in query_ids],
+        qrels={q: qrels[q] for q in query_ids},
+    )
+
+
+def _read_jsonl(path: Path, with_title: bool) -> dict[str, str]:
+    """id -> text of a BEIR jsonl file (title + " " + text when `with_title`), in file order."""
+    records: dict[str, str] = {}
+    for lineno, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SentflowError(f"{path}, line {lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("_id"), str) or not record["_id"]:
+            raise SentflowError(f'{path}, line {lineno}: expected an object with a non-empty string "_id"')
+        title = record.get("title") or ""
+        if not isinstance(record.get("text"), str) or not isinstance(title, str):
+            raise SentflowError(f'{path}, line {lineno}: "text" (and "title" if present) must be strings')
+        doc_id = record["_id"]
+        if doc_id in records:
+            raise SentflowError(f"{path}, line {lineno}: duplicate _id {doc_id!r}")
+        records[doc_id] = (title + " " + record["text"]).strip() if with_title else record["text"]
+    return records
+
+
+def _read_qrels(path: Path, queries: dict[str, str], corpus: dict[str, str]) -> dict[str, dict[str, int]]:
+    """query id -> {doc id: grade} from a BEIR qrels tsv (header line optional, CRLF accepted)."""
+    qrels: dict[str, dict[str, int]] = {}
+    for lineno, line in enumerate(read_lines(path), start=1):
+        fields = line.split("\t")
+        if not line.strip() or (lineno == 1 and fields[0] == QRELS_HEADER):
+            continue
+        if len(fields) != 3:
+            raise SentflowError(f"{path}, line {lineno}: expected query-id, corpus-id, score separated by tabs")
+        query, doc, grade = fields
+        if query not in queries:
+            raise SentflowError(f"{path}, line {lineno}: query id {query!r} is not in queries.jsonl")
+        if doc not in corpus:
+            raise SentflowError(f"{path}, line {lineno}: corpus id {doc!r} is not in corpus.jsonl")
+        try:
+            value = int(grade)
+        except ValueError:
+            raise SentflowError(f"{path}, line {lineno}: score {grade!r} is not a whole number") from None
+        if doc in qrels.get(query, {}):
+            raise SentflowError(f"{path}, line {lineno}: duplicate judgement for query {query!r}, doc {doc!r}")
+        qrels.setdefault(query, {})[doc] = value
+    if not any(grade > 0 for judged in qrels.values() for grade in judged.values()):
+        raise SentflowError(f"{path}: no relevant (score > 0) judgements")
+    return qrels
