@@ -22,6 +22,7 @@ from sentflow.encoder import Encoder
 from sentflow.errors import SentflowError
 from sentflow.io import check_output, write_atomic
 from sentflow.npyfiles import NpyShards, check_finite, npy_writer, write_header
+from sentflow.pipeline import Pipeline
 from sentflow.sts import TASKS, load_sts
 
 CHUNK_LINES = 8192
@@ -123,7 +124,7 @@ def text_chunks(path: str | os.PathLike, start: int, size: int) -> Iterator[list
 
 
 def encode_file(
-    encoder: Encoder,
+    encoder: Encoder | Pipeline,
     source: str | os.PathLike,
     out: str | os.PathLike,
     chunk_lines: int = CHUNK_LINES,
@@ -131,6 +132,8 @@ def encode_file(
     progress: bool | None = None,
 ) -> tuple[int, int]:
     """Encode a text file (one sentence per line) into a (lines, dim) float32 .npy, one chunk at a time.
+
+    `encoder` is an Encoder or a Pipeline (anything with `encode(texts)` and `dim`).
 
     Rows are written as they are made into `.OUT.partial` beside `out`, with a small JSON state recording the
     input's hash, the encoder settings and the rows done; `resume=True` continues such a run from its last
@@ -148,7 +151,7 @@ def encode_file(
     if done == 0:
         _start_partial(partial, lines, dim)
     offset = _data_offset(partial)
-    show = progress if progress is not None else lines > 4 * encoder.batch_size
+    show = progress if progress is not None else lines > 256
     with (
         open(partial, "r+b") as fh,
         tqdm(total=lines, initial=done, unit="sent", desc="encode", disable=not show) as bar,
@@ -168,8 +171,10 @@ def encode_file(
     return lines, dim
 
 
-def encoder_settings(encoder: Encoder) -> dict:
-    """What decides the vectors of an encoder (a resumed run must use the same)."""
+def encoder_settings(encoder) -> dict:
+    """What decides the vectors of an encoder or pipeline (a resumed run must use the same)."""
+    if hasattr(encoder, "config"):
+        return {k: v for k, v in encoder.config().items() if k != "sentflow_version"}
     settings = {"model": str(encoder.model_name), "pooling": encoder.pooling, "max_length": encoder.max_length}
     backend = getattr(encoder, "backend", None)
     return {**settings, "backend": backend} if backend is not None else settings
