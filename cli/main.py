@@ -133,8 +133,7 @@ def _fit_on_cluster(scheduler: str, data: str, method: str, dim: int | None, pow
 
     if method != "whitening" or not is_embedding_source(data):
         raise SentflowError("--scheduler fits a whitening on .npy embeddings (a file, directory or glob)")
-    with distributed.connect(scheduler):
-        whitening = distributed.fit_whitening(distributed.from_npy(data), n_components=dim, power=power)
+    whitening = distributed.fit_shards(data, scheduler, n_components=dim, power=power, progress=True)
     return whitening, whitening.n_samples_seen_
 
 
