@@ -16,10 +16,12 @@ import hashlib
 import os
 import pickle
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from sentflow.errors import SentflowError
 from sentflow.extras import require
@@ -49,7 +51,8 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT_S):
         await comm.close()
 
     try:
-        asyncio.run(probe())
+        with ThreadPoolExecutor(1) as thread:  # its own event loop, even when the caller runs one (notebooks)
+            thread.submit(asyncio.run, probe()).result()
         return distributed.Client(address, timeout=timeout)
     except (OSError, ValueError, TimeoutError) as exc:
         raise SentflowError(
@@ -81,7 +84,7 @@ def open_shard(path: str | os.PathLike) -> np.ndarray:
     """A memory-mapped, read-only view of one (n, d) numeric .npy shard; errors name the file."""
     path = Path(path)
     if not path.is_file():
-        raise SentflowError(f"{path}: no such file")
+        raise SentflowError(f"{path}: {'a directory, not' if path.is_dir() else 'no such file, expected'} a .npy shard")
     if path.suffix != ".npy":
         raise SentflowError(f"{path}: not a .npy file; a shard must be an (n, d) array saved with numpy.save")
     try:
@@ -145,29 +148,59 @@ def _merge(*parts: MomentAccumulator) -> MomentAccumulator:
     return functools.reduce(MomentAccumulator.merge, parts)
 
 
-def moments(X, split_every: int = SPLIT_EVERY):
-    """A lazy (`dask.delayed`) MomentAccumulator of all rows of X: per-chunk moments merged in a tree."""
+def _moment_tree(X, split_every: int) -> tuple[list, object]:
+    """Lazy per-chunk MomentAccumulators of X's rows, and the root of the tree that merges them."""
     dask = require("dask", "dask")
     if split_every < 2:
         raise SentflowError(f"split_every must be >= 2, got {split_every}")
-    parts = [dask.delayed(_block_moments, pure=True)(block) for block in _as_dask_matrix(X).to_delayed().ravel()]
+    leaves = [dask.delayed(_block_moments, pure=True)(block) for block in _as_dask_matrix(X).to_delayed().ravel()]
+    parts = leaves
     while len(parts) > 1:
         parts = [
             dask.delayed(_merge, pure=True)(*parts[i : i + split_every]) for i in range(0, len(parts), split_every)
         ]
-    return parts[0]
+    return leaves, parts[0]
+
+
+def _current_client():
+    """The distributed Client this process computes on, or None (local scheduler)."""
+    try:
+        return require("distributed", "dask").get_client()
+    except (ValueError, SentflowError):
+        return None
+
+
+def _reduce(leaves: list, root, progress: bool) -> MomentAccumulator:
+    """Compute the tree; on a distributed client with `progress`, a tqdm bar counts the chunks done."""
+    client = _current_client() if progress else None
+    if client is None:
+        (merged,) = require("dask", "dask").compute(root)
+        return merged
+    root_future, *leaf_futures = client.compute([root, *leaves])
+    done = require("distributed", "dask").as_completed(leaf_futures)
+    del leaf_futures  # as_completed holds the last reference: each chunk's statistics are freed once merged
+    for _ in tqdm(done, total=len(leaves), desc="moments", unit="chunk"):
+        pass
+    return root_future.result()
 
 
 def fit_whitening(
-    X, n_components: int | None = None, power: float = 0.5, *, eps: float = 1e-9, split_every: int = SPLIT_EVERY
+    X,
+    n_components: int | None = None,
+    power: float = 0.5,
+    *,
+    eps: float = 1e-9,
+    split_every: int = SPLIT_EVERY,
+    progress: bool = False,
 ) -> Whitening:
     """A `Whitening` fitted on a dask array (or anything `dask.array.asarray` takes), equal to the in-memory fit.
 
     One tree reduction of float64 per-chunk statistics runs on the active scheduler; the eigendecomposition runs
-    here. The result is an ordinary `Whitening` (save, transform, `partial_fit` further).
+    here. The result is an ordinary `Whitening` (save, transform, `partial_fit` further). `progress` shows a bar
+    of finished chunks when computing on a distributed client.
     """
     Whitening(n_components, power, eps)._check_params(_as_dask_matrix(X).shape[1])  # fail before the cluster works
-    (merged,) = require("dask", "dask").compute(moments(X, split_every))
+    merged = _reduce(*_moment_tree(X, split_every), progress)
     return Whitening.from_moments(merged, n_components=n_components, power=power, eps=eps)
 
 
@@ -179,13 +212,14 @@ def fit_shards(
     power: float = 0.5,
     eps: float = 1e-9,
     chunk_rows: int = CHUNK_ROWS,
+    progress: bool = False,
 ) -> Whitening:
     """Fit a whitening on .npy shards, on the Dask cluster at `scheduler` (an address) or in this process."""
     X = from_npy(paths, chunk_rows)
     if scheduler is None:
-        return fit_whitening(X, n_components, power, eps=eps)
+        return fit_whitening(X, n_components, power, eps=eps, progress=progress)
     with connect(scheduler):
-        return fit_whitening(X, n_components, power, eps=eps)
+        return fit_whitening(X, n_components, power, eps=eps, progress=progress)
 
 
 def transform(calibration: Calibrator, X):

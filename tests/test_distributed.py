@@ -172,11 +172,13 @@ def test_cluster_fit_equals_in_memory_fit_and_runs_on_both_workers(client, tmp_p
     np.testing.assert_allclose(Z, fitted.transform(X), rtol=0, atol=1e-9)
 
 
-def test_fit_shards_on_a_scheduler_address(cluster, tmp_path):
+def test_fit_shards_on_a_scheduler_address_with_progress(cluster, tmp_path, capsys):
     X = anisotropic(n=1500, d=8, seed=4)
-    save_shards(tmp_path, X, 3, np.float64)
-    fitted = sd.fit_shards(tmp_path, cluster.scheduler_address, power=0.25, chunk_rows=200)
+    save_shards(tmp_path, X, 3, np.float64)  # 500 rows each: 3 chunks of at most 200 rows per shard
+    fitted = sd.fit_shards(tmp_path, cluster.scheduler_address, power=0.25, chunk_rows=200, progress=True)
     assert_same_whitening(fitted, Whitening(power=0.25).fit(X))
+    err = capsys.readouterr().err
+    assert "moments" in err and "9/9" in err
 
 
 def test_encode_on_workers_equals_in_process_encode(client, tiny_bert_dir):
