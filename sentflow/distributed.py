@@ -10,6 +10,7 @@ path by every worker (a shared filesystem).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import glob
 import hashlib
@@ -215,10 +216,8 @@ def fit_shards(
     progress: bool = False,
 ) -> Whitening:
     """Fit a whitening on .npy shards, on the Dask cluster at `scheduler` (an address) or in this process."""
-    X = from_npy(paths, chunk_rows)
-    if scheduler is None:
-        return fit_whitening(X, n_components, power, eps=eps, progress=progress)
-    with connect(scheduler):
+    X = from_npy(paths, chunk_rows)  # every shard checked before connecting
+    with connect(scheduler) if scheduler is not None else contextlib.nullcontext():
         return fit_whitening(X, n_components, power, eps=eps, progress=progress)
 
 
