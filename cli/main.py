@@ -12,6 +12,7 @@ from sentflow.errors import SentflowError
 
 from .common import threads_from, user_errors
 from .flows import flows_app
+from .tables import print_retrieval, print_sts
 
 app = typer.Typer(
     name="sentflow",
@@ -170,11 +171,24 @@ def transform(
 @app.command("eval")
 @user_errors
 def evaluate(
-    task: Annotated[str, typer.Argument(help="sts-b (shipped), or sts12..sts16 / sick-r with --data-dir.")] = "sts-b",
+    task: Annotated[
+        str, typer.Argument(help="sts-b (shipped), sts12..sts16 / sick-r with --data-dir, or `retrieval TASK`.")
+    ] = "sts-b",
+    retrieval_task: Annotated[
+        str | None, typer.Argument(help="With `retrieval`: sts-b, sick-r or a BEIR folder.", show_default=False)
+    ] = None,
     model: Model = "all-MiniLM-L6-v2",
     pooling: Pooling = "last-avg",
-    methods: Annotated[str, typer.Option(help="Comma-separated: none, whitening, flow.")] = "none,whitening",
+    methods: Annotated[
+        str | None, typer.Option(help="Comma-separated: none, whitening, flow (STS); none, whitening, pca (retrieval).")
+    ] = None,
     dim: Dim = None,
+    dims: Annotated[
+        str | None, typer.Option(help="Retrieval: comma-separated dimensions, e.g. 384,256,128,64.")
+    ] = None,
+    index: Annotated[str, typer.Option(help="Retrieval: faiss factory string of the scored index.")] = "Flat",
+    approx_index: Annotated[str, typer.Option(help="Retrieval: a second, approximate index ('' for none).")] = "HNSW32",
+    split: Annotated[str, typer.Option(help="Retrieval: the qrels split of a BEIR folder.")] = "test",
     power: Power = 0.5,
     fit_on: Annotated[str, typer.Option(help="Sentences to fit on (no labels): all, train, dev or test.")] = "all",
     data_dir: Annotated[Path | None, typer.Option(help="Directory of a task not shipped with sentflow.")] = None,
@@ -185,43 +199,70 @@ def evaluate(
     epochs: Epochs = None,
     lr: Lr = None,
     seed: Seed = 0,
+    threads: Threads = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")] = False,
 ) -> None:
-    """Test-split Spearman x100 of each method on an STS task."""
+    """Test-split Spearman x100 of each method on an STS task, or retrieval quality and index cost."""
+    with threads_from(threads):
+        encoder = _encoder(model, pooling, batch_size)
+        if task == "retrieval":
+            report = _retrieval(encoder, retrieval_task, methods, dims, index, approx_index, split, data_dir)
+        else:
+            if retrieval_task is not None:
+                raise SentflowError(f"unexpected argument {retrieval_task!r}; only `eval retrieval TASK` takes two")
+            report = _sts(encoder, task, methods, dim, power, fit_on, data_dir, levels, depth, hidden, epochs, lr, seed)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict() if hasattr(report, "to_dict") else report, allow_nan=False))
+    elif task == "retrieval":
+        print_retrieval(report)
+    else:
+        print_sts(report)
+
+
+def _sts(encoder, task, methods, dim, power, fit_on, data_dir, levels, depth, hidden, epochs, lr, seed):
     from sentflow.evaluation import compare
 
-    report = compare(
-        _encoder(model, pooling, batch_size),
+    return compare(
+        encoder,
         task=task,
-        methods=[m.strip() for m in methods.split(",") if m.strip()],
+        methods=_names(methods or "none,whitening"),
         dim=dim,
         power=power,
         fit_on=fit_on,
         data_dir=str(data_dir) if data_dir else None,
         flow_options=_flow_options(levels, depth, hidden, epochs, lr, seed),
     )
-    if as_json:
-        typer.echo(json.dumps(report))
-    else:
-        _print_table(report)
 
 
-def _print_table(report: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _retrieval(encoder, task, methods, dims, index, approx_index, split, data_dir):
+    from sentflow.retrieval import evaluate_retrieval
 
-    table = Table(title=f"{report['task']} test | {report['model']} | {report['pooling']} | fit on {report['fit_on']}")
-    for column in ("method", "dim", "Spearman x100", "Pearson x100", "fit s"):
-        table.add_column(column, justify="left" if column == "method" else "right")
-    for row in report["results"]:
-        table.add_row(
-            row["method"],
-            str(row["dim"]),
-            f"{row['spearman']:.2f}",
-            f"{row['pearson']:.2f}",
-            f"{row['fit_seconds']:.2f}",
-        )
-    Console().print(table)
+    if task is None:
+        raise SentflowError("eval retrieval needs a task: sts-b, sick-r (with --data-dir) or a BEIR folder")
+    return evaluate_retrieval(
+        encoder,
+        task,
+        methods=_names(methods or "none,whitening,pca"),
+        dims=_dims(dims),
+        index=index,
+        approx_index=approx_index or None,
+        split=split,
+        data_dir=data_dir,
+    )
+
+
+def _names(text: str) -> list[str]:
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
+def _dims(text: str | None) -> list[int | None]:
+    """--dims as integers (None: the full size)."""
+    if not text:
+        return [None]
+    try:
+        return [int(d) for d in _names(text)]
+    except ValueError:
+        raise SentflowError(f"--dims must be comma-separated whole numbers, got {text!r}") from None
 
 
 def main() -> None:
