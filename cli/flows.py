@@ -22,7 +22,8 @@ from sentflow.flows import (
 )
 from sentflow.flows.checkpoint import CHECKPOINT_NAME, check_shape
 from sentflow.flows.grid import save_grid
-from sentflow.flows.train import default_device
+from sentflow.flows.train import DEFAULT_THREADS
+from sentflow.runtime import default_device, using_threads
 
 from .common import user_errors
 
@@ -31,6 +32,9 @@ flows_app = typer.Typer(help="Train, evaluate and sample image flows (NICE, Real
 
 Data = Annotated[str, typer.Option(help="'digits' (embedded 8x8, 17 levels) or 'mnist:DIR' (IDX, .gz ok).")]
 Ckpt = Annotated[Path, typer.Argument(help="A checkpoint.safetensors written by `flows train`.")]
+Threads = Annotated[
+    int | None, typer.Option(min=1, help=f"CPU threads (default: $SENTFLOW_THREADS, else {DEFAULT_THREADS}).")
+]
 
 
 def _config(text: str) -> dict:
@@ -71,7 +75,7 @@ def train(
     minutes: Annotated[float, typer.Option(min=0.0, help="Wall-clock budget in minutes (0: none).")] = 0.0,
     config: Annotated[str, typer.Option(help="Model options as JSON, e.g. '{\"steps\": 4}'.")] = "{}",
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.safetensors.")] = False,
-    threads: Annotated[int, typer.Option(min=0, help="CPU threads (0: all cores).")] = 0,
+    threads: Threads = None,
 ) -> None:
     """Train a flow; writes OUT/checkpoint.safetensors after every epoch and prints test bits/dim."""
     if model not in MODELS:
@@ -105,14 +109,16 @@ def _load(checkpoint: Path) -> FlowModel:
 @flows_app.command("eval")
 @user_errors
 def evaluate(checkpoint: Ckpt, data: Data = "digits",
-             seed: Annotated[int, typer.Option(help="Seed of the dequantization noise.")] = 0) -> None:
+             seed: Annotated[int, typer.Option(help="Seed of the dequantization noise.")] = 0,
+             threads: Threads = None) -> None:
     """Print the test bits/dim of a checkpoint."""
     model = _load(checkpoint)
     images = load_data(data)
     check_shape(model, images.shape, data)
     if images.n_bins != model.n_bins:
         raise SentflowError(f"{checkpoint}: model expects {model.n_bins} levels, {data} has {images.n_bins}")
-    typer.echo(_bpd_line(model, evaluate_bpd(model, images.test, seed=seed)))
+    with using_threads(threads, DEFAULT_THREADS):
+        typer.echo(_bpd_line(model, evaluate_bpd(model, images.test, seed=seed)))
 
 
 @flows_app.command()

@@ -20,7 +20,9 @@ import torch
 from sentflow.flows import TrainConfig, Trainer, TrainingDiverged, build_model, evaluate_bpd, load_data, seed_everything
 from sentflow.flows.data import ImageData
 from sentflow.flows.grid import save_grid
+from sentflow.flows.train import DEFAULT_THREADS
 from sentflow.io import write_atomic
+from sentflow.runtime import resolve_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "eval" / "results"
@@ -146,44 +148,54 @@ def notes(digits: list[Row], mnist: list[Row], args: argparse.Namespace) -> list
             "its couplings are volume preserving: only the diagonal scaling changes the volume. That scaling "
             "starts at prior std / data std; from 1, Adam's ~lr-per-step moves left NICE worse than uniform for "
             "the whole budget (4.85 bits/dim on digits, 8.69 on MNIST in the previous run)."
-            + (" NICE last is the literature's order." if nice.test_bpd > max(x.test_bpd for x in rows) - 1e-9
-               else "")
+            + (" NICE last is the literature's order." if nice.test_bpd > max(x.test_bpd for x in rows) - 1e-9 else "")
         )
         glow, realnvp, logit = r["glow"], r["realnvp"], r.get("glow+logit")
-        line = (f"- {label}, Glow vs RealNVP: {glow.test_bpd:.3f} vs {realnvp.test_bpd:.3f} "
-                f"(train {glow.train_bpd:.3f} vs {realnvp.train_bpd:.3f}). ")
+        line = (
+            f"- {label}, Glow vs RealNVP: {glow.test_bpd:.3f} vs {realnvp.test_bpd:.3f} "
+            f"(train {glow.train_bpd:.3f} vs {realnvp.train_bpd:.3f}). "
+        )
         if glow.test_bpd <= realnvp.test_bpd:
             line += "Glow matches or beats RealNVP, as in the literature."
         else:
             glow_gap, realnvp_gap = glow.test_bpd - glow.train_bpd, realnvp.test_bpd - realnvp.train_bpd
             if glow.train_bpd <= realnvp.train_bpd and glow_gap > max(realnvp_gap, 0.0) + 0.1:
-                line += ("Glow fits the training images as well or better but generalises worse (train-to-test "
-                         f"gap {glow_gap:.2f} vs {realnvp_gap:.2f}"
-                         f" after {glow.epochs} vs {realnvp.epochs} epochs): it overfits this small set. ")
-            line += ("Glow is behind on test. Differences beyond the architecture: RealNVP works on logit "
-                     "pre-processed data and its first couplings act at full resolution, while this Glow "
-                     "(like the paper) models x in [0, 1) directly and squeezes first.")
+                line += (
+                    "Glow fits the training images as well or better but generalises worse (train-to-test "
+                    f"gap {glow_gap:.2f} vs {realnvp_gap:.2f}"
+                    f" after {glow.epochs} vs {realnvp.epochs} epochs): it overfits this small set. "
+                )
+            line += (
+                "Glow is behind on test. Differences beyond the architecture: RealNVP works on logit "
+                "pre-processed data and its first couplings act at full resolution, while this Glow "
+                "(like the paper) models x in [0, 1) directly and squeezes first."
+            )
             if logit is not None:
                 gap = glow.test_bpd - realnvp.test_bpd
                 closed = (glow.test_bpd - logit.test_bpd) / gap if gap > 0 else 0.0
                 line += f" The glow+logit ablation (same budget) reaches {logit.test_bpd:.3f}: " + (
-                    "with the same logit pre-processing Glow beats RealNVP, the literature's order." if closed > 1
-                    else f"logit pre-processing closes {100 * closed:.0f}% of the gap." if closed > 0
-                    else "logit pre-processing does not explain the gap.")
-            line += (f" Both are far from converged after {args.minutes} minutes; the published "
-                     "Glow advantage comes from much larger models trained for much longer.")
+                    "with the same logit pre-processing Glow beats RealNVP, the literature's order."
+                    if closed > 1
+                    else f"logit pre-processing closes {100 * closed:.0f}% of the gap."
+                    if closed > 0
+                    else "logit pre-processing does not explain the gap."
+                )
+            line += (
+                f" Both are far from converged after {args.minutes} minutes; the published "
+                "Glow advantage comes from much larger models trained for much longer."
+            )
         out.append(line)
     out.append(
-        f"- Threads: run with --threads {args.threads} (0 = all cores). The 2 cores of this machine were "
-        "shared with other jobs while this was developed, and 2-thread OpenMP steps then stalled for "
-        "seconds (single steps of 4 s instead of 0.03 s); one thread gives steady, comparable timings. "
-        "The trainer itself uses all cores by default."
+        f"- Threads: run with --threads {resolve_threads(args.threads, DEFAULT_THREADS)}. The 2 cores of this "
+        "machine were shared with other jobs while this was developed, and 2-thread OpenMP steps then stalled for "
+        "seconds (single steps of 4 s instead of 0.03 s); one thread gives steady, comparable timings, and is the "
+        "trainer's default."
     )
     return out
 
 
 def report(digits: list[Row], mnist: list[Row], args: argparse.Namespace) -> str:
-    threads = args.threads or os.cpu_count()
+    threads = resolve_threads(args.threads, DEFAULT_THREADS)
     lines = [
         "# Image flows benchmark (`python eval/flows_bench.py`)",
         "",
@@ -253,7 +265,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=3.0, help="training budget per model and data set")
     parser.add_argument("--mnist", type=Path, default=MNIST_DIR, help="directory with MNIST IDX files")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: the library's)")
     parser.add_argument("--progress", action="store_true", help="show tqdm bars")
     parser.add_argument("--models", default="", help=f"comma-separated subset of {', '.join(CONFIGS)} to re-run")
     parser.add_argument("--report-only", action="store_true", help=f"rewrite the report from {RAW.name}")
@@ -268,8 +280,11 @@ def main() -> None:
         if args.models:  # re-measure some models, keep the others from the last full run (same args)
             previous = json.loads(RAW.read_text())
             digits, mnist = merged(previous["digits"], digits), merged(previous["mnist"], mnist)
-        raw = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-               "digits": [asdict(r) for r in digits], "mnist": [asdict(r) for r in mnist]}
+        raw = {
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "digits": [asdict(r) for r in digits],
+            "mnist": [asdict(r) for r in mnist],
+        }
         write_atomic(RAW, lambda tmp: tmp.write_text(json.dumps(raw, indent=1)))
     text = report(digits, mnist, args)
     write_atomic(RESULTS / "flows_bench.md", lambda tmp: tmp.write_text(text))

@@ -12,7 +12,6 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,34 +59,24 @@ class Result:
     note: str = ""
 
 
-def bound_bpd(model: FlowModel, data: torch.Tensor, log_likelihood: Callable[[torch.Tensor], torch.Tensor],
-              seed: int, batch_size: int = 120) -> float:
-    """Test bits/dim of `log_likelihood(x)` (nats per image), dequantization noise from a fixed seed."""
-    d, total = model.n_dims, 0.0
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for x in data.split(batch_size):
-            total += -(log_likelihood(x) - d * math.log(model.n_bins)).sum().item() / (d * math.log(2.0))
-    return total / len(data)
-
-
 def test_metrics(model: FlowModel, data: torch.Tensor, seed: int) -> dict[str, float]:
     """Every test figure the model supports, keyed by the estimator that produced it."""
     model.eval()
     if isinstance(model, FVAE):
-        def dequantized(x: torch.Tensor) -> torch.Tensor:
-            return model.dequantize(x)[0]
-
-        metrics = {"ELBO (1 sample)": bound_bpd(model, data, lambda x: model.elbo(dequantized(x)), seed)}
-        for k in IW_K:
-            metrics[f"IW bound K={k}"] = bound_bpd(model, data, lambda x, k=k: model.iw_bound(dequantized(x), k), seed)
-        return metrics
-    metrics = {model.estimator if isinstance(model, IResNet) else "exact": evaluate_bpd(model, data, seed=seed)}
-    if isinstance(model, IResNet):
-        exact_estimator, model.eval_estimator = model.eval_estimator, model.train_estimator
-        metrics[f"{model.estimator} (train estimator)"] = evaluate_bpd(model, data, seed=seed)
-        model.eval_estimator = exact_estimator
-    return metrics
+        bounds = {"ELBO (1 sample)": lambda y: model.elbo(y)}
+        bounds.update({f"IW bound K={k}": lambda y, k=k: model.iw_bound(y, k) for k in IW_K})
+        return {
+            name: evaluate_bpd(model, data, 120, seed, log_prob=lambda x, b=bound: b(model.dequantize(x)[0]))
+            for name, bound in bounds.items()
+        }
+    if not isinstance(model, IResNet):
+        return {"exact": evaluate_bpd(model, data, seed=seed)}
+    return {
+        model.estimator: evaluate_bpd(model, data, seed=seed),
+        f"{model.train_estimator} (train estimator)": evaluate_bpd(
+            model, data, seed=seed, estimator=model.train_estimator
+        ),
+    }
 
 
 def sampling_rate(model: FlowModel, n: int = 64) -> float:
@@ -101,8 +90,10 @@ def inverse_note(model: FlowModel) -> str:
     if not isinstance(model, IResNet):
         return ""
     reports = [b.last_inverse for b in model.blocks if b.last_inverse is not None]
-    return (f"sampling: fixed-point inverse max residual {max(r.residual for r in reports):.1e}, "
-            f"max {max(r.iterations for r in reports)} iterations")
+    return (
+        f"sampling: fixed-point inverse max residual {max(r.residual for r in reports):.1e}, "
+        f"max {max(r.iterations for r in reports)} iterations"
+    )
 
 
 def run(label: str, data: ImageData, args: argparse.Namespace) -> Result:
@@ -110,8 +101,16 @@ def run(label: str, data: ImageData, args: argparse.Namespace) -> Result:
     name, config = CONFIGS[label]
     model = build_model(name, data_shape=data.shape, n_bins=data.n_bins, **config)
     objective = str(getattr(model, "estimator", "exact log-likelihood"))
-    settings = TrainConfig(epochs=10_000, batch_size=64, lr=1e-3, warmup_steps=200, seed=args.seed,
-                           max_minutes=args.minutes, progress=False, threads=args.threads)
+    settings = TrainConfig(
+        epochs=10_000,
+        batch_size=64,
+        lr=1e-3,
+        warmup_steps=200,
+        seed=args.seed,
+        max_minutes=args.minutes,
+        progress=False,
+        threads=args.threads,
+    )
     trainer = Trainer(model, settings)
     note = ""
     try:
@@ -119,9 +118,17 @@ def run(label: str, data: ImageData, args: argparse.Namespace) -> Result:
     except TrainingDiverged:
         note = f"diverged at step {trainer.state.step}"
     state = trainer.state
-    result = Result(label, sum(p.numel() for p in model.parameters()), state.step, state.epoch, state.seconds / 60,
-                    state.history[-1]["train_bpd"] if state.history else math.nan, objective,
-                    test_metrics(model, data.test, args.seed), note=note)
+    result = Result(
+        label,
+        sum(p.numel() for p in model.parameters()),
+        state.step,
+        state.epoch,
+        state.seconds / 60,
+        state.history[-1]["train_bpd"] if state.history else math.nan,
+        objective,
+        test_metrics(model, data.test, args.seed),
+        note=note,
+    )
     seed_everything(args.seed)
     result.sample_per_s = sampling_rate(model)
     if label in SAMPLE_GRIDS:
@@ -133,41 +140,52 @@ def run(label: str, data: ImageData, args: argparse.Namespace) -> Result:
 
 
 def table(results: list[Result]) -> list[str]:
-    lines = ["| model | params | steps | epochs | train min | train objective | train bits/dim (last epoch) |"
-             " test estimator | test bits/dim | sample img/s |", "|" + "---|" * 10]
+    lines = [
+        "| model | params | steps | epochs | train min | train objective | train bits/dim (last epoch) |"
+        " test estimator | test bits/dim | sample img/s |",
+        "|" + "---|" * 10,
+    ]
     for r in results:
         for i, (estimator, bpd) in enumerate(r.test.items()):
-            head = (f"| {r.label} | {r.params:,} | {r.steps} | {r.epochs} | {r.minutes:.1f} | {r.train_objective} | "
-                    f"{r.train_bpd:.3f} |") if i == 0 else "| | | | | | | |"
+            head = (
+                (
+                    f"| {r.label} | {r.params:,} | {r.steps} | {r.epochs} | {r.minutes:.1f} | {r.train_objective} | "
+                    f"{r.train_bpd:.3f} |"
+                )
+                if i == 0
+                else "| | | | | | | |"
+            )
             lines.append(f"{head} {estimator} | {bpd:.3f} | " + (f"{r.sample_per_s:.0f} |" if i == 0 else "|"))
     return lines
 
 
 def report(results: list[Result], args: argparse.Namespace) -> str:
     notes = [f"- {r.label}: {r.note}" for r in results if r.note]
-    return "\n".join([
-        "# i-ResNet and f-VAE benchmark (`python eval/iresnet_fvae_bench.py`)",
-        "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {args.threads or os.cpu_count()} torch threads, "
-        f"torch {torch.__version__}. Data: scikit-learn digits 8x8, 17 levels, 1,437 train / 360 test. Budget: "
-        f"{args.minutes} min wall-clock training per model with the shared Trainer (Adam lr 1e-3, 200 warm-up "
-        f"steps, batch 64, clip 50, seed {args.seed}). Test bits/dim: one uniform-dequantization sample per image "
-        "(fixed seed), bpd = -(log p(y) - D log 17) / (D ln 2); ELBO and IW figures are upper bounds on the true "
-        "bits/dim, the i-ResNet series figure is a (biased, truncated) estimate, exact figures are exact.",
-        "",
-        "Configs: " + "; ".join(f"{k}: {m} {c}" for k, (m, c) in CONFIGS.items()) + ".",
-        "",
-        *table(results),
-        "",
-        *notes,
-        "",
-    ])
+    return "\n".join(
+        [
+            "# i-ResNet and f-VAE benchmark (`python eval/iresnet_fvae_bench.py`)",
+            "",
+            f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {args.threads} torch threads, "
+            f"torch {torch.__version__}. Data: scikit-learn digits 8x8, 17 levels, 1,437 train / 360 test. Budget: "
+            f"{args.minutes} min wall-clock training per model with the shared Trainer (Adam lr 1e-3, 200 warm-up "
+            f"steps, batch 64, clip 50, seed {args.seed}). Test bits/dim: one uniform-dequantization sample per image "
+            "(fixed seed), bpd = -(log p(y) - D log 17) / (D ln 2); ELBO and IW figures are upper bounds on the true "
+            "bits/dim, the i-ResNet series figure is a (biased, truncated) estimate, exact figures are exact.",
+            "",
+            "Configs: " + "; ".join(f"{k}: {m} {c}" for k, (m, c) in CONFIGS.items()) + ".",
+            "",
+            *table(results),
+            "",
+            *notes,
+            "",
+        ]
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=2.5, help="training budget per model")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: all cores)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--out", type=Path, default=RESULTS / "flows_iresnet_fvae.md")

@@ -9,7 +9,8 @@ half of the dimensions are factored out under a learned conditional Gaussian (mu
 Defaults follow the released BERT-flow configuration `config_l3_d3_w32` (3 levels, 3 steps, coupling
 width 32, Adam, learning rate 1e-3, the flow trained on the task's sentences without labels while
 the encoder stays frozen), including its budget: one epoch at batch size 32. Longer training raises
-the likelihood but lowers STS scores (measured in eval/flow_vs_whitening.py's notes). sentflow
+the likelihood but lowers STS scores (measured in eval/flow_vs_whitening.py's notes). Training runs
+through the image flows' `Trainer` (time budget, checkpoints and resume included). sentflow
 departs in five ways: a 10% held-out slice that reports the likelihood and, with epochs > 1, stops
 early; a learning-rate warm-up; gradient clipping; affine instead of additive couplings (the image
 Glow's layer); and small Gaussian noise on the training vectors (`noise` times their RMS per-dimension
@@ -21,24 +22,29 @@ blows those directions up; all-MiniLM-L6-v2's CLS vectors have both.
 from __future__ import annotations
 
 import copy
-import math
-import os
-import time
-from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-from tqdm.auto import tqdm
+from torch import Tensor, nn
 
 from sentflow.calibration import Calibrator
 from sentflow.errors import SentflowError
-from sentflow.flows import MLP, ActNorm, AffineCoupling, Flow, FlowSequential, InvConv, Split, StandardNormal
-from sentflow.flows.train import TrainingDiverged
+from sentflow.flows.actnorm import ActNorm
+from sentflow.flows.base import Flow, FlowSequential, log_density
+from sentflow.flows.coupling import AffineCoupling
+from sentflow.flows.invconv import InvConv
+from sentflow.flows.nets import MLP
+from sentflow.flows.priors import StandardNormal
+from sentflow.flows.reshape import Split
+from sentflow.flows.train import DEFAULT_THREADS, TrainConfig, Trainer
+from sentflow.runtime import default_device, using_threads
 from sentflow.stats import as_matrix
 
 WARMUP_STEPS = 50
 CLIP_NORM = 10.0
+INIT_ROWS = 1024  # ActNorm's data-dependent initialisation sees at least this many training rows
+CHECKPOINT_FORMAT = "sentflow.bertflow-fit/1"
 
 
 def vector_glow(dim: int, levels: int, depth: int, hidden: int) -> Flow:
@@ -82,6 +88,9 @@ class BertFlow(Calibrator):
         patience: int = 2,
         noise: float = 1e-2,
         progress: bool | None = None,
+        max_minutes: float | None = None,
+        checkpoint_dir: str | Path | None = None,
+        threads: int | None = None,
     ) -> None:
         self.levels = levels
         self.depth = depth
@@ -95,6 +104,9 @@ class BertFlow(Calibrator):
         self.patience = patience
         self.noise = noise
         self.progress = progress
+        self.max_minutes = max_minutes
+        self.checkpoint_dir = checkpoint_dir
+        self.threads = threads
 
     @property
     def n_components_out_(self) -> int:
@@ -105,28 +117,61 @@ class BertFlow(Calibrator):
             torch.manual_seed(self.seed)
             return vector_glow(dim, self.levels, self.depth, self.hidden)
 
-    def _device(self) -> torch.device:
-        return torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    def fit(self, X, y=None, resume: bool = False) -> BertFlow:
+        """Train the flow by maximum likelihood on the rows of X; keeps the best held-out state.
 
-    def fit(self, X, y=None) -> BertFlow:
-        """Train the flow by maximum likelihood on the rows of X; keeps the best held-out state."""
+        With `checkpoint_dir` set, the training state is written to ``checkpoint_dir/checkpoint.safetensors``
+        after every epoch, and `resume=True` continues from it (same X, seed and flow options; `epochs` and
+        `max_minutes` may change).
+        """
         X = self._validate_fit(X)
-        device = self._device()
-        if device.type == "cpu":
-            torch.set_num_threads(os.cpu_count() or 1)
+        device = default_device(self.device)
         self.n_features_in_ = X.shape[1]
         self.flow_ = self._build(X.shape[1]).to(device)
         train, held_out = self._split(torch.from_numpy(X.astype(np.float32)))
         sigma = self.noise * float(np.sqrt(X.var(axis=0, dtype=np.float64).mean()))
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(self.seed)
-            with torch.no_grad():  # ActNorm's data-dependent initialisation on a large first batch
-                self.flow_(self._noisy(train[: max(self.batch_size, 1024)].to(device), sigma))
-            self.history_ = self._train(train.to(device), held_out.to(device), sigma)
+        forked = [device] if device.type == "cuda" else []
+        with using_threads(self.threads, DEFAULT_THREADS) as threads, torch.random.fork_rng(devices=forked):
+            trainer = self._trainer(device, sigma, threads, len(train))  # seeds torch's generator
+            if resume:
+                trainer.resume(self._checkpoint_path(trainer))
+            else:
+                with torch.no_grad():  # ActNorm's data-dependent initialisation on a large first batch
+                    self.flow_(self._noisy(train[: max(self.batch_size, INIT_ROWS)].to(device), sigma))
+            self.history_ = trainer.fit(train.to(device), held_out=held_out.to(device))
+        self.flow_.eval()
         return self
 
+    def _trainer(self, device: torch.device, sigma: float, threads: int, n_train: int) -> Trainer:
+        show = self.progress if self.progress is not None else n_train * self.epochs > 50_000
+        config = TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            warmup_steps=WARMUP_STEPS,
+            clip_norm=CLIP_NORM,
+            seed=self.seed,
+            max_minutes=self.max_minutes,
+            threads=threads,
+            noise=sigma,
+            patience=self.patience,
+            progress=show,
+        )
+        header = {"format": CHECKPOINT_FORMAT, "options": self._fit_options()}
+        return Trainer(self.flow_, config, self.checkpoint_dir, device, self._nats_per_dim, header, "nats_per_dim")
+
+    def _fit_options(self) -> dict:
+        """The options a checkpoint must agree on to be resumed (not the budget, not where it runs)."""
+        runtime = ("device", "progress", "max_minutes", "checkpoint_dir", "threads", "epochs")
+        return {k: v for k, v in self.get_params().items() if k not in runtime}
+
+    def _checkpoint_path(self, trainer: Trainer) -> Path:
+        if trainer.checkpoint_path is None or not trainer.checkpoint_path.is_file():
+            raise SentflowError(f"resume=True needs a checkpoint; none at checkpoint_dir={self.checkpoint_dir!r}")
+        return trainer.checkpoint_path
+
     @staticmethod
-    def _noisy(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    def _noisy(x: Tensor, sigma: float) -> Tensor:
         return x + sigma * torch.randn_like(x) if sigma > 0 else x
 
     def _validate_fit(self, X) -> np.ndarray:
@@ -144,69 +189,17 @@ class BertFlow(Calibrator):
             )
         return X
 
-    def _split(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _split(self, X: Tensor) -> tuple[Tensor, Tensor]:
         order = torch.randperm(len(X), generator=torch.Generator().manual_seed(self.seed))
         n_val = max(1, int(round(self.validation * len(X))))
         return X[order[n_val:]], X[order[:n_val]]
 
-    def _nats_per_dim(self, x: torch.Tensor) -> torch.Tensor:
-        z, logdet = self.flow_(x)
-        log_prob = StandardNormal().log_prob(z).double() + logdet.double()
-        return -log_prob.mean() / x.shape[1]
+    def _log_prob(self, x: Tensor) -> Tensor:
+        """Per-row log density in float64 (nats)."""
+        return log_density(self.flow_, StandardNormal(), x).double()
 
-    @torch.no_grad()
-    def _held_out_nats(self, held_out: torch.Tensor) -> float:
-        self.flow_.eval()
-        total = sum(self._nats_per_dim(b).item() * len(b) for b in held_out.split(4096))
-        self.flow_.train()
-        return total / len(held_out)
-
-    def _batches(self, train: torch.Tensor, epoch: int) -> Iterator[torch.Tensor]:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return iter(train[torch.randperm(len(train), generator=gen).to(train.device)].split(self.batch_size))
-
-    def _train(self, train: torch.Tensor, held_out: torch.Tensor, sigma: float) -> list[dict]:
-        optimizer = torch.optim.Adam(self.flow_.parameters(), lr=self.lr)
-        best, best_state, waited, step, history = math.inf, copy.deepcopy(self.flow_.state_dict()), 0, 0, []
-        show = self.progress if self.progress is not None else len(train) * self.epochs > 50_000
-        start = time.perf_counter()
-        bar = tqdm(total=self.epochs * math.ceil(len(train) / self.batch_size), desc="flow", disable=not show)
-        for epoch in range(self.epochs):
-            for batch in self._batches(train, epoch):
-                for group in optimizer.param_groups:
-                    group["lr"] = self.lr * min(1.0, (step + 1) / WARMUP_STEPS)
-                loss = self._nats_per_dim(self._noisy(batch, sigma))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                norm = torch.nn.utils.clip_grad_norm_(self.flow_.parameters(), CLIP_NORM)
-                if not (torch.isfinite(loss) and torch.isfinite(norm)):
-                    self.flow_.load_state_dict(best_state)
-                    raise TrainingDiverged(
-                        f"flow training diverged at epoch {epoch + 1}, step {step} (loss {loss.item()}); the last "
-                        "good state is kept; try a lower --lr or standardised inputs"
-                    )
-                optimizer.step()
-                step += 1
-                bar.update(1)
-                bar.set_postfix(nats_per_dim=f"{loss.item():.3f}")
-            val = self._held_out_nats(held_out)
-            if not math.isfinite(val):
-                self.flow_.load_state_dict(best_state)
-                raise TrainingDiverged(
-                    f"flow training diverged: held-out loss is {val} after epoch {epoch + 1}; the last good state "
-                    "is kept; try a lower --lr"
-                )
-            history.append({"epoch": epoch + 1, "held_out_nats_per_dim": val, "seconds": time.perf_counter() - start})
-            if val < best - 1e-4:
-                best, best_state, waited = val, copy.deepcopy(self.flow_.state_dict()), 0
-            else:
-                waited += 1
-                if waited >= self.patience:
-                    break
-        bar.close()
-        self.flow_.load_state_dict(best_state)
-        self.flow_.eval()
-        return history
+    def _nats_per_dim(self, x: Tensor) -> Tensor:
+        return -self._log_prob(x).mean() / x.shape[1]
 
     @torch.no_grad()
     def _batched(self, fn, X: np.ndarray) -> np.ndarray:
@@ -226,11 +219,7 @@ class BertFlow(Calibrator):
     def log_prob(self, X) -> np.ndarray:
         """Log density (nats) of each row under the fitted flow."""
 
-        def nats(b: torch.Tensor) -> torch.Tensor:
-            z, logdet = self.flow_(b)
-            return StandardNormal().log_prob(z).double() + logdet.double()
-
-        return self._batched(nats, self._check_input(X))
+        return self._batched(self._log_prob, self._check_input(X))
 
     def to_torch(self) -> nn.Module:
         """An nn.Module x -> z (a copy; training it does not change this calibrator)."""
@@ -243,4 +232,4 @@ class BertFlow(Calibrator):
         self.n_features_in_ = int(meta["dim_in"])
         self.flow_ = self._build(self.n_features_in_)
         self.flow_.load_state_dict(tensors, strict=True)
-        self.flow_.to(self._device()).eval()
+        self.flow_.to(default_device(self.device)).eval()

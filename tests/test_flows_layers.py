@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jacobian import jacobian_logdets
 
 from sentflow.flows import (
     MLP,
@@ -27,6 +28,7 @@ from sentflow.flows import (
     Unsqueeze,
     make_mask,
 )
+from sentflow.flows.fvae import ConditionalAffine
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +57,9 @@ LAYERS: dict[str, Callable[[int, bool], Flow]] = {
     "split": lambda c, img: Split(c, AffineCoupling(c // 2, _net(img), "checkerboard", 0), _net(img)),
     "sequential": lambda c, img: FlowSequential(ActNorm(c), InvConv(c), AffineCoupling(c, _net(img))),
     "glow_steps_with_split": lambda c, img: FlowSequential(
-        ActNorm(c), InvConv(c), AffineCoupling(c, _net(img)),
+        ActNorm(c),
+        InvConv(c),
+        AffineCoupling(c, _net(img)),
         Split(c, FlowSequential(ActNorm(c // 2), InvConv(c // 2), AffineCoupling(c // 2, _net(img))), _net(img)),
     ),
 }
@@ -108,16 +112,7 @@ def test_reshape_layers_are_exact_inverses(name: str, shape: tuple[int, ...], n:
 
 def brute_force_logdet(flow: Flow, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """slogdet of d flow(x_i) / d x_i for each example, via autograd (the oracle)."""
-
-    def single(v: torch.Tensor) -> torch.Tensor:
-        torch.manual_seed(seed)  # fixes any sampling inside the flow (dequantization)
-        return flow(v.unsqueeze(0))[0].flatten()
-
-    out = []
-    for xi in x:
-        jac = torch.autograd.functional.jacobian(single, xi).reshape(xi.numel(), xi.numel())
-        out.append(torch.linalg.slogdet(jac).logabsdet)
-    return torch.stack(out)
+    return jacobian_logdets(lambda v: flow(v)[0], x, seed)
 
 
 def layer_logdet(flow: Flow, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -141,6 +136,47 @@ def test_logdet_matches_jacobian(name: str, shape: tuple[int, ...]) -> None:
     assert torch.allclose(layer_logdet(flow, x), expected, atol=1e-8)
     if name not in IMAGE_ONLY and not name.startswith("additive"):
         assert expected.abs().max() > 1e-3  # the randomized layer is not volume preserving by accident
+
+
+@pytest.mark.parametrize(("name", "shape"), JACOBIAN_CASES)
+def test_inverse_logdet_matches_jacobian(name: str, shape: tuple[int, ...]) -> None:
+    """log|det d inverse(z)/dz| by autograd equals minus the forward log-det at x = inverse(z)."""
+    builders = {**LAYERS, **IMAGE_ONLY}
+    flow = build(builders[name], shape, seed=4).double()
+    z = flow(torch.randn(3, *shape, dtype=torch.float64))[0].detach()
+    x = flow.inverse(z).detach()
+    assert torch.allclose(jacobian_logdets(flow.inverse, z), -layer_logdet(flow, x), atol=1e-8)
+
+
+CONDITIONAL = {
+    "affine_coupling_with_context": lambda c, k: AffineCoupling(c, MLP(16, 1), "checkerboard", 1, "tanh", k),
+    "conditional_affine": lambda c, k: ConditionalAffine(c, k, MLP(16, 1)),
+    "sequential_with_context": lambda c, k: FlowSequential(
+        ActNorm(c),
+        AffineCoupling(c, MLP(16, 1), "channel", 0, "sigmoid", k),
+        InvConv(c),
+        ConditionalAffine(c, k, MLP(8, 1)),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONDITIONAL))
+def test_conditional_layers_take_the_context_as_an_argument(name: str) -> None:
+    """Given the context: forward and inverse log-dets match autograd, the inverse inverts, the map depends on it."""
+    torch.manual_seed(5)
+    flow = randomize(CONDITIONAL[name](6, 3), scale=0.3).double()
+    context, other = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    flow(torch.randn(8, 6, dtype=torch.float64), torch.randn(8, 3, dtype=torch.float64))  # ActNorm init
+    x = torch.randn(4, 6, dtype=torch.float64)
+    z, logdet = flow(x, context)
+    pairs = list(zip(x, z, context, strict=True))
+    forward = torch.stack([jacobian_logdets(lambda v, c=c: flow(v, c[None])[0], xi[None])[0] for xi, _, c in pairs])
+    inverse = torch.stack(
+        [jacobian_logdets(lambda v, c=c: flow.inverse(v, c[None]), zi[None])[0] for _, zi, c in pairs]
+    )
+    assert torch.allclose(logdet, forward, atol=1e-8) and torch.allclose(inverse, -logdet, atol=1e-8)
+    assert torch.allclose(flow.inverse(z, context), x, atol=1e-8)
+    assert (flow(x, other)[0] - z).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("shape", [(5,), (3, 4, 4)])

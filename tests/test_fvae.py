@@ -17,8 +17,7 @@ from test_iresnet import assert_checkpoint_round_trip
 from typer.testing import CliRunner
 
 from sentflow.errors import SentflowError
-from sentflow.flows import FVAE, build_model
-from sentflow.flows.fvae import ConditionalSequential
+from sentflow.flows import FVAE, FlowSequential, build_model
 
 try:
     from sentflow.cli.flows import flows_app
@@ -28,8 +27,9 @@ except ImportError:  # not installed: run from the repository root
 
 def tiny(shape=(1, 1, 2), latent: int = 1, couplings: int = 2, seed: int = 0, scale: float = 0.2) -> FVAE:
     torch.manual_seed(seed)
-    model = build_model("fvae", data_shape=shape, n_bins=17, latent=latent, hidden=8, depth=1,
-                        couplings=couplings, iw_samples=32).double()
+    model = build_model(
+        "fvae", data_shape=shape, n_bins=17, latent=latent, hidden=8, depth=1, couplings=couplings, iw_samples=32
+    ).double()
     model.decoder_log_prob(torch.rand(16, *shape).double(), torch.randn(16, latent).double())  # ActNorm init
     return randomize(model, scale).eval()
 
@@ -68,12 +68,12 @@ def test_elbo_below_iw_bound_below_exact_log_likelihood(points) -> None:
 def test_conditional_flow_density_integrates_to_one() -> None:
     """For fixed z the decoder after the logit is a density on R^2: integrate it on a wide grid."""
     model = tiny()
-    body = ConditionalSequential(*model.flow.flows[1:])
+    body = FlowSequential(*model.flow.flows[1:])
     axis = torch.linspace(-40, 40, 1201, dtype=torch.float64)
     grid = torch.cartesian_prod(axis, axis).view(-1, 1, 1, 2)
     for z in (-1.5, 0.3):
         with torch.no_grad():
-            u, logdet = body.forward(grid, torch.full((len(grid), 1), z, dtype=torch.float64))
+            u, logdet = body(grid, context=torch.full((len(grid), 1), z, dtype=torch.float64))
         density = (model.prior.log_prob(u) + logdet).exp().view(len(axis), len(axis)).numpy()
         mass = integrate.trapezoid(integrate.trapezoid(density, axis.numpy()), axis.numpy())
         assert mass == pytest.approx(1.0, abs=2e-3)
@@ -83,9 +83,9 @@ def test_conditional_flow_inverts_for_fixed_z() -> None:
     model = tiny(shape=(1, 8, 8), latent=4, couplings=3, scale=0.1)
     y = torch.rand(5, 1, 8, 8, dtype=torch.float64) * 0.9 + 0.05
     z = torch.randn(5, 4, dtype=torch.float64)
-    u, _ = model.flow(y, z)
-    torch.testing.assert_close(model.flow.inverse(u, z), y)
-    assert (model.flow.inverse(u, -z) - y).abs().max() > 1e-3  # the decoder really depends on z
+    u, _ = model.flow(y, context=z)
+    torch.testing.assert_close(model.flow.inverse(u, context=z), y)
+    assert (model.flow.inverse(u, context=-z) - y).abs().max() > 1e-3  # the decoder really depends on z
 
 
 def test_plain_vae_decoder_is_a_factorised_gaussian_in_logit_space() -> None:
@@ -105,9 +105,14 @@ def test_checkpoint_round_trip(tmp_path) -> None:
     assert_checkpoint_round_trip(tiny(shape=(1, 4, 4), latent=2).float(), torch.rand(4, 1, 4, 4), tmp_path)
 
 
-@pytest.mark.parametrize(("config", "match"), [
-    ({"latent": 0}, ">= 1"), ({"couplings": -1}, "couplings >= 0"), ({"alpha": 0.5}, "alpha must be in"),
-])
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        ({"latent": 0}, ">= 1"),
+        ({"couplings": -1}, "couplings >= 0"),
+        ({"alpha": 0.5}, "alpha must be in"),
+    ],
+)
 def test_bad_config_is_a_one_line_error(config: dict, match: str) -> None:
     with pytest.raises(SentflowError, match=match) as err:
         build_model("fvae", **{"data_shape": (1, 4, 4), **config})
@@ -127,8 +132,24 @@ def test_cli_train_eval_sample(tmp_path) -> None:
     app.add_typer(flows_app, name="flows")
     runner = CliRunner()
     config = json.dumps({"latent": 4, "hidden": 32, "depth": 1, "couplings": 2, "iw_samples": 8})
-    trained = runner.invoke(app, ["flows", "train", "fvae", "--out", str(tmp_path), "--epochs", "2",
-                                  "--batch-size", "128", "--config", config, "--threads", "1"])
+    trained = runner.invoke(
+        app,
+        [
+            "flows",
+            "train",
+            "fvae",
+            "--out",
+            str(tmp_path),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "128",
+            "--config",
+            config,
+            "--threads",
+            "1",
+        ],
+    )
     assert trained.exit_code == 0, trained.output
     assert "(importance-weighted bound, K=8)" in trained.output
     ckpt = tmp_path / "checkpoint.safetensors"

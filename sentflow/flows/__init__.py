@@ -1,8 +1,15 @@
-"""Trainable normalizing flows (NICE, RealNVP, Glow, i-ResNet, f-VAE); the layers also work on (N, D) vectors
-for BERT-flow.
+"""Normalizing flows in two tiers.
 
-Layer contract: ``forward(x) -> (z, logdet)`` with logdet of shape (N,), ``inverse(z) -> x``; the channel
-dimension is dim 1.  Bits/dim convention: see `sentflow.flows.base`.
+**Layers** (imported by BERT-flow and the image models alike; no training, data or checkpoints): `base` (the
+layer contract, `FlowSequential`, `LogdetEstimator`), `actnorm`, `invconv`, `coupling`, `reshape`,
+`preprocess`, `nets`, `priors`.  **Training**: `train`, the one loop every flow is fitted with.  **Image
+models** on top: `models` (NICE, RealNVP, Glow and the registry), `iresnet`, `fvae`, `data`, `checkpoint`,
+`grid`.  Names are loaded from their module on first use, so importing a layer (or `sentflow`) does not load
+the image models.
+
+Layer contract: ``forward(x, context=None, estimator=None) -> (z, logdet)`` with logdet of shape (N,),
+``inverse(z, context=None) -> x``; the channel dimension is dim 1.  Bits/dim convention: see
+`sentflow.flows.base`.
 
 A Glow-style flow on (N, D) sentence vectors (BERT-flow) composes the same layers with an MLP factory::
 
@@ -14,27 +21,38 @@ A Glow-style flow on (N, D) sentence vectors (BERT-flow) composes the same layer
     x_back = flow.inverse(z)
 """
 
-from sentflow.flows.actnorm import ActNorm, DiagonalScaling
-from sentflow.flows.base import Flow, FlowModel, FlowSequential
-from sentflow.flows.checkpoint import Checkpoint, load_checkpoint, read_checkpoint, save_checkpoint
-from sentflow.flows.coupling import AdditiveCoupling, AffineCoupling, make_mask
-from sentflow.flows.data import ImageData, load_data, load_digits_data, load_mnist, read_idx
-from sentflow.flows.fvae import FVAE
-from sentflow.flows.invconv import InvConv
-from sentflow.flows.iresnet import IResNet, LogdetEstimator, ResidualBlock, SpectralConv
-from sentflow.flows.models import MODELS, NICE, Glow, RealNVP, build_model
-from sentflow.flows.nets import MLP, ConvNet, NetFactory
-from sentflow.flows.preprocess import Dequantize, Logit
-from sentflow.flows.priors import StandardLogistic, StandardNormal
-from sentflow.flows.reshape import Flatten, Split, Squeeze, Unsqueeze
-from sentflow.flows.train import TrainConfig, Trainer, TrainingDiverged, evaluate_bpd, seed_everything
+from __future__ import annotations
 
-__all__ = [
-    "MLP", "MODELS", "NICE", "FVAE", "ActNorm", "AdditiveCoupling", "AffineCoupling", "Checkpoint", "ConvNet",
-    "Dequantize", "DiagonalScaling", "Flatten", "Flow", "FlowModel", "FlowSequential", "Glow", "ImageData",
-    "IResNet", "InvConv", "LogdetEstimator", "Logit", "NetFactory", "RealNVP", "ResidualBlock", "Split",
-    "SpectralConv", "Squeeze", "StandardLogistic", "StandardNormal",
-    "TrainConfig", "Trainer", "TrainingDiverged", "Unsqueeze", "build_model", "evaluate_bpd",
-    "load_checkpoint", "load_data", "load_digits_data", "load_mnist", "make_mask", "read_checkpoint",
-    "read_idx", "save_checkpoint", "seed_everything",
-]
+from importlib import import_module
+from typing import Any
+
+_MODULES = {
+    "actnorm": ["ActNorm", "DiagonalScaling"],
+    "base": ["Flow", "FlowModel", "FlowSequential", "LogdetEstimator", "log_density"],
+    "checkpoint": ["Checkpoint", "load_checkpoint", "read_checkpoint", "save_checkpoint"],
+    "coupling": ["AdditiveCoupling", "AffineCoupling", "make_mask"],
+    "data": ["ImageData", "load_data", "load_digits_data", "load_mnist", "read_idx"],
+    "fvae": ["FVAE"],
+    "invconv": ["InvConv"],
+    "iresnet": ["IResNet", "ResidualBlock", "SpectralConv"],
+    "models": ["MODELS", "NICE", "Glow", "RealNVP", "build_model"],
+    "nets": ["MLP", "ConvNet", "NetFactory"],
+    "preprocess": ["Dequantize", "Logit"],
+    "priors": ["StandardLogistic", "StandardNormal"],
+    "reshape": ["Flatten", "Split", "Squeeze", "Unsqueeze"],
+    "train": ["TrainConfig", "Trainer", "TrainingDiverged", "evaluate_bpd", "seed_everything"],
+}
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from sentflow.flows.base import Flow, channel_view, spatial_size
+from sentflow.flows.base import Flow, LogdetEstimator, channel_view, spatial_size
 
 
 class DiagonalScaling(Flow):
@@ -18,12 +18,14 @@ class DiagonalScaling(Flow):
     def _bias(self, x: Tensor) -> Tensor | float:
         return 0.0
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
+    ) -> tuple[Tensor, Tensor]:
         z = (x + self._bias(x)) * channel_view(self.log_scale.exp(), x)
         logdet = self.log_scale.sum() * spatial_size(x)
         return z, logdet.expand(x.shape[0])
 
-    def inverse(self, z: Tensor) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         return z * channel_view(torch.exp(-self.log_scale), z) - self._bias(z)
 
 
@@ -49,7 +51,9 @@ class ActNorm(DiagonalScaling):
         self.log_scale.copy_(-torch.log(per_channel.std(1, unbiased=False) + self.eps))
         self.initialized.fill_(1)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
+    ) -> tuple[Tensor, Tensor]:
         if not self.initialized:
             self._initialize(x)
         return super().forward(x)

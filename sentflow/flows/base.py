@@ -11,42 +11,79 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 
-class Flow(nn.Module):
-    """An invertible block: ``forward(x) -> (z, logdet)`` (data to noise, logdet (N,)), ``inverse(z) -> x``.
+@dataclass(frozen=True)
+class LogdetEstimator:
+    """How a layer whose log-determinant is estimated computes it: exactly, or with `terms` power-series terms and
+    `probes` Hutchinson probes (i-ResNet).  Layers with a closed-form log-determinant ignore it."""
 
+    exact: bool = False
+    terms: int = 5
+    probes: int = 1
+
+    def __str__(self) -> str:
+        if self.exact:
+            return "exact log-det (brute-force Jacobian)"
+        return f"power series, {self.terms} terms, {self.probes} Hutchinson probe(s)"
+
+
+class Flow(nn.Module):
+    """An invertible block: ``forward(x, context, estimator) -> (z, logdet)`` (data to noise, logdet (N,)) and
+    ``inverse(z, context) -> x``.
+
+    Everything that changes what a layer computes is an argument of the call, never state set beforehand:
+    `context` (N, K) conditions the layers that take one (f-VAE's decoder) and is ignored by the others;
+    `estimator` chooses how estimated log-determinants are computed (i-ResNet) and is ignored by exact layers.
     The channel dimension is dim 1, so every layer works on (N, C) vectors and (N, C, H, W) images.
     """
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
+    ) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def inverse(self, z: Tensor) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         raise NotImplementedError
 
 
 class FlowSequential(Flow):
-    """Apply flows in order; log-determinants add up."""
+    """Apply flows in order, passing the context and estimator to each; log-determinants add up."""
 
     def __init__(self, *flows: Flow) -> None:
         super().__init__()
         self.flows = nn.ModuleList(flows)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
+    ) -> tuple[Tensor, Tensor]:
         logdet = x.new_zeros(x.shape[0])
         for flow in self.flows:
-            x, ld = flow(x)
+            x, ld = flow(x, context, estimator)
             logdet = logdet + ld
         return x, logdet
 
-    def inverse(self, z: Tensor) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         for flow in reversed(self.flows):
-            z = flow.inverse(z)
+            z = flow.inverse(z, context)
         return z
+
+
+def log_density(
+    flow: Flow, prior: nn.Module, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
+) -> Tensor:
+    """log p(x) = log prior(z) + log|det dz/dx| (nats, shape (N,)) of a flow x -> z onto `prior`."""
+    z, logdet = flow(x, context, estimator)
+    return prior.log_prob(z) + logdet
+
+
+def bits_per_dim(log_prob: Tensor, n_dims: int, n_bins: int) -> Tensor:
+    """Mean bits/dim of per-example log densities of dequantized data: -(log p(y) - D log n) / (D ln 2)."""
+    return -(log_prob - n_dims * math.log(n_bins)).mean() / (n_dims * math.log(2.0))
 
 
 def channel_view(param: Tensor, x: Tensor) -> Tensor:
@@ -64,8 +101,15 @@ class FlowModel(nn.Module):
 
     name: str = "flow"
 
-    def __init__(self, flow: Flow, prior: nn.Module, data_shape: Sequence[int], n_bins: int,
-                 config: dict, latent_shape: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        flow: Flow,
+        prior: nn.Module,
+        data_shape: Sequence[int],
+        n_bins: int,
+        config: dict,
+        latent_shape: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
         self.flow = flow
         self.prior = prior
@@ -78,15 +122,13 @@ class FlowModel(nn.Module):
     def n_dims(self) -> int:
         return math.prod(self.data_shape)
 
-    def log_prob(self, x: Tensor) -> Tensor:
+    def log_prob(self, x: Tensor, estimator: LogdetEstimator | None = None) -> Tensor:
         """Log density (nats) of the dequantized data on [0, 1)^D, shape (N,)."""
-        z, logdet = self.flow(x)
-        return self.prior.log_prob(z) + logdet
+        return log_density(self.flow, self.prior, x, estimator=estimator)
 
-    def bits_per_dim(self, x: Tensor) -> Tensor:
+    def bits_per_dim(self, x: Tensor, estimator: LogdetEstimator | None = None) -> Tensor:
         """Mean bits/dim of a batch: -(log p(y) - D log n_bins) / (D ln 2), see the module docstring."""
-        d = self.n_dims
-        return -(self.log_prob(x) - d * math.log(self.n_bins)).mean() / (d * math.log(2.0))
+        return bits_per_dim(self.log_prob(x, estimator), self.n_dims, self.n_bins)
 
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:

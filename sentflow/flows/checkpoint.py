@@ -11,10 +11,10 @@ import torch
 from sentflow.errors import SentflowError
 from sentflow.flows.base import FlowModel
 from sentflow.flows.models import build_model
+from sentflow.flows.train import CHECKPOINT_NAME, FORMAT, model_header
 from sentflow.io import load_tensors, save_tensors
 
-FORMAT = "sentflow.flows/1"
-CHECKPOINT_NAME = "checkpoint.safetensors"
+__all__ = ["CHECKPOINT_NAME", "Checkpoint", "check_shape", "load_checkpoint", "read_checkpoint", "save_checkpoint"]
 
 
 @dataclass
@@ -26,14 +26,13 @@ class Checkpoint:
     extra: dict[str, torch.Tensor]
 
 
-def save_checkpoint(path: str | Path, model: FlowModel, extra: dict[str, torch.Tensor] | None = None,
-                    meta: dict | None = None) -> None:
+def save_checkpoint(
+    path: str | Path, model: FlowModel, extra: dict[str, torch.Tensor] | None = None, meta: dict | None = None
+) -> None:
     """Write model weights/buffers (prefix ``model.``) and `extra` tensors (prefix ``extra.``) atomically."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"extra.{k}": v for k, v in (extra or {}).items()})
-    header = {"format": FORMAT, "model": model.name, "config": model.config,
-              "data_shape": list(model.data_shape), **(meta or {})}
-    save_tensors(path, tensors, header)
+    save_tensors(path, tensors, {**model_header(model), **(meta or {})})
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
@@ -60,5 +59,4 @@ def load_checkpoint(path: str | Path) -> FlowModel:
 def check_shape(model: FlowModel, shape: tuple[int, ...], where: str) -> None:
     """Refuse data whose image shape differs from the one the model was built for."""
     if tuple(shape) != model.data_shape:
-        raise SentflowError(f"{where}: model was trained on shape {list(model.data_shape)}, "
-                            f"data has {list(shape)}")
+        raise SentflowError(f"{where}: model was trained on shape {list(model.data_shape)}, data has {list(shape)}")

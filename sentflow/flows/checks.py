@@ -12,8 +12,10 @@ from sentflow.errors import SentflowError
 def check_batch(x: Tensor, data_shape: Sequence[int], model: str) -> None:
     """Refuse anything but a floating (N, *data_shape) batch, with a one-line SentflowError."""
     if not x.is_floating_point() or tuple(x.shape[1:]) != tuple(data_shape) or x.dim() != len(data_shape) + 1:
-        raise SentflowError(f"{model} expects a float batch of shape (N, {', '.join(map(str, data_shape))}), "
-                            f"got {x.dtype} {list(x.shape)}")
+        raise SentflowError(
+            f"{model} expects a float batch of shape (N, {', '.join(map(str, data_shape))}), "
+            f"got {x.dtype} {list(x.shape)}"
+        )
 
 
 def check_range(name: str, value: float, low: float, high: float) -> None:

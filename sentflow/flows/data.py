@@ -18,8 +18,14 @@ import torch
 
 from sentflow.errors import SentflowError
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 SPLIT_SEED = 0
 
 
@@ -73,8 +79,7 @@ def _load_pair(directory: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
     images = read_idx(_find(directory, f"{prefix}-images-idx3-ubyte"))
     labels = read_idx(_find(directory, f"{prefix}-labels-idx1-ubyte"))
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise SentflowError(f"{directory}: {prefix} images {images.shape} and labels {labels.shape} "
-                            "do not match")
+        raise SentflowError(f"{directory}: {prefix} images {images.shape} and labels {labels.shape} do not match")
     return images, labels
 
 
@@ -83,13 +88,20 @@ def _seeded_split(n: int, n_train: int) -> tuple[np.ndarray, np.ndarray]:
     return order[:n_train], order[n_train:]
 
 
-def _as_data(name: str, images: tuple[np.ndarray, np.ndarray], labels: tuple[np.ndarray, np.ndarray],
-             n_bins: int) -> ImageData:
+def _as_data(
+    name: str, images: tuple[np.ndarray, np.ndarray], labels: tuple[np.ndarray, np.ndarray], n_bins: int
+) -> ImageData:
     def scale(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a.astype(np.float32)[:, None] / n_bins)
 
-    return ImageData(name, scale(images[0]), scale(images[1]), torch.from_numpy(labels[0].astype(np.int64)),
-                     torch.from_numpy(labels[1].astype(np.int64)), n_bins)
+    return ImageData(
+        name,
+        scale(images[0]),
+        scale(images[1]),
+        torch.from_numpy(labels[0].astype(np.int64)),
+        torch.from_numpy(labels[1].astype(np.int64)),
+        n_bins,
+    )
 
 
 def load_mnist(directory: str | Path) -> ImageData:

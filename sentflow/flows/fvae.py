@@ -2,7 +2,8 @@
 
 Encoder q(z|x) = N(mu(x), diag sigma(x)^2) (an MLP on the flattened image), prior p(z) = N(0, I).
 Decoder, data to noise: logit, flatten, `couplings` x (ActNorm, 1x1 "conv", affine coupling whose MLP sees
-the kept half *and* z), then a z-conditioned elementwise affine u = (x - m(z)) / s(z), u ~ N(0, I).
+the kept half *and* z), then a z-conditioned elementwise affine u = (x - m(z)) / s(z), u ~ N(0, I); z reaches
+the conditional layers as the flow's `context` argument.
 With couplings=0 the decoder is a factorised Gaussian in logit space: the plain VAE baseline with the same
 encoder.  Training maximises the one-sample ELBO; evaluation reports the importance-weighted bound with
 `iw_samples` samples, log (1/K) sum_k p(x, z_k) / q(z_k|x) (>= ELBO, -> log p(x) as K grows).
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 
 from sentflow.errors import SentflowError
 from sentflow.flows.actnorm import ActNorm
-from sentflow.flows.base import Flow, FlowModel, FlowSequential
+from sentflow.flows.base import Flow, FlowModel, FlowSequential, LogdetEstimator
 from sentflow.flows.checks import check_batch, check_range
 from sentflow.flows.coupling import AffineCoupling
 from sentflow.flows.invconv import InvConv
@@ -28,71 +29,28 @@ from sentflow.flows.priors import StandardNormal
 from sentflow.flows.reshape import Flatten
 
 
-class Conditioner(nn.Module):
-    """Wraps a network so it sees cat(h, context) on dim 1; `context` is set by the owning layer per call."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.context: Tensor | None = None
-
-    def forward(self, h: Tensor) -> Tensor:
-        return self.net(torch.cat([h, self.context], dim=1))
-
-
-class ConditionalCoupling(AffineCoupling):
-    """RealNVP affine coupling (alternating features, tanh scale) whose network also receives z."""
-
-    def __init__(self, features: int, cond_features: int, net: NetFactory, parity: int) -> None:
-        super().__init__(features, lambda i, o: Conditioner(net(i + cond_features, o)), "checkerboard", parity,
-                         "tanh")
-
-    def forward(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        self.net.context = cond
-        return super().forward(x)
-
-    def inverse(self, z: Tensor, cond: Tensor) -> Tensor:  # type: ignore[override]
-        self.net.context = cond
-        return super().inverse(z)
-
-
 class ConditionalAffine(Flow):
-    """u = (x - m(z)) * exp(-log_s(z)) per feature, log_s bounded to (-5, 5); starts as the identity."""
+    """u = (x - m(z)) * exp(-log_s(z)) per feature, z the context; log_s bounded to (-5, 5); starts as the identity."""
 
     def __init__(self, features: int, cond_features: int, net: NetFactory) -> None:
         super().__init__()
         self.net = net(cond_features, 2 * features)
 
-    def _params(self, cond: Tensor) -> tuple[Tensor, Tensor]:
-        shift, raw = self.net(cond).chunk(2, dim=1)
+    def _params(self, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        if context is None:
+            raise ValueError("ConditionalAffine needs a context (the latent code z)")
+        shift, raw = self.net(context).chunk(2, dim=1)
         return shift, 5.0 * torch.tanh(raw / 5.0)
 
-    def forward(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        shift, log_s = self._params(cond)
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        shift, log_s = self._params(context)
         return (x - shift) * torch.exp(-log_s), -log_s.sum(1)
 
-    def inverse(self, z: Tensor, cond: Tensor) -> Tensor:  # type: ignore[override]
-        shift, log_s = self._params(cond)
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        shift, log_s = self._params(context)
         return z * log_s.exp() + shift
-
-
-CONDITIONAL = (ConditionalCoupling, ConditionalAffine)
-
-
-class ConditionalSequential(FlowSequential):
-    """A flow x -> u given a condition z: conditional layers get z, the others run as usual."""
-
-    def forward(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        logdet = x.new_zeros(x.shape[0])
-        for flow in self.flows:
-            x, ld = flow(x, cond) if isinstance(flow, CONDITIONAL) else flow(x)
-            logdet = logdet + ld
-        return x, logdet
-
-    def inverse(self, z: Tensor, cond: Tensor) -> Tensor:  # type: ignore[override]
-        for flow in reversed(self.flows):
-            z = flow.inverse(z, cond) if isinstance(flow, CONDITIONAL) else flow.inverse(z)
-        return z
 
 
 class Encoder(nn.Module):
@@ -119,8 +77,17 @@ class FVAE(FlowModel):
 
     name = "fvae"
 
-    def __init__(self, data_shape: Sequence[int] = (1, 8, 8), n_bins: int = 17, latent: int = 16, hidden: int = 256,
-                 depth: int = 2, couplings: int = 4, iw_samples: int = 64, alpha: float = 0.05) -> None:
+    def __init__(
+        self,
+        data_shape: Sequence[int] = (1, 8, 8),
+        n_bins: int = 17,
+        latent: int = 16,
+        hidden: int = 256,
+        depth: int = 2,
+        couplings: int = 4,
+        iw_samples: int = 64,
+        alpha: float = 0.05,
+    ) -> None:
         d = math.prod(data_shape)
         check_range("alpha", alpha, 0.0, 0.5)
         if min(latent, hidden, depth, iw_samples) < 1 or couplings < 0:
@@ -128,19 +95,25 @@ class FVAE(FlowModel):
         net = MLP(hidden, depth)
         layers: list[Flow] = [Logit(alpha), Flatten(data_shape)]
         for i in range(couplings):
-            layers += [ActNorm(d), InvConv(d), ConditionalCoupling(d, latent, net, i % 2)]
+            layers += [ActNorm(d), InvConv(d)]
+            layers.append(AffineCoupling(d, net, "checkerboard", i % 2, "tanh", context_features=latent))
         layers.append(ConditionalAffine(d, latent, net))
-        config = {"latent": latent, "hidden": hidden, "depth": depth, "couplings": couplings,
-                  "iw_samples": iw_samples, "alpha": alpha}
-        super().__init__(ConditionalSequential(*layers), StandardNormal(), data_shape, n_bins, config,
-                         latent_shape=(d,))
+        config = {
+            "latent": latent,
+            "hidden": hidden,
+            "depth": depth,
+            "couplings": couplings,
+            "iw_samples": iw_samples,
+            "alpha": alpha,
+        }
+        super().__init__(FlowSequential(*layers), StandardNormal(), data_shape, n_bins, config, latent_shape=(d,))
         self.dequantize = Dequantize(n_bins)
         self.encoder = Encoder(d, latent, net)
         self.latent = latent
 
     def decoder_log_prob(self, y: Tensor, z: Tensor) -> Tensor:
         """Exact log p(y|z) of dequantized images y (N, *data_shape) given codes z (N, latent)."""
-        u, logdet = self.flow(y, z)
+        u, logdet = self.flow(y, context=z)
         return self.prior.log_prob(u) + logdet
 
     def log_weights(self, y: Tensor, k: int) -> Tensor:
@@ -163,8 +136,8 @@ class FVAE(FlowModel):
     def estimator(self) -> str:
         return "ELBO (1 sample)" if self.training else f"importance-weighted bound, K={self.config['iw_samples']}"
 
-    def log_prob(self, x: Tensor) -> Tensor:
-        """A lower bound on log p(y): the ELBO when training, the IW bound in eval mode."""
+    def log_prob(self, x: Tensor, estimator: LogdetEstimator | None = None) -> Tensor:
+        """A lower bound on log p(y): the ELBO when training, the IW bound in eval mode (log-dets are exact)."""
         check_batch(x, self.data_shape, self.name)
         y, _ = self.dequantize(x)
         return self.elbo(y) if self.training else self.iw_bound(y, self.config["iw_samples"])
@@ -175,4 +148,4 @@ class FVAE(FlowModel):
         device = next(self.parameters()).device
         z = torch.randn(n, self.latent, device=device)
         u = self.prior.sample((n, *self.latent_shape), temperature, device)
-        return self.dequantize.inverse(self.flow.inverse(u, z))
+        return self.dequantize.inverse(self.flow.inverse(u, context=z))

@@ -20,7 +20,7 @@ def image_grid(images: torch.Tensor, pad: int = 1) -> np.ndarray:
     grid = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad), dtype=np.float32)
     for i, img in enumerate(images[:, 0].clamp(0, 1).cpu().numpy()):
         r, c = divmod(i, cols)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = img
     return grid
 
 

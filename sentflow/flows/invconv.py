@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from sentflow.flows.base import Flow, spatial_size
+from sentflow.flows.base import Flow, LogdetEstimator, spatial_size
 
 
 class InvConv(Flow):
@@ -37,9 +37,11 @@ class InvConv(Flow):
     def _mix(matrix: Tensor, x: Tensor) -> Tensor:
         return (x.movedim(1, -1) @ matrix.T).movedim(-1, 1)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
+    ) -> tuple[Tensor, Tensor]:
         logdet = self.log_s.sum() * spatial_size(x)
         return self._mix(self.weight(), x), logdet.expand(x.shape[0])
 
-    def inverse(self, z: Tensor) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         return self._mix(torch.linalg.inv(self.weight()), z)

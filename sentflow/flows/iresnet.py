@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from sentflow.errors import SentflowError
 from sentflow.flows.actnorm import ActNorm
-from sentflow.flows.base import Flow, FlowModel, FlowSequential
+from sentflow.flows.base import Flow, FlowModel, FlowSequential, LogdetEstimator
 from sentflow.flows.checks import check_batch, check_range
 from sentflow.flows.nets import ConvNet
 from sentflow.flows.preprocess import Dequantize, Logit
@@ -37,8 +37,15 @@ class SpectralConv(nn.Module):
     forwards with gradients refine it by `power_iterations` steps; evaluation and inverses use it as is.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, size: Sequence[int], coeff: float,
-                 power_iterations: int = 1) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        size: Sequence[int],
+        coeff: float,
+        power_iterations: int = 1,
+    ) -> None:
         super().__init__()
         conv = nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2)
         self.weight, self.bias = conv.weight, conv.bias
@@ -52,8 +59,7 @@ class SpectralConv(nn.Module):
         """Power iteration on A^T A, A the convolution operator: u <- A^T A u / ||A^T A u||."""
         u = self.u
         for _ in range(iterations):
-            u = F.conv_transpose2d(F.conv2d(u, self.weight, padding=self.padding), self.weight,
-                                   padding=self.padding)
+            u = F.conv_transpose2d(F.conv2d(u, self.weight, padding=self.padding), self.weight, padding=self.padding)
             u = u / u.norm()
         self.u.copy_(u)
 
@@ -70,20 +76,6 @@ class SpectralConv(nn.Module):
         return F.conv2d(x, self.normalized_weight(), self.bias, padding=self.padding)
 
 
-@dataclass(frozen=True)
-class LogdetEstimator:
-    """How a residual block computes log|det(I + J_g)|: exact, or `terms` series terms x `probes` probes."""
-
-    exact: bool = False
-    terms: int = 5
-    probes: int = 1
-
-    def __str__(self) -> str:
-        if self.exact:
-            return "exact log-det (brute-force Jacobian)"
-        return f"power series, {self.terms} terms, {self.probes} Hutchinson probe(s)"
-
-
 @dataclass
 class InverseReport:
     """Outcome of the last fixed-point inverse: iterations used and max |x + g(x) - y| reached."""
@@ -97,8 +89,10 @@ def exact_jacobian(fn: Callable[[Tensor], Tensor], x: Tensor, create_graph: bool
     with torch.enable_grad():
         x = x if x.requires_grad else x.detach().requires_grad_()
         y = fn(x).flatten(1)
-        rows = [torch.autograd.grad(y[:, i].sum(), x, retain_graph=True, create_graph=create_graph)[0]
-                for i in range(y.shape[1])]
+        rows = [
+            torch.autograd.grad(y[:, i].sum(), x, retain_graph=True, create_graph=create_graph)[0]
+            for i in range(y.shape[1])
+        ]
     return torch.stack([r.flatten(1) for r in rows], dim=1)
 
 
@@ -117,21 +111,34 @@ def series_logdet(gx: Tensor, x: Tensor, terms: int, probes: int, create_graph: 
 class ResidualBlock(Flow):
     """y = x + g(x), g = SpectralConv 3x3 -> ELU -> 1x1 -> ELU -> 3x3, each conv normalised to `coeff`."""
 
-    def __init__(self, channels: int, size: Sequence[int], hidden: int, coeff: float = 0.9,
-                 power_iterations: int = 1, tol: float = 1e-6, max_iterations: int = 200) -> None:
+    def __init__(
+        self,
+        channels: int,
+        size: Sequence[int],
+        hidden: int,
+        coeff: float = 0.9,
+        power_iterations: int = 1,
+        tol: float = 1e-6,
+        max_iterations: int = 200,
+    ) -> None:
         super().__init__()
         self.g = nn.Sequential(
-            SpectralConv(channels, hidden, 3, size, coeff, power_iterations), nn.ELU(),
-            SpectralConv(hidden, hidden, 1, size, coeff, power_iterations), nn.ELU(),
+            SpectralConv(channels, hidden, 3, size, coeff, power_iterations),
+            nn.ELU(),
+            SpectralConv(hidden, hidden, 1, size, coeff, power_iterations),
+            nn.ELU(),
             SpectralConv(hidden, channels, 3, size, coeff, power_iterations),
         )
         self.tol, self.max_iterations = tol, max_iterations
-        self.estimator = LogdetEstimator()
         self.last_inverse: InverseReport | None = None
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """y = x + g(x) and log|det(I + J_g)| by `estimator` (default: the 5-term, 1-probe power series)."""
+        estimator = estimator or LogdetEstimator()
         graph = torch.is_grad_enabled()
-        if self.estimator.exact:
+        if estimator.exact:
             gx = self.g(x)
             eye = torch.eye(x[0].numel(), device=x.device, dtype=x.dtype)
             jac = exact_jacobian(self.g, x, create_graph=graph)
@@ -139,26 +146,29 @@ class ResidualBlock(Flow):
         with torch.enable_grad():
             xg = x if x.requires_grad else x.detach().requires_grad_()
             gx = self.g(xg)
-            logdet = series_logdet(gx, xg, self.estimator.terms, self.estimator.probes, graph)
+            logdet = series_logdet(gx, xg, estimator.terms, estimator.probes, graph)
         y = xg + gx
         return (y, logdet) if graph else (y.detach(), logdet.detach())
 
     @torch.no_grad()
-    def inverse(self, z: Tensor) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         x, step, it = z.clone(), math.inf, 0
         while step >= self.tol and it < self.max_iterations:
             x_next = z - self.g(x)
             step, x, it = (x_next - x).abs().max().item(), x_next, it + 1
         self.last_inverse = InverseReport(it, (x + self.g(x) - z).abs().max().item())
         if step >= self.tol:
-            warnings.warn(f"i-ResNet inverse stopped at the cap of {self.max_iterations} fixed-point iterations "
-                          f"(last step {step:.2e} >= tol {self.tol:.0e}, residual {self.last_inverse.residual:.2e})",
-                          stacklevel=2)
+            warnings.warn(
+                f"i-ResNet inverse stopped at the cap of {self.max_iterations} fixed-point iterations "
+                f"(last step {step:.2e} >= tol {self.tol:.0e}, residual {self.last_inverse.residual:.2e})",
+                stacklevel=2,
+            )
         return x
 
 
-def _level(channels: int, size: int, levels_left: int, blocks: int, hidden: int, coeff: float,
-           power_iterations: int) -> Flow:
+def _level(
+    channels: int, size: int, levels_left: int, blocks: int, hidden: int, coeff: float, power_iterations: int
+) -> Flow:
     """`blocks` x (ActNorm, residual block), then squeeze, factor out half (learned Gaussian) and recurse."""
     body: list[Flow] = []
     for _ in range(blocks):
@@ -181,22 +191,46 @@ class IResNet(FlowModel):
 
     name = "iresnet"
 
-    def __init__(self, data_shape: Sequence[int] = (1, 8, 8), n_bins: int = 17, levels: int = 2, blocks: int = 4,
-                 hidden: int = 32, coeff: float = 0.9, power_iterations: int = 1, terms: int = 5, probes: int = 1,
-                 exact_max_dims: int = 256, eval_terms: int = 20, eval_probes: int = 4, alpha: float = 0.05) -> None:
+    def __init__(
+        self,
+        data_shape: Sequence[int] = (1, 8, 8),
+        n_bins: int = 17,
+        levels: int = 2,
+        blocks: int = 4,
+        hidden: int = 32,
+        coeff: float = 0.9,
+        power_iterations: int = 1,
+        terms: int = 5,
+        probes: int = 1,
+        exact_max_dims: int = 256,
+        eval_terms: int = 20,
+        eval_probes: int = 4,
+        alpha: float = 0.05,
+    ) -> None:
         c, h, w = data_shape
         check_range("coeff", coeff, 0.0, 1.0)
         if h != w or h % 2 ** (levels - 1):
-            raise SentflowError(f"i-ResNet with {levels} levels needs square images with a side divisible by "
-                                f"{2 ** (levels - 1)}, got {h}x{w}")
+            raise SentflowError(
+                f"i-ResNet with {levels} levels needs square images with a side divisible by "
+                f"{2 ** (levels - 1)}, got {h}x{w}"
+            )
         if min(levels, blocks, hidden, terms, probes, eval_terms, eval_probes) < 1:
             raise SentflowError("i-ResNet levels, blocks, hidden, terms and probes must be >= 1")
         body = _level(c, h, levels, blocks, hidden, coeff, power_iterations)
         flow = FlowSequential(Dequantize(n_bins), Logit(alpha), body)
-        config = {"levels": levels, "blocks": blocks, "hidden": hidden, "coeff": coeff,
-                  "power_iterations": power_iterations, "terms": terms, "probes": probes,
-                  "exact_max_dims": exact_max_dims, "eval_terms": eval_terms, "eval_probes": eval_probes,
-                  "alpha": alpha}
+        config = {
+            "levels": levels,
+            "blocks": blocks,
+            "hidden": hidden,
+            "coeff": coeff,
+            "power_iterations": power_iterations,
+            "terms": terms,
+            "probes": probes,
+            "exact_max_dims": exact_max_dims,
+            "eval_terms": eval_terms,
+            "eval_probes": eval_probes,
+            "alpha": alpha,
+        }
         super().__init__(flow, StandardNormal(), data_shape, n_bins, config)
         self.train_estimator = LogdetEstimator(False, terms, probes)
         exact = math.prod(data_shape) <= exact_max_dims
@@ -211,8 +245,7 @@ class IResNet(FlowModel):
         """The log-det estimator the current mode (train / eval) uses."""
         return str(self.train_estimator if self.training else self.eval_estimator)
 
-    def log_prob(self, x: Tensor) -> Tensor:
+    def log_prob(self, x: Tensor, estimator: LogdetEstimator | None = None) -> Tensor:
+        """log p(x) with `estimator`, by default the one of the current mode (see `estimator`)."""
         check_batch(x, self.data_shape, self.name)
-        for block in self.blocks:
-            block.estimator = self.train_estimator if self.training else self.eval_estimator
-        return super().log_prob(x)
+        return super().log_prob(x, estimator or (self.train_estimator if self.training else self.eval_estimator))

@@ -36,8 +36,15 @@ class NICE(FlowModel):
 
     name = "nice"
 
-    def __init__(self, data_shape: Sequence[int] = (1, 8, 8), n_bins: int = 17, hidden: int = 1000,
-                 depth: int = 5, couplings: int = 4, prior: str = "logistic") -> None:
+    def __init__(
+        self,
+        data_shape: Sequence[int] = (1, 8, 8),
+        n_bins: int = 17,
+        hidden: int = 1000,
+        depth: int = 5,
+        couplings: int = 4,
+        prior: str = "logistic",
+    ) -> None:
         if prior not in PRIORS:
             raise SentflowError(f"unknown prior {prior!r}; choose one of {sorted(PRIORS)}")
         d = math.prod(data_shape)
@@ -56,8 +63,7 @@ def _realnvp_scale(channels: int, size: int, scales_left: int, hidden: int) -> F
     factor out half and recurse; the last scale has 4 checkerboard couplings.  Keeps the input shape."""
     net = ConvNet(hidden)
     if scales_left == 1 or size % 2:
-        return FlowSequential(*(AffineCoupling(channels, net, "checkerboard", i % 2, "tanh")
-                                for i in range(4)))
+        return FlowSequential(*(AffineCoupling(channels, net, "checkerboard", i % 2, "tanh") for i in range(4)))
     c4 = 4 * channels
     inner = _realnvp_scale(c4 // 2, size // 2, scales_left - 1, hidden)
     return FlowSequential(
@@ -76,8 +82,14 @@ class RealNVP(FlowModel):
 
     name = "realnvp"
 
-    def __init__(self, data_shape: Sequence[int] = (1, 8, 8), n_bins: int = 17, hidden: int = 64,
-                 scales: int = 2, alpha: float = 0.05) -> None:
+    def __init__(
+        self,
+        data_shape: Sequence[int] = (1, 8, 8),
+        n_bins: int = 17,
+        hidden: int = 64,
+        scales: int = 2,
+        alpha: float = 0.05,
+    ) -> None:
         c, h, _ = data_shape
         flow = FlowSequential(Dequantize(n_bins), Logit(alpha), _realnvp_scale(c, h, scales, hidden))
         config = {"hidden": hidden, "scales": scales, "alpha": alpha}
@@ -104,20 +116,25 @@ class Glow(FlowModel):
 
     name = "glow"
 
-    def __init__(self, data_shape: Sequence[int] = (1, 8, 8), n_bins: int = 17, levels: int = 2,
-                 steps: int = 8, hidden: int = 64, logit: bool = False) -> None:
+    def __init__(
+        self,
+        data_shape: Sequence[int] = (1, 8, 8),
+        n_bins: int = 17,
+        levels: int = 2,
+        steps: int = 8,
+        hidden: int = 64,
+        logit: bool = False,
+    ) -> None:
         c, h, w = data_shape
         if h % (2**levels) or w % (2**levels):
-            raise SentflowError(f"Glow with {levels} levels needs H and W divisible by {2**levels}, "
-                                f"got {h}x{w}")
+            raise SentflowError(f"Glow with {levels} levels needs H and W divisible by {2**levels}, got {h}x{w}")
         pre: list[Flow] = [Dequantize(n_bins), *([Logit()] if logit else [])]
         flow = FlowSequential(*pre, _glow_level(c, levels, steps, hidden))
         config = {"levels": levels, "steps": steps, "hidden": hidden, "logit": logit}
         super().__init__(flow, PRIORS["normal"](), data_shape, n_bins, config)
 
 
-MODELS: dict[str, type[FlowModel]] = {"nice": NICE, "realnvp": RealNVP, "glow": Glow, "iresnet": IResNet,
-                                      "fvae": FVAE}
+MODELS: dict[str, type[FlowModel]] = {"nice": NICE, "realnvp": RealNVP, "glow": Glow, "iresnet": IResNet, "fvae": FVAE}
 
 
 def build_model(name: str, **config) -> FlowModel:
@@ -128,4 +145,3 @@ def build_model(name: str, **config) -> FlowModel:
         return MODELS[name](**config)
     except TypeError as exc:
         raise SentflowError(f"bad config for model {name!r}: {exc}") from None
-

@@ -41,7 +41,9 @@ class ConvNet:
 
     def __call__(self, in_channels: int, out_channels: int) -> nn.Module:
         return nn.Sequential(
-            nn.Conv2d(in_channels, self.hidden, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(self.hidden, self.hidden, 1), nn.ReLU(),
+            nn.Conv2d(in_channels, self.hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(self.hidden, self.hidden, 1),
+            nn.ReLU(),
             _zero(nn.Conv2d(self.hidden, out_channels, 3, padding=1)),
         )

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sentflow.flows.base import Flow
+from sentflow.flows.base import Flow, LogdetEstimator
 
 
 class Dequantize(Flow):
@@ -25,10 +25,12 @@ class Dequantize(Flow):
         super().__init__()
         self.n_bins = n_bins
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
+    ) -> tuple[Tensor, Tensor]:
         return x + torch.rand_like(x) / self.n_bins, x.new_zeros(x.shape[0])
 
-    def inverse(self, z: Tensor) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         return torch.floor(z.clamp(0, 1 - 0.5 / self.n_bins) * self.n_bins) / self.n_bins
 
 
@@ -39,11 +41,13 @@ class Logit(Flow):
         super().__init__()
         self.alpha = alpha
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
+    ) -> tuple[Tensor, Tensor]:
         s = self.alpha + (1 - 2 * self.alpha) * x
         y = torch.log(s) - torch.log1p(-s)
         logdet = math.log(1 - 2 * self.alpha) + F.softplus(y) + F.softplus(-y)
         return y, logdet.flatten(1).sum(1)
 
-    def inverse(self, z: Tensor) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         return (torch.sigmoid(z) - self.alpha) / (1 - 2 * self.alpha)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from sentflow.flows.base import Flow
+from sentflow.flows.base import Flow, LogdetEstimator
 from sentflow.flows.coupling import AffineCoupling
 from sentflow.flows.nets import NetFactory
 
@@ -33,20 +33,24 @@ class Squeeze(Flow):
         super().__init__()
         self.factor = factor
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
+    ) -> tuple[Tensor, Tensor]:
         return squeeze(x, self.factor), x.new_zeros(x.shape[0])
 
-    def inverse(self, z: Tensor) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         return unsqueeze(z, self.factor)
 
 
 class Unsqueeze(Squeeze):
     """Channel-to-space reshape: closes a multi-scale level so the level keeps its input's shape."""
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
+    ) -> tuple[Tensor, Tensor]:
         return unsqueeze(x, self.factor), x.new_zeros(x.shape[0])
 
-    def inverse(self, z: Tensor) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         return squeeze(z, self.factor)
 
 
@@ -57,10 +61,12 @@ class Flatten(Flow):
         super().__init__()
         self.shape = tuple(shape)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
+    ) -> tuple[Tensor, Tensor]:
         return x.flatten(1), x.new_zeros(x.shape[0])
 
-    def inverse(self, z: Tensor) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         return z.view(z.shape[0], *self.shape)
 
 
@@ -81,11 +87,13 @@ class Split(Flow):
         self.prior = AffineCoupling(channels, net, mask="channel", parity=0, scale="tanh")
         self.kept = channels // 2
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        y, logdet = self.prior(x)
-        z1, inner_logdet = self.inner(y[:, : self.kept])
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        y, logdet = self.prior(x, context, estimator)
+        z1, inner_logdet = self.inner(y[:, : self.kept], context, estimator)
         return torch.cat([z1, y[:, self.kept :]], dim=1), logdet + inner_logdet
 
-    def inverse(self, z: Tensor) -> Tensor:
-        x1 = self.inner.inverse(z[:, : self.kept])
-        return self.prior.inverse(torch.cat([x1, z[:, self.kept :]], dim=1))
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        x1 = self.inner.inverse(z[:, : self.kept], context)
+        return self.prior.inverse(torch.cat([x1, z[:, self.kept :]], dim=1), context)

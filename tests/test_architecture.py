@@ -1,0 +1,55 @@
+"""Import tiers: `import sentflow` loads no image model, data, checkpoint or grid code and changes no torch
+setting; the layer modules import only layer modules; the training loop imports no image-tier module."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import sentflow.flows
+
+FLOWS = Path(sentflow.flows.__file__).parent
+LAYERS = {"base", "actnorm", "invconv", "coupling", "reshape", "preprocess", "nets", "priors"}
+IMAGE_TIER = {"models", "iresnet", "fvae", "data", "checkpoint", "grid", "checks"}
+
+
+def flows_imports(module: str) -> set[str]:
+    """The sentflow.flows modules that `module` imports, read from its source (a static, complete answer)."""
+    tree = ast.parse((FLOWS / f"{module}.py").read_text())
+    names = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    names |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    return {n.removeprefix("sentflow.flows.") for n in names if n.startswith("sentflow.flows.")}
+
+
+def test_import_sentflow_loads_no_image_tier_module_and_keeps_torch_threads() -> None:
+    probe = (
+        "import json, sys, torch; before = torch.get_num_threads(); import sentflow, sentflow.bertflow; "
+        "print(json.dumps({'modules': [m for m in sys.modules if m.startswith('sentflow.flows.')], "
+        "'threads': [before, torch.get_num_threads()]}))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    seen = json.loads(out.strip().splitlines()[-1])
+    loaded = {m.removeprefix("sentflow.flows.") for m in seen["modules"]}
+    assert not loaded & IMAGE_TIER, loaded
+    assert {"actnorm", "coupling", "train"} <= loaded  # BertFlow is built from the shared layers and loop
+    assert seen["threads"][0] == seen["threads"][1]
+
+
+@pytest.mark.parametrize("module", sorted(LAYERS))
+def test_a_layer_module_imports_only_layer_modules(module: str) -> None:
+    assert flows_imports(module) <= LAYERS
+
+
+def test_the_training_loop_imports_no_image_tier_module() -> None:
+    assert flows_imports("train") <= LAYERS
+
+
+def test_every_documented_flows_name_resolves() -> None:
+    assert all(getattr(sentflow.flows, name) is not None for name in sentflow.flows.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = sentflow.flows.Nope
