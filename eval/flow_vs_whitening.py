@@ -21,7 +21,9 @@ from report import table, write_report  # noqa: E402
 
 import sentflow  # noqa: E402
 from sentflow.bertflow import BertFlow  # noqa: E402
-from sentflow.evaluation import compare  # noqa: E402
+from sentflow.evaluation import compare, encode_pairs, fit_splits  # noqa: E402
+from sentflow.flows.train import DEFAULT_THREADS  # noqa: E402
+from sentflow.runtime import resolve_threads  # noqa: E402
 from sentflow.sts import load_sts  # noqa: E402
 from sentflow.whitening import SingularCovarianceWarning  # noqa: E402
 
@@ -35,8 +37,9 @@ def spread(values: list[float]) -> str:
 
 
 def warm_fit_seconds(encoder: sentflow.Encoder, repeats: int = 7) -> float:
-    """Median time of a full whitening fit on the STS-B sentences, after a warm-up fit."""
-    fit_rows = np.concatenate([encoder.encode(load_sts("sts-b", s).sentences) for s in ("train", "dev", "test")])
+    """Median time of a full whitening fit on the rows `compare` fits on (cached encodings), after a warm-up fit."""
+    splits = {name: load_sts("sts-b", name) for name in fit_splits("sts-b", "all")}
+    fit_rows = np.concatenate(list(encode_pairs(encoder, splits).values()))
     sentflow.Whitening().fit(fit_rows)
     times = []
     for _ in range(repeats):
@@ -46,14 +49,12 @@ def warm_fit_seconds(encoder: sentflow.Encoder, repeats: int = 7) -> float:
     return statistics.median(times)
 
 
-def pooling_rows(pooling: str, seeds: int) -> list[list[str]]:
+def pooling_rows(pooling: str, seeds: int, threads: int | None) -> list[list[str]]:
     encoder = sentflow.Encoder(pooling=pooling)
     base = compare(encoder, methods=["none", "whitening"])["results"]
     k256 = compare(encoder, methods=["whitening"], dim=256)["results"][0]
-    flows = [
-        compare(encoder, methods=["flow"], flow_options={"seed": s, "progress": False})["results"][0]
-        for s in range(seeds)
-    ]
+    options = [{"seed": s, "progress": False, "threads": threads} for s in range(seeds)]
+    flows = [compare(encoder, methods=["flow"], flow_options=o)["results"][0] for o in options]
     white_s = warm_fit_seconds(encoder)
     flow_s = [f["fit_seconds"] for f in flows]
     rows = [[pooling, r["method"], r["dim"], f"{r['spearman']:.2f}", f"{r['fit_seconds']:.2f}", ""] for r in base]
@@ -74,8 +75,10 @@ def pooling_rows(pooling: str, seeds: int) -> list[list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="flow fit threads (default: BertFlow's)")
     args = parser.parse_args()
-    rows = [row for pooling in POOLINGS for row in pooling_rows(pooling, args.seeds)]
+    rows = [row for pooling in POOLINGS for row in pooling_rows(pooling, args.seeds, args.threads)]
+    flow_threads = resolve_threads(args.threads, DEFAULT_THREADS)
     defaults = BertFlow().get_params()
     config = ", ".join(
         f"{k}={defaults[k]}" for k in ("levels", "depth", "hidden", "epochs", "lr", "batch_size", "noise", "patience")
@@ -86,7 +89,8 @@ def main() -> None:
         [
             "Spearman x100 of cosine scores on the 1,379 test pairs; every calibration fitted without labels on the "
             f"17,256 train+dev+test sentences. Flow: sentflow.BertFlow defaults ({config}), mean ± std over "
-            f"{args.seeds} seeds. Fit seconds exclude encoding (cached). Ratio = mean flow fit time / median of 7 "
+            f"{args.seeds} seeds, fitted with {flow_threads} torch thread(s). Fit seconds exclude encoding "
+            "(cached). Ratio = mean flow fit time / median of 7 "
             "warm full-whitening fits on the same rows, both measured in this run.",
             table(["pooling", "method", "dim", "Spearman x100", "fit seconds", "flow / whitening time"], rows),
         ],

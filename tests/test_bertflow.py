@@ -10,7 +10,8 @@ from jacobian import jacobian_logdets
 import sentflow
 from sentflow import SentflowError
 from sentflow.bertflow import BertFlow, vector_glow
-from sentflow.flows import ActNorm
+from sentflow.flows import ActNorm, StandardNormal
+from sentflow.runtime import using_threads
 
 
 def gaussian(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -121,3 +122,64 @@ def test_bad_inputs_are_refused():
         small_flow().transform(X)
     with pytest.raises(SentflowError, match="has 7 features but the flow calibration was fitted on 8-d"):
         small_flow(epochs=1).fit(X).transform(X[:, :7])
+
+
+def recipe_fit(X: np.ndarray, seed: int, epochs: int, batch_size: int, lr: float = 1e-3, noise: float = 1e-2):
+    """BERT-flow's recipe written out as a plain loop, independently of the shared Trainer: seeded 10% hold-out,
+    ActNorm init on a noisy first batch, Adam with a 50-step warm-up, clipping at 10, noisy nats/dim batches."""
+    n, d = X.shape
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        flow = vector_glow(d, levels=2, depth=2, hidden=16)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    train = torch.from_numpy(X)[order[round(0.1 * n) :]]
+    sigma = noise * float(np.sqrt(X.var(axis=0, dtype=np.float64).mean()))
+    with torch.random.fork_rng(), using_threads(1):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            first = train[:1024]
+            flow(first + sigma * torch.randn_like(first))
+        optimizer, step = torch.optim.Adam(flow.parameters(), lr=lr), 0
+        for epoch in range(epochs):
+            shuffle = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+            for batch in train[shuffle].split(batch_size):
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * min(1.0, (step + 1) / 50)
+                z, logdet = flow(batch + sigma * torch.randn_like(batch))
+                loss = -(StandardNormal().log_prob(z).double() + logdet.double()).mean() / d
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(flow.parameters(), 10.0)
+                optimizer.step()
+                step += 1
+    return flow.eval()
+
+
+def test_fit_is_the_bert_flow_recipe_run_through_the_shared_trainer():
+    X = gaussian(900, 8, seed=6)
+    X[:, 0] = 2.0  # a constant dimension, as in CLS vectors: the noise matters
+    fitted = small_flow(epochs=1, seed=5, threads=1).fit(X)
+    reference = recipe_fit(X, seed=5, epochs=1, batch_size=128)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(X))[0].numpy()
+    np.testing.assert_allclose(fitted.transform(X), expected, atol=1e-6, rtol=0)
+
+
+def test_resumed_fit_equals_an_uninterrupted_one(tmp_path):
+    X = gaussian(800, 8, seed=7)
+    straight = small_flow(epochs=3, patience=5, checkpoint_dir=tmp_path / "a").fit(X)
+    small_flow(epochs=1, patience=5, checkpoint_dir=tmp_path / "b").fit(X)
+    resumed = small_flow(epochs=3, patience=5, checkpoint_dir=tmp_path / "b").fit(X, resume=True)
+    assert [h["epoch"] for h in resumed.history_] == [1, 2, 3]
+    np.testing.assert_allclose(resumed.transform(X), straight.transform(X), atol=1e-6, rtol=0)
+    with pytest.raises(SentflowError, match="checkpoint is for"):
+        small_flow(epochs=3, hidden=8, checkpoint_dir=tmp_path / "b").fit(X, resume=True)
+    with pytest.raises(SentflowError, match="resume=True needs a checkpoint"):
+        small_flow(checkpoint_dir=tmp_path / "none").fit(X, resume=True)
+
+
+def test_time_budget_stops_within_the_first_epoch():
+    X = gaussian(3000, 8, seed=8)
+    flow = small_flow(epochs=20, batch_size=16, max_minutes=0.005).fit(X)  # 0.3 s; an epoch is 169 steps
+    assert len(flow.history_) == 1 and 1 <= flow.history_[0]["step"] < 2700 // 16
+    assert np.isfinite(flow.transform(X)).all()
