@@ -12,6 +12,7 @@ from sentflow.errors import SentflowError
 
 from .common import threads_from, user_errors
 from .flows import flows_app
+from .guidance import register as register_guidance
 from .tables import print_retrieval, print_sts
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(flows_app, name="flows")
+register_guidance(app)
 
 Model = Annotated[str, typer.Option(help="all-MiniLM-L6-v2 (embedded), a local HF directory, or a hub id.")]
 Pooling = Annotated[str, typer.Option(help="cls | pooler | last-avg | first-last-avg | last2avg")]
