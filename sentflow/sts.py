@@ -101,6 +101,8 @@ def load_sts(
         raise SentflowError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if hub is not None:
         return load_hub_sts(hub, split)
+    if name not in TASKS:
+        raise SentflowError(f"unknown STS task {name!r}; choose one of {', '.join(TASKS)}")
     if name == "sts-b":
         return read_stsb_file(Path(data_dir or packaged_stsb_dir()) / f"sts-{split}.csv")
     if data_dir is None:
@@ -142,6 +144,9 @@ def evaluate_sts(emb1: np.ndarray, emb2: np.ndarray, gold: np.ndarray) -> dict[s
     if len(emb1) != len(emb2) or len(emb1) != len(gold):
         raise SentflowError(f"lengths differ: {len(emb1)} / {len(emb2)} embeddings, {len(gold)} scores")
     cos = cosine_scores(emb1, emb2)
+    if np.ptp(cos) == 0 or np.ptp(gold) == 0:
+        which = "cosine scores" if np.ptp(cos) == 0 else "gold scores"
+        raise SentflowError(f"the correlation is undefined: all {which} are equal (degenerate embeddings or data)")
     return {
         "spearman": 100.0 * float(stats.spearmanr(cos, gold).statistic),
         "pearson": 100.0 * float(stats.pearsonr(cos, gold).statistic),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterable
 
@@ -14,6 +15,8 @@ from sentflow.errors import SentflowError
 from sentflow.stats import MomentAccumulator, as_matrix
 
 SINGULAR_RTOL = 1e-10
+EXPECTED_NULL_SHARE = 0.01  # up to 1% null directions: a post-LN hyperplane, logged rather than warned about
+_log = logging.getLogger(__name__)
 
 
 class SingularCovarianceWarning(UserWarning):
@@ -41,7 +44,8 @@ class Whitening(Calibrator):
     before the power is taken. It matters for (near-)null directions: the last layer of a post-LN
     transformer lies on a hyperplane (LayerNorm output satisfies sum_i (x_i - beta_i) / gamma_i = 0),
     so `cls` and `last-avg` embeddings have a singular covariance at full dimension. With eps=0 such
-    a covariance is an error; with eps > 0 it is whitened with a warning that names the count.
+    a covariance is an error; with eps > 0 it is whitened, with a warning that names the count when more
+    than 1% of the kept directions are null (a few, as on that hyperplane, are only logged at INFO level).
     Statistics are float64; `partial_fit` streams chunks with the same result as `fit`.
     """
 
@@ -103,8 +107,10 @@ class Whitening(Calibrator):
         k = self.n_components
         if k is not None and not 1 <= k <= n_features:
             raise SentflowError(f"n_components={k} must be between 1 and the embedding size {n_features}")
-        if not 0.0 <= self.power <= 1.0 or self.eps < 0:
-            raise SentflowError(f"power must be in [0, 1] and eps >= 0, got power={self.power}, eps={self.eps}")
+        if not (0.0 <= self.power <= 1.0 and np.isfinite(self.eps) and self.eps >= 0):
+            raise SentflowError(
+                f"power must be in [0, 1] and eps a finite number >= 0, got power={self.power}, eps={self.eps}"
+            )
 
     def _solve(self) -> dict[str, np.ndarray]:
         if "_solution" not in self.__dict__:
@@ -118,23 +124,35 @@ class Whitening(Calibrator):
                 f"fewer sentences ({moments.count}) than dimensions to whiten ({k}): "
                 "fit on more sentences, or set a smaller n_components (--dim)"
             )
-        values, vectors = np.linalg.eigh(moments.covariance())
+        covariance = moments.covariance()
+        if not np.isfinite(covariance).all():
+            raise SentflowError("the covariance overflows float64: the embeddings are too large; rescale them")
+        values, vectors = np.linalg.eigh(covariance)
         values, vectors = np.clip(values[::-1], 0.0, None), vectors[:, ::-1]
+        if values[0] <= 0 and self.power > 0:
+            raise SentflowError("every row is the same vector (zero covariance): there is nothing to whiten")
         vectors *= np.sign(vectors[np.abs(vectors).argmax(axis=0), range(len(values))])
         kept = values[:k]
-        null = int((kept <= SINGULAR_RTOL * kept[0]).sum())
-        if null and self.power > 0:
-            message = (
-                f"covariance is singular: {null} of the {k} kept directions have (near-)zero variance "
-                f"(eigenvalue {kept[-1]:.3g} vs largest {kept[0]:.3g})"
-            )
-            if self.eps == 0:
-                raise SentflowError(f"{message}; use more data, n_components <= {k - null}, or a ridge eps > 0")
-            warnings.warn(
-                f"{message}; the ridge eps={self.eps:g} keeps them finite", SingularCovarianceWarning, stacklevel=2
-            )
+        self._report_null_directions(int((kept <= SINGULAR_RTOL * kept[0]).sum()), kept)
         scale = (kept + self.eps * values[0]) ** -self.power
         return {"mean": moments.mean(), "eigenvalues": values, "rotation": vectors, "weight": vectors[:, :k] * scale}
+
+    def _report_null_directions(self, null: int, kept: np.ndarray) -> None:
+        """Null directions are an error without a ridge; a few (the post-LayerNorm hyperplane) are only logged."""
+        if not null or self.power == 0:
+            return
+        k = len(kept)
+        message = (
+            f"covariance is singular: {null} of the {k} kept directions have (near-)zero variance "
+            f"(eigenvalue {kept[-1]:.3g} vs largest {kept[0]:.3g})"
+        )
+        if self.eps == 0:
+            raise SentflowError(f"{message}; use more data, n_components <= {k - null}, or a ridge eps > 0")
+        message += f"; the ridge eps={self.eps:g} keeps them finite"
+        if null <= EXPECTED_NULL_SHARE * k:
+            _log.info("%s (expected for post-LayerNorm embeddings, which lie on a hyperplane)", message)
+        else:
+            warnings.warn(message, SingularCovarianceWarning, stacklevel=4)
 
     @property
     def mean_(self) -> np.ndarray:

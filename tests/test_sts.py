@@ -86,3 +86,11 @@ def test_only_newlines_separate_rows(tmp_path):
     path.write_text("g\tf\t2012\t1\t1.0\tone\x1cstill one\tb\r\ng\tf\t2012\t2\t2.0\tc\td\n", encoding="utf-8")
     pairs = read_stsb_file(path)
     assert pairs.sentences1 == ["one\x1cstill one", "c"] and pairs.sentences2 == ["b", "d"]
+
+
+def test_unknown_tasks_and_undefined_correlations_are_one_line_errors():
+    with pytest.raises(SentflowError, match=r"unknown STS task 'sts-x'; choose one of sts-b, sts12"):
+        load_sts("sts-x", "test")
+    same = np.ones((5, 3))
+    with pytest.raises(SentflowError, match="all cosine scores are equal"):
+        evaluate_sts(same, same, np.arange(5.0))

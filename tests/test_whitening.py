@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -171,3 +173,29 @@ def test_unfitted_and_wrong_width_inputs_are_named():
     w = Whitening().fit(anisotropic(seed=15))
     with pytest.raises(SentflowError, match="Z has 5 features"):
         w.inverse_transform(np.zeros((2, 5)))
+
+
+def test_degenerate_inputs_are_one_line_errors_not_nan(tmp_path):
+    with pytest.raises(SentflowError, match="every row is the same vector"):
+        Whitening().fit(np.ones((100, 8)))
+    for eps in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(SentflowError, match="eps a finite number >= 0"):
+            Whitening(eps=eps).fit(np.random.default_rng(0).standard_normal((50, 4)))
+    with np.errstate(all="ignore"), pytest.raises(SentflowError, match="covariance overflows float64"):
+        Whitening().fit(np.random.default_rng(0).random((100, 8)) * 1e200)
+    assert Whitening(power=0).fit(np.ones((100, 8))).transform(np.ones((2, 8))).tolist() == [[0.0] * 8] * 2
+
+
+def test_a_few_null_directions_are_logged_many_are_warned(caplog):
+    """A post-LN hyperplane (1 null direction of 200) is expected and only logged; 20 of 32 still warns."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2000, 200))
+    X -= X.mean(axis=1, keepdims=True)  # every row sums to 0: one exactly-null direction, as after LayerNorm
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with caplog.at_level("INFO", logger="sentflow.whitening"):
+            Whitening().fit(X)
+    assert "1 of the 200 kept directions" in caplog.text and "post-LayerNorm" in caplog.text
+    low_rank = rng.standard_normal((500, 12)) @ rng.standard_normal((12, 32))
+    with pytest.warns(SingularCovarianceWarning, match="20 of the 32"):
+        Whitening().fit(low_rank)
