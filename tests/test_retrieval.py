@@ -223,3 +223,18 @@ def test_real_encoder_end_to_end_on_stsb_slice(tiny_bert_dir, stsb_slice_dir):
     report = evaluate_retrieval(encoder, "sts-b", dims=(16,), data_dir=stsb_slice_dir, approx_index=None, repeats=1)
     assert report.n_corpus == len({s for s in load_retrieval_task("sts-b", data_dir=stsb_slice_dir).corpus_texts})
     assert [(r.method, r.dim) for r in report.results] == [("none", 32), ("whitening", 16), ("pca", 16)]
+
+
+def test_sick_r_duplicates_come_from_its_data_dir(tmp_path):
+    lines = {
+        "SICK_train.txt": ["1\tA dog runs\tA cat sits\t1.5\tNEUTRAL"],
+        "SICK_trial.txt": ["pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment"],
+        "SICK_test_annotated.txt": ["7\tA man plays\tA man is playing\t4.6\tENTAILMENT", "8\tA b\tC d\t4.0\tX"],
+    }
+    lines["SICK_trial.txt"].append("3\tKids swim\tChildren swim\t3.9\tNEUTRAL")
+    for name, rows in lines.items():
+        (tmp_path / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    task = load_retrieval_task("sick-r", data_dir=tmp_path)
+    assert len(task.corpus_texts) == 8 and task.query_texts == ["A man plays", "A b"]
+    text_of = dict(zip(task.corpus_ids, task.corpus_texts, strict=True))
+    assert [[text_of[d] for d in task.qrels[q]] for q in task.query_ids] == [["A man is playing"], ["C d"]]
