@@ -2,7 +2,7 @@
 
 For each pooling: no calibration, whitening (full and k=256), and BERT-flow over several seeds
 (mean and standard deviation). Everything is fitted without labels on the 17,256 STS-B sentences.
-Run: python eval/flow_vs_whitening.py [--seeds 3]
+Run: python eval/flow_vs_whitening.py [--seeds 3] [--poolings cls,last-avg,first-last-avg] [--threads N]
 """
 
 from __future__ import annotations
@@ -75,9 +75,12 @@ def pooling_rows(pooling: str, seeds: int, threads: int | None) -> list[list[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--poolings", default=",".join(POOLINGS), help="comma-separated subset of " + ",".join(POOLINGS)
+    )
     parser.add_argument("--threads", type=int, default=None, help="flow fit threads (default: BertFlow's)")
     args = parser.parse_args()
-    rows = [row for pooling in POOLINGS for row in pooling_rows(pooling, args.seeds, args.threads)]
+    rows = [row for pooling in args.poolings.split(",") for row in pooling_rows(pooling, args.seeds, args.threads)]
     flow_threads = resolve_threads(args.threads, DEFAULT_THREADS)
     defaults = BertFlow().get_params()
     config = ", ".join(
