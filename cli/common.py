@@ -13,8 +13,10 @@ from typing import TypeVar
 import typer
 
 from sentflow.errors import SentflowError
+from sentflow.io import first_line
 
 F = TypeVar("F", bound=Callable)
+DEBUG_ENV = "SENTFLOW_DEBUG"
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -54,6 +56,8 @@ def user_errors(func: F) -> F:
             with warnings.catch_warnings():
                 warnings.showwarning = _one_line_warning
                 return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
         except SentflowError as exc:
             raise fail(str(exc)) from None
         except OSError as exc:
@@ -62,5 +66,14 @@ def user_errors(func: F) -> F:
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             sys.exit(130)
+        except MemoryError:
+            raise fail("out of memory: use a smaller input or smaller options") from None
+        except Exception as exc:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            raise fail(
+                f"internal error ({type(exc).__name__}: {first_line(exc)}); this is a bug, please report it with "
+                f"the command; --debug shows the traceback"
+            ) from None
 
     return wrapper  # type: ignore[return-value]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +12,7 @@ import typer
 
 from sentflow.errors import SentflowError
 
-from .common import threads_from, user_errors
+from .common import DEBUG_ENV, threads_from, user_errors
 from .flows import flows_app
 from .guidance import register as register_guidance
 from .tables import print_retrieval, print_sts
@@ -23,6 +25,16 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(flows_app, name="flows")
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of internal errors.")] = False,
+) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
 register_guidance(app)
 
 Model = Annotated[str, typer.Option(help="all-MiniLM-L6-v2 (embedded), a local HF directory, or a hub id.")]
@@ -268,4 +280,18 @@ def _dims(text: str | None) -> list[int | None]:
 
 
 def main() -> None:
-    app()
+    """Run the app; usage errors (a bad option value, a missing argument) are one `error:` line and exit 1."""
+    from typer._click import exceptions  # typer vendors click; its usage errors live here
+
+    try:
+        code = app(standalone_mode=False)
+    except exceptions.NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        code = 0
+    except exceptions.UsageError as exc:
+        typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+        code = 1
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        code = 130
+    sys.exit(code or 0)
