@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from sentflow.errors import SentflowError
 
 _META_KEY = "sentflow"
+_SUM_KEY = "sentflow_sha256"
 
 
 def current_umask() -> int:
@@ -31,12 +34,31 @@ def current_umask() -> int:
     return 0o022
 
 
+def check_output(path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()) -> Path:
+    """Refuse an output path that would destroy something: a link, a special file, a read-only file, an input."""
+    target = Path(path)
+    if target.is_symlink():
+        raise SentflowError(f"{target}: is a symbolic link; sentflow does not write through links, give the real path")
+    if not target.exists():
+        return target
+    mode = target.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a special file (device, FIFO or socket)"
+        raise SentflowError(f"{target}: is {kind}; refusing to replace it, give a file path")
+    if not mode & 0o222:
+        raise SentflowError(f"{target}: is read-only; refusing to replace it")
+    for source in inputs:
+        if Path(source).exists() and os.path.samefile(target, source):
+            raise SentflowError(f"{target}: is also an input of this command; write to another file")
+    return target
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
-    target = Path(path)
+    target = check_output(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:64]}.", suffix=target.suffix[:16], dir=target.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -119,14 +141,17 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """Write tensors with safetensors and `meta` as JSON in the file's header, atomically."""
+    """Write tensors with safetensors, `meta` as JSON and a content checksum in the file's header, atomically."""
     data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    header = {_META_KEY: json.dumps(meta, sort_keys=True)}
+    bad = [k for k, v in data.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise SentflowError(f"{path}: refusing to write NaN/Inf values (tensor {bad[0]!r})")
+    header = {_META_KEY: json.dumps(meta, sort_keys=True), _SUM_KEY: tensors_digest(data)}
     write_atomic(path, lambda tmp: save_file(data, str(tmp), metadata=header))
 
 
 def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read a file written by `save_tensors`: (tensors, meta). No pickle is involved."""
+    """Read a file written by `save_tensors`: (tensors, meta). No pickle; checksum and finiteness are checked."""
     p = Path(path)
     if not p.is_file():
         raise SentflowError(f"{p}: no such file")
@@ -138,11 +163,28 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         raise SentflowError(f"{p}: not a readable safetensors file ({first_line(exc)})") from None
     if _META_KEY not in header:
         raise SentflowError(f"{p}: safetensors file without sentflow metadata; was it written by sentflow?")
+    if _SUM_KEY in header and header[_SUM_KEY] != tensors_digest(tensors):
+        raise SentflowError(f"{p}: checksum mismatch: the file is damaged")
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise SentflowError(f"{p}: tensor {bad[0]!r} holds NaN/Inf values; the file is damaged")
     try:
         meta = json.loads(header[_META_KEY])
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise SentflowError(f"{p}: corrupted sentflow metadata in the file header") from None
+    if not isinstance(meta, dict):
+        raise SentflowError(f"{p}: sentflow metadata must be a JSON object")
     return tensors, meta
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 def first_line(exc: BaseException) -> str:
