@@ -1,9 +1,176 @@
-"""`sentflow tune` and `sentflow diagnose`: whether and how to calibrate (being written)."""
+"""`sentflow tune` and `sentflow diagnose`: whether and how to calibrate."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from sentflow.errors import SentflowError
+
+from .common import threads_from, user_errors
+
+Model = Annotated[
+    str, typer.Option(help="all-MiniLM-L6-v2 (embedded), glove-6b-50d, a local HF directory, or a hub id.")
+]
+Pooling = Annotated[str, typer.Option(help="cls | pooler | last-avg | first-last-avg | last2avg")]
+BatchSize = Annotated[int, typer.Option(help="Sentences per forward pass.")]
+DataDir = Annotated[Path | None, typer.Option(help="Directory of a task not shipped with sentflow.")]
+Threads = Annotated[int | None, typer.Option(help="CPU threads (default: $SENTFLOW_THREADS, else every core).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")]
+
+
+def _encoder(model: str, pooling: str, batch_size: int):
+    from sentflow.encoder import Encoder
+    from sentflow.glove import GloveEncoder, is_glove
+
+    if is_glove(model):
+        return GloveEncoder(model, pooling, batch_size)
+    return Encoder(model=model, pooling=pooling, batch_size=batch_size)
+
+
+@user_errors
+def tune(
+    task: Annotated[str, typer.Argument(help="sts-b (shipped), sick-r with --data-dir, or a BEIR folder.")] = "sts-b",
+    model: Model = "all-MiniLM-L6-v2",
+    pooling: Pooling = "last-avg",
+    select_on: Annotated[str, typer.Option(help="Labels to choose on: dev or train (never test).")] = "dev",
+    pairs: Annotated[
+        Path | None, typer.Option(help="Choose on your own labelled pairs: sentence1 TAB sentence2 TAB score.")
+    ] = None,
+    max_dim: Annotated[int | None, typer.Option(help="Dimension budget: only settings with at most K dims.")] = None,
+    flow: Annotated[bool, typer.Option(help="Include BERT-flow (default settings) among the candidates.")] = True,
+    fit_on: Annotated[str, typer.Option(help="STS sentences to fit on (no labels): all, train, dev or test.")] = "all",
+    out: Annotated[
+        Path | None, typer.Option(help="Write the chosen calibration (.safetensors) or a pipeline (any other name).")
+    ] = None,
+    normalize: Annotated[bool, typer.Option(help="Pipeline: L2-normalise the final vectors.")] = False,
+    data_dir: DataDir = None,
+    batch_size: BatchSize = 64,
+    seed: Annotated[int, typer.Option(help="Random seed of the flow candidate.")] = 0,
+    threads: Threads = None,
+    as_json: AsJson = False,
+) -> None:
+    """Choose none / whitening (power x dimension) / BERT-flow on labels that are not the test set; report test."""
+    from sentflow.tuning import tune as run_tune
+
+    if normalize and out is not None and out.suffix == ".safetensors":
+        raise SentflowError("--normalize is a pipeline setting: give --out a directory name, not a .safetensors file")
+    with threads_from(threads):
+        encoder = _encoder(model, pooling, batch_size)
+        report = run_tune(
+            encoder,
+            task,
+            select_on=select_on,
+            max_dim=max_dim,
+            pairs_file=pairs,
+            with_flow=flow,
+            fit_on=fit_on,
+            data_dir=data_dir,
+            flow_options={"seed": seed},
+        )
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), allow_nan=False))
+    else:
+        _print_tune(report)
+    if out is not None:
+        _save(report, encoder, out, normalize)
+        typer.echo(f"wrote {out}: {report.selected.setting.label}", err=True)
+
+
+def _print_tune(report) -> None:
+    """The chosen setting, the baselines, then every candidate (selection score, test score)."""
+    metric = report.metric
+    typer.echo(f"{report.task}  {report.model} / {report.pooling}: chosen on {report.select_on} {metric}")
+    rows = [("selected: " + report.selected.setting.label, report.selected)]
+    rows += [(name, c) for name, c in report.baseline().items()]
+    rows += [("  " + c.setting.label, c) for c in report.candidates]
+    width = max(len(label) for label, _ in rows)
+    typer.echo(f"{'setting':<{width}}  {'select':>7}  {'test':>7}")
+    for label, c in rows:
+        typer.echo(f"{label:<{width}}  {c.dev:7.2f}  {c.test:7.2f}")
+
+
+def _save(report, encoder, out: Path, normalize: bool) -> None:
+    """The chosen calibration as a .safetensors file, or a pipeline directory (which may hold no calibration)."""
+    from sentflow.pipeline import Pipeline
+
+    if out.suffix != ".safetensors":
+        Pipeline(encoder, report.calibrator, normalize).save(out)
+    elif report.calibrator is None:
+        raise SentflowError(
+            f"the chosen setting is no calibration, so there is nothing to write to {out}; give a directory name "
+            "to write a pipeline"
+        )
+    else:
+        report.calibrator.save(out, model=encoder.model_name, pooling=encoder.pooling)
+
+
+@user_errors
+def diagnose(
+    source: Annotated[str, typer.Argument(help="An STS task (sts-b, sts12..16, sick-r) or an (n, d) .npy file.")],
+    calib: Annotated[
+        Path | None, typer.Option(help="Calibration file or pipeline directory (default: whitening fitted here).")
+    ] = None,
+    plots: Annotated[Path | None, typer.Option(help="Directory for spectrum.png and cosines.png.")] = None,
+    model: Model = "all-MiniLM-L6-v2",
+    pooling: Pooling = "last-avg",
+    data_dir: DataDir = None,
+    batch_size: BatchSize = 64,
+    n_pairs: Annotated[int, typer.Option(help="Random pairs for the anisotropy and the histogram.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of the random pairs.")] = 0,
+    threads: Threads = None,
+    as_json: AsJson = False,
+) -> None:
+    """Anisotropy, effective rank, variance shares, spectrum and cosine histograms, before and after calibrating."""
+    import sentflow
+    from sentflow.diagnostics import diagnose as run_diagnose
+    from sentflow.diagnostics import save_plots, task_vectors
+    from sentflow.io import load_npy
+
+    if n_pairs < 1:
+        raise SentflowError(f"--n-pairs must be at least 1, got {n_pairs}")
+    with threads_from(threads):
+        if source.endswith(".npy") or Path(source).is_file():
+            vectors, similar, title = load_npy(source), None, Path(source).name
+        else:
+            encoder = _encoder(model, pooling, batch_size)
+            vectors, similar = task_vectors(encoder, source, data_dir)
+            title = f"{encoder.model_name} {encoder.pooling}, {source}"
+        if calib is not None:
+            transform, name = sentflow.load(calib).transform, calib.name
+        else:
+            transform, name = sentflow.Whitening().fit(vectors).transform, "whitening"
+        diagnosis = run_diagnose(vectors, similar, transform, name, n_pairs=n_pairs, seed=seed)
+        written = save_plots(diagnosis, plots, title) if plots is not None else []
+    if as_json:
+        typer.echo(json.dumps(diagnosis.to_dict(), allow_nan=False))
+    else:
+        _print_diagnosis(diagnosis)
+    for path in written:
+        typer.echo(f"wrote {path}", err=True)
+
+
+def _print_diagnosis(diagnosis) -> None:
+    stages = [("before", diagnosis.before), (f"after: {diagnosis.calibration}", diagnosis.after)]
+    rows = [
+        ("vectors", lambda s: f"{s.n} x {s.dim}"),
+        ("anisotropy (mean cosine, random pairs)", lambda s: f"{s.anisotropy:.3f}"),
+        ("effective rank", lambda s: f"{s.effective_rank:.1f}"),
+        ("variance in top 1 direction", lambda s: f"{100 * s.top1_share:.1f}%"),
+        ("variance in top 10 directions", lambda s: f"{100 * s.top10_share:.1f}%"),
+    ]
+    if diagnosis.before.similar_cosines is not None:
+        rows.append(("mean cosine, gold-similar pairs", lambda s: f"{s.similar_cosines.mean():.3f}"))
+    width = max(len(label) for label, _ in rows)
+    typer.echo(f"{'':<{width}}  " + "  ".join(f"{name:>16}" for name, _ in stages))
+    for label, show in rows:
+        typer.echo(f"{label:<{width}}  " + "  ".join(f"{show(stats):>16}" for _, stats in stages))
 
 
 def register(app: typer.Typer) -> None:
     """Add the guidance commands to the main app."""
+    app.command("tune")(tune)
+    app.command("diagnose")(diagnose)

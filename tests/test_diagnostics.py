@@ -79,3 +79,23 @@ def test_task_vectors_pick_gold_similar_test_pairs(tiny_bert_dir, stsb_slice_dir
     assert len(vectors) == 6 * 120 and len(first) == len(keep) > 0
     np.testing.assert_allclose(first, encoder.encode([test.sentences1[k] for k in keep]), atol=1e-5)
     np.testing.assert_allclose(second, encoder.encode([test.sentences2[k] for k in keep]), atol=1e-5)
+
+
+def test_cli_diagnose_npy(tmp_path):
+    from sentflow.cli.main import app
+    from typer.testing import CliRunner
+
+    X = anisotropic()
+    np.save(tmp_path / "x.npy", X)
+    sentflow.Whitening(n_components=8).fit(X).save(tmp_path / "w.safetensors")
+    args = ["diagnose", str(tmp_path / "x.npy"), "--calib", str(tmp_path / "w.safetensors")]
+    result = CliRunner().invoke(app, [*args, "--json", "--plots", str(tmp_path / "plots"), "--n-pairs", "300"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["before"]["anisotropy"] == pytest.approx(embedding_stats(X, n_pairs=300).anisotropy)
+    assert data["after"]["dim"] == 8 and data["calibration"] == "w.safetensors"
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["cosines.png", "spectrum.png"]
+    text = CliRunner().invoke(app, args[:2])
+    assert text.exit_code == 0 and "effective rank" in text.stdout and "after: whitening" in text.stdout
+    missing = CliRunner().invoke(app, ["diagnose", str(tmp_path / "nope.npy")])
+    assert missing.exit_code == 1 and missing.stderr.startswith("error: ") and "nope.npy" in missing.stderr

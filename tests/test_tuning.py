@@ -213,3 +213,26 @@ def test_transfer_all_and_weighted_mean(encoder, stsb_slice_dir, tmp_path):
     assert result.n_pairs == len(keep)
     assert result.all == pytest.approx(100 * spearmanr(cos, gold).statistic, abs=1e-4)
     assert result.wmean == pytest.approx((rho[0] * (cut - 1) + rho[1] * (len(keep) - cut + 1)) / len(keep), abs=1e-4)
+
+
+def test_cli_tune_json_and_outputs(bert, tiny_bert_dir, stsb_slice_dir, tmp_path):
+    from sentflow.cli.main import app
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    common = ["tune", "sts-b", "--data-dir", str(stsb_slice_dir), "--model", str(tiny_bert_dir), "--no-flow"]
+    common += ["--max-dim", "16"]  # a budget below the size: the choice is a whitening, never none
+    result = runner.invoke(app, [*common, "--json", "--out", str(tmp_path / "pipe")])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    expected = tune(bert, "sts-b", data_dir=stsb_slice_dir, max_dim=16, with_flow=False, progress=False)
+    assert data == json.loads(json.dumps(expected.to_dict()))
+    pipeline = sentflow.load(tmp_path / "pipe")
+    X = bert.encode(["a man is playing a guitar", "a dog on the beach"])
+    np.testing.assert_allclose(pipeline.transform(X), expected.calibrator.transform(X), atol=1e-5)
+    result = runner.invoke(app, [*common, "--out", str(tmp_path / "c.safetensors")])
+    assert result.exit_code == 0 and sentflow.load(tmp_path / "c.safetensors").n_components_out_ == 16
+    assert "selected: whitening k=16" in result.stdout
+    result = runner.invoke(app, [*common, "--select-on", "test"])
+    assert result.exit_code == 1 and result.stderr.strip().count("\n") == 0
+    assert result.stderr.startswith("error: select_on='test'")
