@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import RESULTS, table, write_report  # noqa: E402
+from sts_tasks import TASKS  # noqa: E402  (the 7 tasks and their folders under ../shared/data)
 
 import sentflow  # noqa: E402
 from sentflow.diagnostics import diagnose, plot_cosines, plot_spectrum, task_vectors  # noqa: E402
@@ -25,15 +26,6 @@ from sentflow.glove import GloveEncoder  # noqa: E402
 from sentflow.tuning import Setting, TuneReport, transfer, tune  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-TASKS = {
-    "sts12": "sts12-16",
-    "sts13": "sts12-16",
-    "sts14": "sts12-16",
-    "sts15": "sts12-16",
-    "sts16": "sts12-16",
-    "sts-b": None,
-    "sick-r": "sick",
-}
 PROTOCOL = (
     "Every candidate is fitted without labels on the task's sentences (train+dev+test for STS-B, the corpus for "
     "SciFact), chosen on the selection labels only, then scored on test. Candidates: none; whitening with power "
