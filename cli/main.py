@@ -40,6 +40,8 @@ register_guidance(app)
 Model = Annotated[str, typer.Option(help="all-MiniLM-L6-v2 (embedded), a local HF directory, or a hub id.")]
 Pooling = Annotated[str, typer.Option(help="cls | pooler | last-avg | first-last-avg | last2avg")]
 BatchSize = Annotated[int, typer.Option(help="Sentences per forward pass.")]
+MaxLength = Annotated[int, typer.Option(help="Tokens per sentence at most (longer ones are truncated).")]
+Backend = Annotated[str, typer.Option(help="torch | onnx | onnx-int8 (the onnx ones need sentflow[onnx]).")]
 Dim = Annotated[int | None, typer.Option(help="Keep the first K whitened dimensions.")]
 Power = Annotated[float, typer.Option(help="Whitening power: 0.5 full, 0 centring only.")]
 Levels = Annotated[int | None, typer.Option(help="Flow: levels (multi-scale); default 3 as in BERT-flow.")]
@@ -51,10 +53,10 @@ Seed = Annotated[int, typer.Option(help="Random seed (flow training).")]
 Threads = Annotated[int | None, typer.Option(help="CPU threads (default: $SENTFLOW_THREADS, else every core).")]
 
 
-def _encoder(model: str, pooling: str, batch_size: int, cache: bool = True):
+def _encoder(model: str, pooling: str, batch_size: int, max_length: int, backend: str, cache: bool = True):
     from sentflow.encoder import Encoder
 
-    return Encoder(model=model, pooling=pooling, batch_size=batch_size, cache=cache)
+    return Encoder(model, pooling, batch_size=batch_size, max_length=max_length, backend=backend, cache=cache)
 
 
 def _flow_options(levels, depth, hidden, epochs, lr, seed: int) -> dict:
@@ -72,6 +74,8 @@ def encode(
     model: Model = "all-MiniLM-L6-v2",
     pooling: Pooling = "last-avg",
     batch_size: BatchSize = 64,
+    max_length: MaxLength = 256,
+    backend: Backend = "torch",
     chunk_lines: Annotated[int, typer.Option(help="Lines encoded and written per chunk.")] = 8192,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last finished chunk.")] = False,
     threads: Threads = None,
@@ -82,9 +86,9 @@ def encode(
 
     with threads_from(threads):
         if pipeline is not None:
-            encoder = load_pipeline(pipeline, batch_size=batch_size, cache=False)
+            encoder = load_pipeline(pipeline, batch_size=batch_size, backend=backend, cache=False)
         else:
-            encoder = _encoder(model, pooling, batch_size, cache=False)
+            encoder = _encoder(model, pooling, batch_size, max_length, backend, cache=False)
         shape = encode_file(encoder, input, out, chunk_lines=chunk_lines, resume=resume)
     typer.echo(f"wrote {out} {shape}", err=True)
 
@@ -106,6 +110,8 @@ def fit(
     model: Model = "all-MiniLM-L6-v2",
     pooling: Pooling = "last-avg",
     batch_size: BatchSize = 64,
+    max_length: MaxLength = 256,
+    backend: Backend = "torch",
     levels: Levels = None,
     depth: Depth = None,
     hidden: Hidden = None,
@@ -128,7 +134,7 @@ def fit(
     if normalize and out.suffix == ".safetensors":
         raise SentflowError("--normalize is a pipeline setting: give --out a directory name, not a .safetensors file")
     with threads_from(threads):
-        encoder = _encoder(model, pooling, batch_size)
+        encoder = _encoder(model, pooling, batch_size, max_length, backend)
         width = data_width(data, encoder)
         if dim is not None and dim > width:
             raise SentflowError(f"--dim {dim} is larger than the embedding size {width}")
@@ -207,6 +213,8 @@ def evaluate(
     fit_on: Annotated[str, typer.Option(help="Sentences to fit on (no labels): all, train, dev or test.")] = "all",
     data_dir: Annotated[Path | None, typer.Option(help="Directory of a task not shipped with sentflow.")] = None,
     batch_size: BatchSize = 64,
+    max_length: MaxLength = 256,
+    backend: Backend = "torch",
     levels: Levels = None,
     depth: Depth = None,
     hidden: Hidden = None,
@@ -218,7 +226,7 @@ def evaluate(
 ) -> None:
     """Test-split Spearman x100 of each method on an STS task, or retrieval quality and index cost."""
     with threads_from(threads):
-        encoder = _encoder(model, pooling, batch_size)
+        encoder = _encoder(model, pooling, batch_size, max_length, backend)
         if task == "retrieval":
             report = _retrieval(encoder, retrieval_task, methods, dims, index, approx_index, split, data_dir)
         else:

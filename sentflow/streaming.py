@@ -173,11 +173,15 @@ def encode_file(
 
 def encoder_settings(encoder) -> dict:
     """What decides the vectors of an encoder or pipeline (a resumed run must use the same)."""
-    if hasattr(encoder, "config"):
-        return {k: v for k, v in encoder.config().items() if k != "sentflow_version"}
-    settings = {"model": str(encoder.model_name), "pooling": encoder.pooling, "max_length": encoder.max_length}
-    backend = getattr(encoder, "backend", None)
-    return {**settings, "backend": backend} if backend is not None else settings
+    if isinstance(encoder, Pipeline):
+        config = {k: v for k, v in encoder.config().items() if k != "sentflow_version"}
+        return {**config, "backend": encoder.encoder.backend}
+    return {
+        "model": str(encoder.model_name),
+        "pooling": encoder.pooling,
+        "max_length": encoder.max_length,
+        "backend": encoder.backend,
+    }
 
 
 def _resume_point(state: dict, state_path: Path, partial: Path) -> int:
