@@ -27,8 +27,9 @@ from sentflow.runtime import default_device, using_threads
 
 from .common import user_errors
 
-flows_app = typer.Typer(help="Train, evaluate and sample image flows (NICE, RealNVP, Glow, i-ResNet, f-VAE).",
-                        no_args_is_help=True)
+flows_app = typer.Typer(
+    help="Train, evaluate and sample image flows (NICE, RealNVP, Glow, i-ResNet, f-VAE).", no_args_is_help=True
+)
 
 Data = Annotated[str, typer.Option(help="'digits' (embedded 8x8, 17 levels) or 'mnist:DIR' (IDX, .gz ok).")]
 Ckpt = Annotated[Path, typer.Argument(help="A checkpoint.safetensors written by `flows train`.")]
@@ -47,8 +48,9 @@ def _config(text: str) -> dict:
     return config
 
 
-def _start_model(model: str, ckpt_path: Path, resume: bool, config: str, shape: tuple, n_bins: int,
-                 seed: int) -> FlowModel:
+def _start_model(
+    model: str, ckpt_path: Path, resume: bool, config: str, shape: tuple, n_bins: int, seed: int
+) -> FlowModel:
     """The checkpoint's model when resuming, else a fresh seeded one."""
     if resume and ckpt_path.is_file():
         flow = read_checkpoint(ckpt_path).model
@@ -86,8 +88,17 @@ def train(
     ckpt_path = out / CHECKPOINT_NAME
     flow = _start_model(model, ckpt_path, resume, config, images.shape, images.n_bins, seed)
     check_shape(flow, images.shape, data)
-    settings = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, warmup_steps=warmup,
-                           clip_norm=clip, seed=seed, max_minutes=minutes or None, threads=threads)
+    settings = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        warmup_steps=warmup,
+        clip_norm=clip,
+        seed=seed,
+        max_minutes=minutes or None,
+        threads=threads,
+    )
     trainer = Trainer(flow, settings, out)
     if resume and ckpt_path.is_file():
         trainer.resume(ckpt_path)
@@ -108,9 +119,12 @@ def _load(checkpoint: Path) -> FlowModel:
 
 @flows_app.command("eval")
 @user_errors
-def evaluate(checkpoint: Ckpt, data: Data = "digits",
-             seed: Annotated[int, typer.Option(help="Seed of the dequantization noise.")] = 0,
-             threads: Threads = None) -> None:
+def evaluate(
+    checkpoint: Ckpt,
+    data: Data = "digits",
+    seed: Annotated[int, typer.Option(help="Seed of the dequantization noise.")] = 0,
+    threads: Threads = None,
+) -> None:
     """Print the test bits/dim of a checkpoint."""
     model = _load(checkpoint)
     images = load_data(data)
