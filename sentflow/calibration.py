@@ -15,7 +15,7 @@ from sentflow.io import load_tensors, save_tensors
 from sentflow.stats import as_matrix
 
 _REGISTRY: dict[str, type[Calibrator]] = {}
-_RUNTIME_PARAMS = ("device", "progress")  # where and how to run, not what was fitted: never saved
+_RUNTIME_PARAMS = ("device", "progress", "threads", "max_minutes", "checkpoint_dir")  # how to run: never saved
 
 
 class Calibrator(TransformerMixin, BaseEstimator):
