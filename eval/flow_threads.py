@@ -10,7 +10,6 @@ import math
 import statistics
 import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -20,7 +19,6 @@ from sentflow.runtime import available_cores
 
 def steps_per_second(X: np.ndarray, threads: int, minutes: float) -> float:
     flow = BertFlow(progress=False, threads=threads, max_minutes=minutes)
-    start = time.perf_counter()
     flow.fit(X)
     record = flow.history_[-1]
     return record["step"] / record["seconds"] if record["seconds"] else math.nan
