@@ -12,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import glob
 import hashlib
 import os
 import pickle
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,6 +26,7 @@ from sentflow.errors import SentflowError
 from sentflow.extras import require
 from sentflow.io import first_line
 from sentflow.models import resolve_model
+from sentflow.npyfiles import NpyShard, NpyShards, check_finite, expand_inputs
 from sentflow.stats import MomentAccumulator, as_matrix
 from sentflow.whitening import Whitening
 
@@ -62,70 +61,33 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT_S):
         ) from None
 
 
-def shard_paths(paths: PathSpec) -> list[Path]:
-    """The files named by `paths`: files, directories (every file in them) or glob patterns, in sorted order."""
-    specs = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    files: list[Path] = []
-    for spec in map(str, specs):
-        if Path(spec).is_dir():
-            files += sorted(p for p in Path(spec).iterdir() if not p.name.startswith("."))
-        elif glob.has_magic(spec):
-            matches = sorted(map(Path, glob.glob(spec)))
-            if not matches:
-                raise SentflowError(f"{spec}: no files match this pattern")
-            files += matches
-        else:
-            files.append(Path(spec))
-    if not files:
-        raise SentflowError(f"no shard files in {paths}")
-    return files
-
-
-def open_shard(path: str | os.PathLike) -> np.ndarray:
-    """A memory-mapped, read-only view of one (n, d) numeric .npy shard; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise SentflowError(f"{path}: {'a directory, not' if path.is_dir() else 'no such file, expected'} a .npy shard")
-    if path.suffix != ".npy":
-        raise SentflowError(f"{path}: not a .npy file; a shard must be an (n, d) array saved with numpy.save")
-    try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise SentflowError(f"{path}: not a readable .npy array, truncated or damaged? ({first_line(exc)})") from None
-    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
-        raise SentflowError(
-            f"{path}: expected a 2-D numeric array (n, d), got shape {array.shape}, dtype {array.dtype}"
-        )
-    return array
-
-
-def _read_rows(path: str, start: int, stop: int, version: tuple[int, int]) -> np.ndarray:
+def _read_rows(shard: NpyShard, start: int, stop: int, version: tuple[int, int]) -> np.ndarray:
     """Rows start:stop of a shard, read on the worker (`version` makes a rewritten file a new task)."""
-    return as_matrix(open_shard(path)[start:stop], f"{path} rows {start}:{stop}")
+    rows = shard.read(start, stop)
+    check_finite(rows, shard.path, start)
+    return rows if rows.dtype in (np.float32, np.float64) else rows.astype(np.float64)
 
 
 def from_npy(paths: PathSpec, chunk_rows: int = CHUNK_ROWS):
-    """.npy shards as one lazy (n, d) dask array; workers read their chunks from memory-mapped files.
+    """.npy shards (files, directories or globs) as one lazy (n, d) dask array; workers read their own chunks.
 
-    Only the headers are read here: widths, dtypes and readability are checked for every file up front.
+    Only the headers are read here: widths, dtypes, lengths and readability are checked for every file up front.
     """
     dask, da = require("dask", "dask"), require("dask.array", "dask")
     if chunk_rows < 1:
         raise SentflowError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    shards = [(path, open_shard(path)) for path in shard_paths(paths)]
-    first, width = shards[0][0], shards[0][1].shape[1]
+    specs = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    shards = NpyShards([path for spec in specs for path in expand_inputs(spec)])
     blocks = []
-    for path, array in shards:
-        if array.shape[1] != width:
-            raise SentflowError(f"{path}: {array.shape[1]} columns but {first} has {width}; shards must share a width")
-        stat = path.stat()
-        dtype = array.dtype if array.dtype in (np.float32, np.float64) else np.dtype(np.float64)
-        for start in range(0, len(array), chunk_rows):
-            stop = min(start + chunk_rows, len(array))
-            rows = dask.delayed(_read_rows, pure=True)(str(path), start, stop, (stat.st_size, stat.st_mtime_ns))
-            blocks.append(da.from_delayed(rows, shape=(stop - start, width), dtype=dtype))
+    for shard in shards.shards:
+        stat = shard.path.stat()
+        dtype = shard.dtype if shard.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+        for start in range(0, shard.rows, chunk_rows):
+            stop = min(start + chunk_rows, shard.rows)
+            rows = dask.delayed(_read_rows, pure=True)(shard, start, stop, (stat.st_size, stat.st_mtime_ns))
+            blocks.append(da.from_delayed(rows, shape=(stop - start, shards.cols), dtype=dtype))
     if not blocks:
-        raise SentflowError(f"{first}: the shards hold no rows")
+        raise SentflowError(f"{shards.paths[0]}: the shards hold no rows")
     return da.concatenate(blocks, axis=0)
 
 
