@@ -23,6 +23,7 @@ from sentflow.flows import (
 from sentflow.flows.checkpoint import CHECKPOINT_NAME, check_shape
 from sentflow.flows.grid import save_grid
 from sentflow.flows.train import DEFAULT_THREADS
+from sentflow.io import check_output
 from sentflow.runtime import default_device, using_threads
 
 from .common import user_errors
@@ -32,7 +33,7 @@ flows_app = typer.Typer(
 )
 
 Data = Annotated[str, typer.Option(help="'digits' (embedded 8x8, 17 levels) or 'mnist:DIR' (IDX, .gz ok).")]
-Ckpt = Annotated[Path, typer.Argument(help="A checkpoint.safetensors written by `flows train`.")]
+Ckpt = Annotated[Path, typer.Argument(help="A checkpoint.safetensors written by `flows train`, or its run directory.")]
 Threads = Annotated[
     int | None, typer.Option(min=1, help=f"CPU threads (default: $SENTFLOW_THREADS, else {DEFAULT_THREADS}).")
 ]
@@ -84,8 +85,10 @@ def train(
         raise SentflowError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
     if optimizer not in ("adam", "adamax"):
         raise SentflowError(f"unknown optimizer {optimizer!r}; use adam or adamax")
+    if out.exists() and not out.is_dir():
+        raise SentflowError(f"{out}: is a file; --out names the run directory that will hold {CHECKPOINT_NAME}")
+    ckpt_path = check_output(out / CHECKPOINT_NAME)
     images = load_data(data)
-    ckpt_path = out / CHECKPOINT_NAME
     flow = _start_model(model, ckpt_path, resume, config, images.shape, images.n_bins, seed)
     check_shape(flow, images.shape, data)
     settings = TrainConfig(
@@ -114,7 +117,9 @@ def _bpd_line(model: FlowModel, bpd: float) -> str:
 
 
 def _load(checkpoint: Path) -> FlowModel:
-    return read_checkpoint(checkpoint).model.eval().to(default_device())
+    """The model of a checkpoint file, or of the run directory `flows train --out` wrote."""
+    path = checkpoint / CHECKPOINT_NAME if checkpoint.is_dir() else checkpoint
+    return read_checkpoint(path).model.eval().to(default_device())
 
 
 @flows_app.command("eval")

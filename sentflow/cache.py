@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from sentflow.io import load_npy, save_npy
+from sentflow.io import first_line, load_npy, save_npy
 
 
 def default_cache_dir() -> Path:
@@ -55,7 +56,8 @@ class EmbeddingCache:
         spec["texts"] = texts_digest(texts)
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 
-    def get(self, key: str, n_rows: int) -> np.ndarray | None:
+    def get(self, key: str, n_rows: int, n_cols: int) -> np.ndarray | None:
+        """The cached (n_rows, n_cols) float32 array, or None when absent or not exactly that (then re-encoded)."""
         path = self.directory / f"{key}.npy"
         if not path.is_file():
             return None
@@ -63,7 +65,14 @@ class EmbeddingCache:
             array = load_npy(path)
         except ValueError:
             return None
-        return array if array.ndim == 2 and len(array) == n_rows else None
+        valid = array.shape == (n_rows, n_cols) and array.dtype == np.float32 and np.isfinite(array).all()
+        return array if valid else None
 
     def put(self, key: str, array: np.ndarray) -> None:
-        save_npy(self.directory / f"{key}.npy", array)
+        """Store an array; a cache that cannot be written is a warning, never a lost result."""
+        try:
+            save_npy(self.directory / f"{key}.npy", array)
+        except (OSError, ValueError) as exc:
+            warnings.warn(
+                f"embedding cache not written ({first_line(exc)}); set SENTFLOW_CACHE or cache=False", stacklevel=3
+            )

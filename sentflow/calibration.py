@@ -10,7 +10,7 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from sentflow._version import __version__
-from sentflow.errors import SentflowError
+from sentflow.errors import NotFittedError, SentflowError
 from sentflow.io import load_tensors, save_tensors
 from sentflow.stats import as_matrix
 
@@ -35,7 +35,7 @@ class Calibrator(TransformerMixin, BaseEstimator):
     def _check_input(self, X, name: str = "X") -> np.ndarray:
         """Validate shape and values against what the calibrator was fitted on."""
         if not self.__sklearn_is_fitted__():
-            raise SentflowError(f"this {type(self).__name__} is not fitted yet; call fit first")
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first")
         X = as_matrix(X, name)
         if X.shape[1] != self.n_features_in_:
             raise SentflowError(
@@ -47,7 +47,7 @@ class Calibrator(TransformerMixin, BaseEstimator):
     def save(self, path: str | os.PathLike, *, model: str | None = None, pooling: str | None = None) -> None:
         """Write the calibration as safetensors + JSON header (method, dims, model, pooling, version)."""
         if not self.__sklearn_is_fitted__():
-            raise SentflowError(f"cannot save an unfitted {type(self).__name__}; call fit first")
+            raise NotFittedError(f"cannot save an unfitted {type(self).__name__}; call fit first")
         fitted_for = dict(getattr(self, "fitted_for_", {}))
         fitted_for.update({k: v for k, v in (("model", model), ("pooling", pooling)) if v is not None})
         meta = {

@@ -80,7 +80,7 @@ class Encoder:
         hf_logging.disable_progress_bar()
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(self._path)
-            self._config = AutoConfig.from_pretrained(self._path)
+            self._config = self._config or AutoConfig.from_pretrained(self._path)
             self._forward = self._torch_forward() if self.backend == "torch" else self._onnx_forward()
         except SentflowError:
             raise
@@ -148,8 +148,21 @@ class Encoder:
             self._load()
         return int(self._config.hidden_size)
 
+    def _width(self) -> int:
+        """The vector size from the model's config alone (no weights loaded): checks cached arrays."""
+        if self._config is None:
+            from transformers import AutoConfig
+
+            try:
+                self._config = AutoConfig.from_pretrained(self._path)
+            except (OSError, ValueError) as exc:
+                raise SentflowError(f"cannot load the config of model {self.model_name!r}: {first_line(exc)}") from None
+        return int(self._config.hidden_size)
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) float32 sentence vectors, in the order of `texts`."""
+        if isinstance(texts, str):
+            raise SentflowError("encode expects a list of strings, got one string; wrap it in a list")
         texts = list(texts)
         if not all(isinstance(t, str) for t in texts):
             raise SentflowError("encode expects a list of strings")
@@ -157,7 +170,7 @@ class Encoder:
         if self._cache is not None and texts:
             backend = f"{self.backend}-fp16" if self.half else self.backend
             key = self._cache.key(self._path, self._pooling.key, self.max_length, texts, backend=backend)
-            hit = self._cache.get(key, len(texts))
+            hit = self._cache.get(key, len(texts), self._width())
             if hit is not None:
                 return hit
         vectors = self._encode(texts)

@@ -113,3 +113,22 @@ def test_embedded_model_gives_meaningful_vectors():
     cos = lambda u, v: float(u @ v / np.linalg.norm(u) / np.linalg.norm(v))  # noqa: E731
     assert encoder.dim == 384
     assert cos(a, b) > cos(a, c) + 0.3
+
+
+def test_a_single_string_is_refused_not_split_into_characters(tiny_bert_dir):
+    with pytest.raises(SentflowError, match="got one string; wrap it in a list"):
+        Encoder(str(tiny_bert_dir), cache=False).encode("hello")
+
+
+def test_damaged_cache_entries_are_re_encoded_and_an_unwritable_cache_only_warns(tiny_bert_dir, tmp_path):
+    encoder = Encoder(str(tiny_bert_dir), cache=tmp_path / "cache")
+    expected = encoder.encode(SENTENCES)
+    (entry,) = (tmp_path / "cache").glob("*.npy")
+    for damaged in (np.full_like(expected, np.nan), expected[:, :5], expected.astype(np.float64)):
+        np.save(entry, damaged)
+        np.testing.assert_array_equal(Encoder(str(tiny_bert_dir), cache=tmp_path / "cache").encode(SENTENCES), expected)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache directory should be")
+    with pytest.warns(UserWarning, match="embedding cache not written"):
+        got = Encoder(str(tiny_bert_dir), cache=blocked).encode(SENTENCES)
+    np.testing.assert_array_equal(got, expected)

@@ -95,3 +95,23 @@ def test_a_checkpoint_for_another_shape_is_refused(trained, tmp_path) -> None:
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(20, np.uint8)))
     message = error_of(["flows", "eval", str(path), "--data", f"mnist:{tmp_path}"])
     assert "[1, 8, 8]" in message and "[1, 28, 28]" in message
+
+
+def test_train_refuses_a_file_as_run_directory_before_training(tmp_path) -> None:
+    from sentflow.cli.main import app
+    from typer.testing import CliRunner
+
+    target = tmp_path / "run.txt"
+    target.write_text("keep")
+    result = CliRunner().invoke(app, ["flows", "train", "nice", "--out", str(target), "--epochs", "1"])
+    assert result.exit_code == 1 and "is a file; --out names the run directory" in result.stderr
+    assert target.read_text() == "keep"
+
+
+def test_eval_and_sample_accept_the_run_directory(trained, tmp_path) -> None:
+    path, output = trained
+    result = runner.invoke(app, ["flows", "eval", str(path.parent), "--data", "digits", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert bpd(result.output) == bpd(output)
+    result = runner.invoke(app, ["flows", "sample", str(path.parent), "--n", "4", "--out", str(tmp_path / "g.png")])
+    assert result.exit_code == 0 and (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"

@@ -199,3 +199,12 @@ def test_a_few_null_directions_are_logged_many_are_warned(caplog):
     low_rank = rng.standard_normal((500, 12)) @ rng.standard_normal((12, 32))
     with pytest.warns(SingularCovarianceWarning, match="20 of the 32"):
         Whitening().fit(low_rank)
+
+
+def test_transform_before_fit_is_scikit_learns_not_fitted_error_too():
+    from sklearn.exceptions import NotFittedError
+
+    for calibrator in (Whitening(), sentflow.BertFlow()):
+        with pytest.raises(NotFittedError, match="not fitted yet") as info:
+            calibrator.transform(np.zeros((2, 3)))
+        assert isinstance(info.value, SentflowError)
