@@ -234,16 +234,18 @@ def evaluate(
                 raise SentflowError(f"unexpected argument {retrieval_task!r}; only `eval retrieval TASK` takes two")
             report = _sts(encoder, task, methods, dim, power, fit_on, data_dir, levels, depth, hidden, epochs, lr, seed)
     if as_json:
-        typer.echo(json.dumps(report.to_dict() if hasattr(report, "to_dict") else report, allow_nan=False))
+        typer.echo(json.dumps(report.to_dict(), allow_nan=False))
     elif task == "retrieval":
         print_retrieval(report)
     else:
-        print_sts(report)
+        print_sts(report.to_dict())
 
 
 def _sts(encoder, task, methods, dim, power, fit_on, data_dir, levels, depth, hidden, epochs, lr, seed):
     from sentflow.evaluation import compare
 
+    if dim is not None and not 1 <= dim <= encoder.dim:
+        raise SentflowError(f"--dim {dim} must be between 1 and the embedding size {encoder.dim}")
     return compare(
         encoder,
         task=task,

@@ -51,20 +51,20 @@ def warm_fit_seconds(encoder: sentflow.Encoder, repeats: int = 7) -> float:
 
 def pooling_rows(pooling: str, seeds: int, threads: int | None) -> list[list[str]]:
     encoder = sentflow.Encoder(pooling=pooling)
-    base = compare(encoder, methods=["none", "whitening"])["results"]
-    k256 = compare(encoder, methods=["whitening"], dim=256)["results"][0]
+    base = compare(encoder, methods=["none", "whitening"]).results
+    k256 = compare(encoder, methods=["whitening"], dim=256).results[0]
     options = [{"seed": s, "progress": False, "threads": threads} for s in range(seeds)]
-    flows = [compare(encoder, methods=["flow"], flow_options=o)["results"][0] for o in options]
+    flows = [compare(encoder, methods=["flow"], flow_options=o).results[0] for o in options]
     white_s = warm_fit_seconds(encoder)
-    flow_s = [f["fit_seconds"] for f in flows]
-    rows = [[pooling, r["method"], r["dim"], f"{r['spearman']:.2f}", f"{r['fit_seconds']:.2f}", ""] for r in base]
+    flow_s = [f.fit_seconds for f in flows]
+    rows = [[pooling, r.method, r.dim, f"{r.spearman:.2f}", f"{r.fit_seconds:.2f}", ""] for r in base]
     rows.append([pooling, "whitening", 256, f"{k256['spearman']:.2f}", f"{k256['fit_seconds']:.2f}", ""])
     rows.append(
         [
             pooling,
             f"flow ({seeds} seeds)",
-            flows[0]["dim"],
-            spread([f["spearman"] for f in flows]),
+            flows[0].dim,
+            spread([f.spearman for f in flows]),
             spread(flow_s),
             f"{statistics.mean(flow_s) / max(white_s, 1e-9):.0f}",
         ]

@@ -32,8 +32,8 @@ def main() -> None:
         for backend in BACKENDS[1:]:
             encoder = sentflow.Encoder(pooling=pooling, backend=backend)
             diff = np.abs(encoder.encode(test) - reference).max()
-            results = compare(encoder, methods=("none", "whitening"))["results"]
-            scores[backend] = [r["spearman"] for r in results]
+            results = compare(encoder, methods=("none", "whitening")).results
+            scores[backend] = [r.spearman for r in results]
             gap = [s - f for s, f in zip(scores[backend], scores["onnx"], strict=True)]
             rows.append([pooling, backend, f"{diff:.1e}", *(f"{s:.2f}" for s in scores[backend])])
             rows[-1] += [f"{g:+.2f}" for g in gap]

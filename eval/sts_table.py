@@ -54,8 +54,8 @@ def main() -> None:
         row = [label, str(dim or 384)]
         for pooling in poolings:
             encoder = sentflow.Encoder(pooling=pooling, backend=args.backend)
-            result = compare(encoder, methods=[method], dim=dim, power=power)["results"][0]
-            row.append(f"{result['spearman']:.2f}")
+            result = compare(encoder, methods=[method], dim=dim, power=power).results[0]
+            row.append(f"{result.spearman:.2f}")
         rows.append(row)
     write_report(
         "sts_table",

@@ -46,7 +46,7 @@ def main() -> None:
             scores = []
             for task, folder in TASKS.items():
                 data_dir = str(args.data_dir / folder) if folder else None
-                scores.append(compare(encoder, task, [method], dim=dim, data_dir=data_dir)["results"][0]["spearman"])
+                scores.append(compare(encoder, task, [method], dim=dim, data_dir=data_dir).results[0].spearman)
             name = "glove-6b-50d (avg)" if glove else pooling
             rows.append([name, label, *(f"{s:.2f}" for s in scores), f"{statistics.mean(scores):.2f}"])
     write_report(

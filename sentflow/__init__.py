@@ -11,6 +11,7 @@ from sentflow.pipeline import Pipeline, load
 from sentflow.retrieval import RetrievalReport, evaluate_retrieval
 from sentflow.retrieval_data import RetrievalTask, load_beir, load_retrieval_task
 from sentflow.sts import StsPairs, cosine_scores, evaluate_sts, load_sts
+from sentflow.tuning import tune
 from sentflow.whitening import Whitening
 
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "load_beir",
     "load_retrieval_task",
     "load_sts",
+    "tune",
 ]

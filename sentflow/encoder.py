@@ -33,6 +33,12 @@ class Encoder:
     disable it; re-encoding the same texts with the same model, pooling and backend then costs nothing.
     """
 
+    def __new__(cls, model: str = DEFAULT_MODEL, *args, **kwargs):
+        """`Encoder("glove-6b-50d")` is the GloVe average encoder (`sentflow.glove`); any other name a transformer."""
+        from sentflow.glove import GloveEncoder, is_glove
+
+        return GloveEncoder(model, *args, **kwargs) if is_glove(model) else super().__new__(cls)
+
     def __init__(
         self,
         model: str = DEFAULT_MODEL,

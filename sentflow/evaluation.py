@@ -28,6 +28,25 @@ class MethodResult:
     fit_seconds: float
 
 
+@dataclass(frozen=True)
+class StsReport:
+    """What `compare` measured: one MethodResult per method, and how the calibrations were fitted."""
+
+    task: str
+    model: str
+    pooling: str
+    fit_on: str
+    n_fit: int
+    results: tuple[MethodResult, ...]
+
+    def to_dict(self) -> dict:
+        """The JSON of `sentflow eval --json`."""
+        return {
+            **{k: v for k, v in asdict(self).items() if k != "results"},
+            "results": [asdict(r) for r in self.results],
+        }
+
+
 def make_calibrator(method: str, dim: int | None = None, power: float = 0.5, **flow_options) -> Calibrator | None:
     """The calibrator a method name stands for (None for `none`)."""
     if method == "none":
@@ -85,21 +104,14 @@ def compare(
     fit_on: str = "all",
     data_dir: str | None = None,
     flow_options: dict | None = None,
-) -> dict:
+) -> StsReport:
     """Test-split Spearman/Pearson x100 of each method, fitted without labels on `fit_on` sentences."""
     wanted = fit_splits(task, fit_on)
     splits = {name: load_sts(task, name, data_dir) for name in sorted({*wanted, "test"})}
     if dim is not None and not 1 <= dim <= encoder.dim:
-        raise SentflowError(f"--dim {dim} must be between 1 and the embedding size {encoder.dim}")
+        raise SentflowError(f"dim={dim} must be between 1 and the embedding size {encoder.dim}")
     calibrators = [make_calibrator(m, dim, power, **(flow_options or {})) for m in methods]
     vectors = encode_pairs(encoder, splits)
     fit_rows = np.concatenate([vectors[name] for name in wanted])
     results = [score(c, fit_rows, vectors["test"], splits["test"].scores) for c in calibrators]
-    return {
-        "task": task,
-        "model": encoder.model_name,
-        "pooling": encoder.pooling,
-        "fit_on": fit_on,
-        "n_fit": int(len(fit_rows)),
-        "results": [asdict(r) for r in results],
-    }
+    return StsReport(task, str(encoder.model_name), encoder.pooling, fit_on, int(len(fit_rows)), tuple(results))

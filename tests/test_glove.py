@@ -64,5 +64,5 @@ def test_truncation_and_options(table):
 
 def test_compare_runs_on_glove(stsb_slice_dir):
     report = compare(GloveEncoder(), "sts-b", ["none", "whitening"], data_dir=str(stsb_slice_dir))
-    assert report["model"] == "glove-6b-50d" and [r["dim"] for r in report["results"]] == [50, 50]
-    assert all(np.isfinite(r["spearman"]) for r in report["results"])
+    assert report.model == "glove-6b-50d" and [r.dim for r in report.results] == [50, 50]
+    assert all(np.isfinite(r.spearman) for r in report.results)

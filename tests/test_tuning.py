@@ -85,8 +85,8 @@ def test_choice_is_the_dev_argmax_computed_by_hand(encoder, stsb_slice_dir):
         s = candidate.setting
         row = compare(
             encoder, "sts-b", [s.method], power=0.5 if s.power is None else s.power, data_dir=str(stsb_slice_dir)
-        )["results"][0]
-        assert candidate.test == pytest.approx(row["spearman"], abs=1e-6)
+        ).results[0]
+        assert candidate.test == pytest.approx(row.spearman, abs=1e-6)
 
 
 def test_test_labels_never_move_the_choice(encoder, stsb_slice_dir, tmp_path):
