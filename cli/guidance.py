@@ -11,24 +11,7 @@ import typer
 from sentflow.errors import SentflowError
 
 from .common import threads_from, user_errors
-
-Model = Annotated[
-    str, typer.Option(help="all-MiniLM-L6-v2 (embedded), glove-6b-50d, a local HF directory, or a hub id.")
-]
-Pooling = Annotated[str, typer.Option(help="cls | pooler | last-avg | first-last-avg | last2avg")]
-BatchSize = Annotated[int, typer.Option(help="Sentences per forward pass.")]
-DataDir = Annotated[Path | None, typer.Option(help="Directory of a task not shipped with sentflow.")]
-Threads = Annotated[int | None, typer.Option(help="CPU threads (default: $SENTFLOW_THREADS, else every core).")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")]
-
-
-def _encoder(model: str, pooling: str, batch_size: int):
-    from sentflow.encoder import Encoder
-    from sentflow.glove import GloveEncoder, is_glove
-
-    if is_glove(model):
-        return GloveEncoder(model, pooling, batch_size)
-    return Encoder(model=model, pooling=pooling, batch_size=batch_size)
+from .options import AsJson, BatchSize, DataDir, Model, Pooling, Threads, make_encoder
 
 
 @user_errors
@@ -59,7 +42,7 @@ def tune(
     if normalize and out is not None and out.suffix == ".safetensors":
         raise SentflowError("--normalize is a pipeline setting: give --out a directory name, not a .safetensors file")
     with threads_from(threads):
-        encoder = _encoder(model, pooling, batch_size)
+        encoder = make_encoder(model, pooling, batch_size)
         report = run_tune(
             encoder,
             task,
@@ -136,7 +119,7 @@ def diagnose(
         if source.endswith(".npy") or Path(source).is_file():
             vectors, similar, title = load_npy(source), None, Path(source).name
         else:
-            encoder = _encoder(model, pooling, batch_size)
+            encoder = make_encoder(model, pooling, batch_size)
             vectors, similar = task_vectors(encoder, source, data_dir)
             title = f"{encoder.model_name} {encoder.pooling}, {source}"
         if calib is not None:

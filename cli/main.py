@@ -15,6 +15,23 @@ from sentflow.errors import SentflowError
 from .common import DEBUG_ENV, threads_from, user_errors
 from .flows import flows_app
 from .guidance import register as register_guidance
+from .options import (
+    Backend,
+    BatchSize,
+    Depth,
+    Dim,
+    Epochs,
+    Hidden,
+    Levels,
+    Lr,
+    MaxLength,
+    Model,
+    Pooling,
+    Power,
+    Seed,
+    Threads,
+    make_encoder,
+)
 from .tables import print_retrieval, print_sts
 
 app = typer.Typer(
@@ -36,27 +53,6 @@ def _options(
 
 
 register_guidance(app)
-
-Model = Annotated[str, typer.Option(help="all-MiniLM-L6-v2 (embedded), a local HF directory, or a hub id.")]
-Pooling = Annotated[str, typer.Option(help="cls | pooler | last-avg | first-last-avg | last2avg")]
-BatchSize = Annotated[int, typer.Option(help="Sentences per forward pass.")]
-MaxLength = Annotated[int, typer.Option(help="Tokens per sentence at most (longer ones are truncated).")]
-Backend = Annotated[str, typer.Option(help="torch | onnx | onnx-int8 (the onnx ones need sentflow[onnx]).")]
-Dim = Annotated[int | None, typer.Option(help="Keep the first K whitened dimensions.")]
-Power = Annotated[float, typer.Option(help="Whitening power: 0.5 full, 0 centring only.")]
-Levels = Annotated[int | None, typer.Option(help="Flow: levels (multi-scale); default 3 as in BERT-flow.")]
-Depth = Annotated[int | None, typer.Option(help="Flow: steps per level; default 3.")]
-Hidden = Annotated[int | None, typer.Option(help="Flow: coupling network width; default 32.")]
-Epochs = Annotated[int | None, typer.Option(help="Flow: max epochs (early stopping may end sooner).")]
-Lr = Annotated[float | None, typer.Option(help="Flow: learning rate; default 1e-3.")]
-Seed = Annotated[int, typer.Option(help="Random seed (flow training).")]
-Threads = Annotated[int | None, typer.Option(help="CPU threads (default: $SENTFLOW_THREADS, else every core).")]
-
-
-def _encoder(model: str, pooling: str, batch_size: int, max_length: int, backend: str, cache: bool = True):
-    from sentflow.encoder import Encoder
-
-    return Encoder(model, pooling, batch_size=batch_size, max_length=max_length, backend=backend, cache=cache)
 
 
 def _flow_options(levels, depth, hidden, epochs, lr, seed: int) -> dict:
@@ -88,7 +84,7 @@ def encode(
         if pipeline is not None:
             encoder = load_pipeline(pipeline, batch_size=batch_size, backend=backend, cache=False)
         else:
-            encoder = _encoder(model, pooling, batch_size, max_length, backend, cache=False)
+            encoder = make_encoder(model, pooling, batch_size, max_length, backend, cache=False)
         shape = encode_file(encoder, input, out, chunk_lines=chunk_lines, resume=resume)
     typer.echo(f"wrote {out} {shape}", err=True)
 
@@ -134,7 +130,7 @@ def fit(
     if normalize and out.suffix == ".safetensors":
         raise SentflowError("--normalize is a pipeline setting: give --out a directory name, not a .safetensors file")
     with threads_from(threads):
-        encoder = _encoder(model, pooling, batch_size, max_length, backend)
+        encoder = make_encoder(model, pooling, batch_size, max_length, backend)
         width = data_width(data, encoder)
         if dim is not None and dim > width:
             raise SentflowError(f"--dim {dim} is larger than the embedding size {width}")
@@ -226,7 +222,7 @@ def evaluate(
 ) -> None:
     """Test-split Spearman x100 of each method on an STS task, or retrieval quality and index cost."""
     with threads_from(threads):
-        encoder = _encoder(model, pooling, batch_size, max_length, backend)
+        encoder = make_encoder(model, pooling, batch_size, max_length, backend)
         if task == "retrieval":
             report = _retrieval(encoder, retrieval_task, methods, dims, index, approx_index, split, data_dir)
         else:

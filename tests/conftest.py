@@ -10,6 +10,13 @@ import torch
 from sentflow.sts import packaged_stsb_dir
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SENTENCES = [  # for the tiny BERT's word-level vocabulary: lengths 2 to 17 tokens, so batches need padding
+    "a man is playing the guitar .",
+    "the dog",
+    "a girl is brushing her hair with a ball on the beach and the cat is eating .",
+    "men",
+    "a group of people are running in the street , and a car .",
+]
 WORDS = (
     "a the man woman girl boy dog cat is are playing eating running guitar ball on in with and of "
     "hair her his styling brushing soccer beach group men people street car . ,"

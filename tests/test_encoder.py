@@ -5,18 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import SENTENCES
 from transformers import AutoModel, AutoTokenizer
 
 from sentflow import Encoder, SentflowError
 from sentflow.models import DEFAULT_MODEL, resolve_model
-
-SENTENCES = [
-    "a man is playing the guitar .",
-    "the dog",
-    "a girl is brushing her hair with a ball on the beach and the cat is eating .",
-    "men",
-    "a group of people are running in the street , and a car .",
-]
 
 
 def hand_pooled(model_dir, sentence: str, pooling: str) -> np.ndarray:

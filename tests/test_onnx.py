@@ -6,16 +6,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import SENTENCES
 
 from sentflow import Encoder, SentflowError, onnx_backend
 
-SENTENCES = [
-    "a man is playing the guitar .",
-    "the dog",
-    "a girl is brushing her hair with a ball on the beach and the cat is eating .",
-    "men",
-    "a group of people are running in the street , and a car .",
-]
 POOLINGS = ["cls", "pooler", "last-avg", "first-last-avg", "last2avg", "layers:0,2"]
 
 

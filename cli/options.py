@@ -1,0 +1,36 @@
+"""Option types and the encoder factory shared by every command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+Model = Annotated[
+    str, typer.Option(help="all-MiniLM-L6-v2 (embedded), glove-6b-50d, a local HF directory, or a hub id.")
+]
+Pooling = Annotated[str, typer.Option(help="cls | pooler | last-avg | first-last-avg | last2avg | layers:I,J,...")]
+BatchSize = Annotated[int, typer.Option(help="Sentences per forward pass.")]
+MaxLength = Annotated[int, typer.Option(help="Tokens per sentence at most (longer ones are truncated).")]
+Backend = Annotated[str, typer.Option(help="torch | onnx | onnx-int8 (the onnx ones need sentflow[onnx]).")]
+Dim = Annotated[int | None, typer.Option(help="Keep the first K whitened dimensions.")]
+Power = Annotated[float, typer.Option(help="Whitening power: 0.5 full, 0 centring only.")]
+Levels = Annotated[int | None, typer.Option(help="Flow: levels (multi-scale); default 3 as in BERT-flow.")]
+Depth = Annotated[int | None, typer.Option(help="Flow: steps per level; default 3.")]
+Hidden = Annotated[int | None, typer.Option(help="Flow: coupling network width; default 32.")]
+Epochs = Annotated[int | None, typer.Option(help="Flow: max epochs (early stopping may end sooner).")]
+Lr = Annotated[float | None, typer.Option(help="Flow: learning rate; default 1e-3.")]
+Seed = Annotated[int, typer.Option(help="Random seed (flow training).")]
+Threads = Annotated[int | None, typer.Option(help="CPU threads (default: $SENTFLOW_THREADS, else every core).")]
+DataDir = Annotated[Path | None, typer.Option(help="Directory of a task not shipped with sentflow.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")]
+
+
+def make_encoder(
+    model: str, pooling: str, batch_size: int, max_length: int = 256, backend: str = "torch", cache: bool = True
+):
+    """The encoder the options describe (GloVe or a transformer)."""
+    from sentflow.encoder import Encoder
+
+    return Encoder(model, pooling, batch_size=batch_size, max_length=max_length, backend=backend, cache=cache)
