@@ -115,3 +115,26 @@ def test_eval_and_sample_accept_the_run_directory(trained, tmp_path) -> None:
     assert bpd(result.output) == bpd(output)
     result = runner.invoke(app, ["flows", "sample", str(path.parent), "--n", "4", "--out", str(tmp_path / "g.png")])
     assert result.exit_code == 0 and (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_configs_from_files_and_flags_are_bounded_before_building(trained, tmp_path) -> None:
+    import time
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path, _ = trained
+    with safe_open(str(path), framework="pt") as fh:
+        header = fh.metadata()
+    meta = json.loads(header["sentflow"])
+    meta["config"]["steps"] = 10_000_000  # a 22 KB file asking for ten million layers
+    hostile = tmp_path / "hostile.safetensors"
+    save_file(load_file(str(path)), str(hostile), metadata={"sentflow": json.dumps(meta)})
+    start = time.perf_counter()
+    result = runner.invoke(app, ["flows", "eval", str(hostile)])
+    assert result.exit_code == 1 and "steps=10000000 is out of range" in result.output
+    assert time.perf_counter() - start < 30
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["flows", "train", "glow", "--out", str(out), "--config", '{"hidden": -4}'])
+    assert result.exit_code == 1 and "bad config for model 'glow'" in result.output
+    assert "Traceback" not in result.output

@@ -22,6 +22,7 @@ from sentflow.flows.nets import MLP, ConvNet
 from sentflow.flows.preprocess import Dequantize, Logit
 from sentflow.flows.priors import PRIORS
 from sentflow.flows.reshape import Flatten, Split, Squeeze, Unsqueeze
+from sentflow.io import first_line
 
 PRIOR_STD = {"logistic": math.pi / math.sqrt(3.0), "normal": 1.0}
 
@@ -137,11 +138,30 @@ class Glow(FlowModel):
 MODELS: dict[str, type[FlowModel]] = {"nice": NICE, "realnvp": RealNVP, "glow": Glow, "iresnet": IResNet, "fvae": FVAE}
 
 
+_MAX_COUNT = 256  # layers, steps, blocks ...: a config asking for more is damaged or hostile
+_MAX_INT = 1 << 16  # widths, shapes, bins, iterations
+_COUNTS = ("levels", "steps", "blocks", "couplings", "depth", "scales")
+
+
+def check_config(name: str, config: dict) -> None:
+    """Bound every number of a model config from above before anything is allocated (the models check the rest)."""
+    for key, value in config.items():
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(item, bool) or not isinstance(item, int | float):
+                continue
+            limit = _MAX_COUNT if key in _COUNTS else _MAX_INT
+            if not (math.isfinite(item) and item <= limit):
+                raise SentflowError(f"config of model {name!r}: {key}={item} is out of range (at most {limit})")
+
+
 def build_model(name: str, **config) -> FlowModel:
-    """Instantiate a registered model by name with its constructor config."""
+    """Instantiate a registered model by name with its constructor config (numbers bounded first)."""
     if name not in MODELS:
         raise SentflowError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    check_config(name, config)
     try:
         return MODELS[name](**config)
-    except TypeError as exc:
-        raise SentflowError(f"bad config for model {name!r}: {exc}") from None
+    except SentflowError:
+        raise
+    except (TypeError, ValueError, RuntimeError) as exc:  # e.g. a negative width reaching torch
+        raise SentflowError(f"bad config for model {name!r}: {first_line(exc)}") from None
