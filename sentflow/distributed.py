@@ -26,8 +26,8 @@ from sentflow.errors import SentflowError
 from sentflow.extras import require
 from sentflow.io import first_line
 from sentflow.models import resolve_model
-from sentflow.npyfiles import NpyShard, NpyShards, check_finite, expand_inputs
-from sentflow.stats import MomentAccumulator, as_matrix
+from sentflow.npyfiles import NpyShard, NpyShards, expand_inputs
+from sentflow.stats import MomentAccumulator, as_matrix, check_finite
 from sentflow.whitening import Whitening
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT_S):
 def _read_rows(shard: NpyShard, start: int, stop: int, version: tuple[int, int]) -> np.ndarray:
     """Rows start:stop of a shard, read on the worker (`version` makes a rewritten file a new task)."""
     rows = shard.read(start, stop)
-    check_finite(rows, shard.path, start)
+    check_finite(rows, f"{shard.path}:", start)
     return rows if rows.dtype in (np.float32, np.float64) else rows.astype(np.float64)
 
 

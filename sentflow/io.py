@@ -143,9 +143,9 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     """Write tensors with safetensors, `meta` as JSON and a content checksum in the file's header, atomically."""
     data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    bad = [k for k, v in data.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = non_finite_tensor(data)
     if bad:
-        raise SentflowError(f"{path}: refusing to write NaN/Inf values (tensor {bad[0]!r})")
+        raise SentflowError(f"{path}: refusing to write NaN/Inf values (tensor {bad!r})")
     header = {_META_KEY: json.dumps(meta, sort_keys=True), _SUM_KEY: tensors_digest(data)}
     write_atomic(path, lambda tmp: save_file(data, str(tmp), metadata=header))
 
@@ -165,9 +165,9 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         raise SentflowError(f"{p}: safetensors file without sentflow metadata; was it written by sentflow?")
     if _SUM_KEY in header and header[_SUM_KEY] != tensors_digest(tensors):
         raise SentflowError(f"{p}: checksum mismatch: the file is damaged")
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = non_finite_tensor(tensors)
     if bad:
-        raise SentflowError(f"{p}: tensor {bad[0]!r} holds NaN/Inf values; the file is damaged")
+        raise SentflowError(f"{p}: tensor {bad!r} holds NaN/Inf values; the file is damaged")
     try:
         meta = json.loads(header[_META_KEY])
     except (json.JSONDecodeError, RecursionError):
@@ -175,6 +175,11 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     if not isinstance(meta, dict):
         raise SentflowError(f"{p}: sentflow metadata must be a JSON object")
     return tensors, meta
+
+
+def non_finite_tensor(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating tensor holding NaN/Inf, if any."""
+    return next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:

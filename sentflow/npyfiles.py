@@ -18,6 +18,7 @@ import numpy as np
 
 from sentflow.errors import SentflowError
 from sentflow.io import atomic_path, first_line
+from sentflow.stats import check_finite
 
 CHUNK_BYTES = 64 << 20  # rows per chunk are chosen so that a float32 chunk is about this large
 _MAX_HEADER_BYTES = 1 << 16
@@ -122,20 +123,12 @@ class NpyShards:
         for shard in self.shards:
             for start in range(0, shard.rows, rows):
                 chunk = shard.read(start, min(start + rows, shard.rows))
-                check_finite(chunk, shard.path, start)
+                check_finite(chunk, f"{shard.path}:", start)
                 yield shard, start, chunk
 
     def read_all(self) -> np.ndarray:
         """Every row in memory (for fits that need all rows at once, such as BERT-flow)."""
         return np.concatenate([chunk for _, _, chunk in self.chunks()])
-
-
-def check_finite(chunk: np.ndarray, path: Path, first_row: int) -> None:
-    """Refuse NaN/Inf, naming the file and the row."""
-    bad = ~np.isfinite(chunk).all(axis=1)
-    if bad.any():
-        first = first_row + int(np.flatnonzero(bad)[0])
-        raise SentflowError(f"{path}: NaN or Inf values ({int(bad.sum())} rows, first at row {first})")
 
 
 def write_header(fh: BinaryIO, rows: int, cols: int, dtype: np.dtype) -> int:
@@ -155,7 +148,7 @@ class ChunkWriter:
     def write(self, chunk: np.ndarray) -> None:
         if chunk.ndim != 2 or chunk.shape[1] != self.cols or self.written + len(chunk) > self.rows:
             raise SentflowError(f"{self.path}: a chunk of shape {chunk.shape} does not fit ({self.rows}, {self.cols})")
-        check_finite(chunk, self.path, self.written)
+        check_finite(chunk, f"{self.path}:", self.written)
         self.fh.write(np.ascontiguousarray(chunk, dtype=self.dtype).tobytes())
         self.written += len(chunk)
 

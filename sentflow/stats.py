@@ -20,11 +20,16 @@ def as_matrix(X, name: str = "X") -> np.ndarray:
         raise SentflowError(f"{name} must be numeric, got dtype {X.dtype}")
     if X.dtype not in (np.float32, np.float64):
         X = X.astype(np.float64)
+    check_finite(X, f"{name} has")
+    return X
+
+
+def check_finite(X: np.ndarray, where: str, first_row: int = 0) -> None:
+    """Refuse rows with NaN/Inf: `where` starts the message, rows are counted from `first_row`."""
     bad = ~np.isfinite(X).all(axis=1)
     if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise SentflowError(f"{name} has NaN or Inf values ({int(bad.sum())} rows, first at row {row})")
-    return X
+        first = first_row + int(np.flatnonzero(bad)[0])
+        raise SentflowError(f"{where} NaN or Inf values ({int(bad.sum())} rows, first at row {first})")
 
 
 class MomentAccumulator:

@@ -21,8 +21,9 @@ from sentflow.calibration import Calibrator
 from sentflow.encoder import Encoder
 from sentflow.errors import SentflowError
 from sentflow.io import check_output, write_atomic
-from sentflow.npyfiles import NpyShards, check_finite, npy_writer, write_header
+from sentflow.npyfiles import NpyShards, npy_writer, open_shard, write_header
 from sentflow.pipeline import Pipeline
+from sentflow.stats import check_finite
 from sentflow.sts import TASKS, load_sts
 
 CHUNK_LINES = 8192
@@ -158,7 +159,7 @@ def encode_file(
     ):
         for chunk in text_chunks(source, done, chunk_lines):
             vectors = np.ascontiguousarray(encoder.encode(chunk), dtype=np.float32)
-            check_finite(vectors, Path(source), done)
+            check_finite(vectors, f"{source}:", done)
             fh.seek(offset + done * dim * 4)
             fh.write(vectors.tobytes())
             fh.flush()
@@ -208,8 +209,6 @@ def _start_partial(partial: Path, rows: int, dim: int) -> None:
 
 
 def _data_offset(partial: Path) -> int:
-    from sentflow.npyfiles import open_shard
-
     return open_shard(partial).offset
 
 
