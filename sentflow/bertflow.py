@@ -38,7 +38,9 @@ from sentflow.flows.nets import MLP
 from sentflow.flows.priors import StandardNormal
 from sentflow.flows.reshape import Split
 from sentflow.flows.train import DEFAULT_THREADS, TrainConfig, Trainer
+from sentflow.io import restore_module
 from sentflow.runtime import default_device, using_threads
+from sentflow.schemas import BertFlowParams, CalibrationHeader
 from sentflow.stats import as_matrix
 
 WARMUP_STEPS = 50
@@ -73,6 +75,7 @@ class BertFlow(Calibrator):
     """BERT-flow calibration with the `Whitening` interface (fit / transform / save / to_torch)."""
 
     method = "flow"
+    Params = BertFlowParams
 
     def __init__(
         self,
@@ -228,8 +231,9 @@ class BertFlow(Calibrator):
     def _tensors(self) -> dict[str, torch.Tensor]:
         return dict(self.flow_.state_dict())
 
-    def _restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-        self.n_features_in_ = int(meta["dim_in"])
-        self.flow_ = self._build(self.n_features_in_)
-        self.flow_.load_state_dict(tensors, strict=True)
+    def _restore(self, tensors: dict[str, torch.Tensor], header: CalibrationHeader) -> None:
+        if header.dim_out != header.dim_in:
+            raise ValueError(f"a flow keeps the dimension, the header says {header.dim_in} -> {header.dim_out}")
+        self.flow_ = restore_module(lambda: self._build(header.dim_in), tensors, "the flow")
         self.flow_.to(default_device(self.device)).eval()
+        self.n_features_in_ = header.dim_in

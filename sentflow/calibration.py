@@ -11,7 +11,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from sentflow._version import __version__
 from sentflow.errors import NotFittedError, SentflowError
-from sentflow.io import load_tensors, save_tensors
+from sentflow.io import first_line, load_tensors, save_tensors
+from sentflow.schemas import CalibrationHeader, Schema, parse
 from sentflow.stats import as_matrix
 
 _REGISTRY: dict[str, type[Calibrator]] = {}
@@ -21,11 +22,12 @@ _RUNTIME_PARAMS = ("device", "progress", "threads", "max_minutes", "checkpoint_d
 class Calibrator(TransformerMixin, BaseEstimator):
     """fit / transform / inverse_transform / save / to_torch on (n, d) embeddings.
 
-    Subclasses set `method`, implement `_tensors()` and `_restore(tensors, meta)`, and keep
+    Subclasses set `method` and `Params`, implement `_tensors()` and `_restore(tensors, header)`, and keep
     `n_features_in_` and `n_components_out_` once fitted.
     """
 
     method: ClassVar[str]
+    Params: ClassVar[type[Schema]]  # the saved constructor parameters, validated on load
     fitted_for_: dict[str, str | None]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -67,7 +69,7 @@ class Calibrator(TransformerMixin, BaseEstimator):
     def _tensors(self) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def _restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    def _restore(self, tensors: dict[str, torch.Tensor], header: CalibrationHeader) -> None:
         raise NotImplementedError
 
     def to_torch(self) -> torch.nn.Module:
@@ -75,15 +77,16 @@ class Calibrator(TransformerMixin, BaseEstimator):
 
 
 def load_calibration(path: str | os.PathLike) -> Calibrator:
-    """Load any calibration written by `Calibrator.save` (no pickle: safetensors + JSON)."""
-    tensors, meta = load_tensors(path)
-    method = meta.get("method")
-    if method not in _REGISTRY:
-        raise SentflowError(f"{path}: unknown calibration method {method!r}")
+    """Load any calibration written by `Calibrator.save` (no pickle: safetensors + a JSON header, validated)."""
+    tensors, header = load_tensors(path, CalibrationHeader)
+    if header.method not in _REGISTRY:
+        raise SentflowError(f"{path}: unknown calibration method {header.method!r}")
+    kind = _REGISTRY[header.method]
+    params = parse(kind.Params, header.params, f"{path}: {header.method} parameters")
+    calibrator = kind(**params.model_dump())
     try:
-        calibrator = _REGISTRY[method](**meta.get("params", {}))
-        calibrator._restore(tensors, meta)
-    except (KeyError, TypeError, RuntimeError) as exc:
-        raise SentflowError(f"{path}: corrupted {method} calibration ({exc})") from None
-    calibrator.fitted_for_ = {"model": meta.get("model"), "pooling": meta.get("pooling")}
+        calibrator._restore(tensors, header)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise SentflowError(f"{path}: corrupted {header.method} calibration ({first_line(exc)})") from None
+    calibrator.fitted_for_ = {"model": header.model, "pooling": header.pooling}
     return calibrator

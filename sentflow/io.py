@@ -18,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from sentflow.errors import SentflowError
+from sentflow.schemas import S, parse_json
 
 _META_KEY = "sentflow"
 _SUM_KEY = "sentflow_sha256"
@@ -150,8 +151,9 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     write_atomic(path, lambda tmp: save_file(data, str(tmp), metadata=header))
 
 
-def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read a file written by `save_tensors`: (tensors, meta). No pickle; checksum and finiteness are checked."""
+def load_tensors(path: str | os.PathLike, schema: type[S]) -> tuple[dict[str, torch.Tensor], S]:
+    """Read a file written by `save_tensors`: (tensors, meta validated by `schema`). No pickle; checksum and
+    finiteness are checked."""
     p = Path(path)
     if not p.is_file():
         raise SentflowError(f"{p}: no such file")
@@ -163,18 +165,35 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         raise SentflowError(f"{p}: not a readable safetensors file ({first_line(exc)})") from None
     if _META_KEY not in header:
         raise SentflowError(f"{p}: safetensors file without sentflow metadata; was it written by sentflow?")
-    if _SUM_KEY in header and header[_SUM_KEY] != tensors_digest(tensors):
+    if _SUM_KEY not in header:
+        raise SentflowError(f"{p}: no content checksum in the header; was it written by sentflow?")
+    if header[_SUM_KEY] != tensors_digest(tensors):
         raise SentflowError(f"{p}: checksum mismatch: the file is damaged")
     bad = non_finite_tensor(tensors)
     if bad:
         raise SentflowError(f"{p}: tensor {bad!r} holds NaN/Inf values; the file is damaged")
-    try:
-        meta = json.loads(header[_META_KEY])
-    except (json.JSONDecodeError, RecursionError):
-        raise SentflowError(f"{p}: corrupted sentflow metadata in the file header") from None
-    if not isinstance(meta, dict):
-        raise SentflowError(f"{p}: sentflow metadata must be a JSON object")
-    return tensors, meta
+    return tensors, parse_json(schema, header[_META_KEY], f"{p}: sentflow metadata")
+
+
+def restore_module(build: Callable[[], torch.nn.Module], state: dict[str, torch.Tensor], where: object):
+    """`build()` loaded with `state`, checked first against a build on the meta device, so that a header
+    describing a huge or different model is refused before any memory is allocated."""
+    with torch.device("meta"):
+        check_state(build(), state, where)
+    module = build()
+    module.load_state_dict(state, strict=True)
+    return module
+
+
+def check_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: object) -> None:
+    """`state` has exactly the tensor names and shapes of `module.state_dict()`; else one line naming the first."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if found != expected:
+        name = min(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
+        have = list(found[name]) if name in found else "missing"
+        need = list(expected[name]) if name in expected else "no such tensor"
+        raise SentflowError(f"{where}: tensor {name!r} is {have}, the model described by the header needs {need}")
 
 
 def non_finite_tensor(tensors: dict[str, torch.Tensor]) -> str | None:

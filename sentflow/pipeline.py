@@ -19,12 +19,11 @@ from sentflow.calibration import Calibrator, load_calibration
 from sentflow.encoder import Encoder
 from sentflow.errors import SentflowError
 from sentflow.io import atomic_directory
+from sentflow.schemas import PIPELINE_FORMAT, PipelineConfig, parse_json
 
 CONFIG_NAME = "pipeline.json"
 CALIBRATION_NAME = "calibration.safetensors"
-FORMAT = "sentflow-pipeline"
 _MAX_CONFIG_BYTES = 64 * 1024
-_MAX_LENGTH_LIMIT = 1 << 20
 
 
 class Pipeline:
@@ -57,7 +56,7 @@ class Pipeline:
     def config(self) -> dict:
         """The JSON-able description written to pipeline.json."""
         return {
-            "format": FORMAT,
+            "format": PIPELINE_FORMAT,
             "sentflow_version": __version__,
             "model": portable_model_name(self.encoder.model_name),
             "pooling": self.encoder.pooling,
@@ -94,28 +93,14 @@ def portable_model_name(name: str) -> str:
     return str(path.resolve()) if path.is_dir() else name
 
 
-def read_config(directory: Path) -> dict:
-    """pipeline.json, validated: known format, field types and bounds."""
+def read_config(directory: Path) -> PipelineConfig:
+    """pipeline.json, validated against its schema (format, field types and bounds)."""
     path = directory / CONFIG_NAME
     if not path.is_file():
         raise SentflowError(f"{directory}: not a sentflow pipeline directory (no {CONFIG_NAME})")
     if path.stat().st_size > _MAX_CONFIG_BYTES:
         raise SentflowError(f"{path}: too large for a pipeline config ({path.stat().st_size} bytes)")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise SentflowError(f"{path}: not valid JSON ({type(exc).__name__})") from None
-    expected = {"model": str, "pooling": str, "max_length": int, "normalize": bool}
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise SentflowError(f"{path}: not a sentflow pipeline config (format must be {FORMAT!r})")
-    for key, kind in expected.items():
-        if not isinstance(config.get(key), kind) or (kind is int and isinstance(config[key], bool)):
-            raise SentflowError(f"{path}: field {key!r} must be a {kind.__name__}")
-    if not 2 <= config["max_length"] <= _MAX_LENGTH_LIMIT:
-        raise SentflowError(f"{path}: max_length {config['max_length']} is out of range")
-    if config.get("calibration") not in (None, CALIBRATION_NAME):
-        raise SentflowError(f"{path}: calibration must be null or {CALIBRATION_NAME!r}")
-    return config
+    return parse_json(PipelineConfig, path.read_bytes(), path)
 
 
 def load_pipeline(directory: str | os.PathLike, **encoder_options) -> Pipeline:
@@ -123,20 +108,21 @@ def load_pipeline(directory: str | os.PathLike, **encoder_options) -> Pipeline:
     directory = Path(directory)
     config = read_config(directory)
     calibration = None
-    if config["calibration"] is not None:
-        calibration = load_calibration(directory / CALIBRATION_NAME)
+    if config.calibration is not None:
+        calibration = load_calibration(directory / config.calibration)
         check_fitted_for(calibration, config, directory)
-    encoder = Encoder(config["model"], config["pooling"], max_length=config["max_length"], **encoder_options)
-    return Pipeline(encoder, calibration, config["normalize"])
+    encoder = Encoder(config.model, config.pooling, max_length=config.max_length, **encoder_options)
+    return Pipeline(encoder, calibration, config.normalize)
 
 
-def check_fitted_for(calibration: Calibrator, config: dict, directory: Path) -> None:
+def check_fitted_for(calibration: Calibrator, config: PipelineConfig, directory: Path) -> None:
     """A calibration recorded for another model or pooling does not belong in this pipeline."""
     fitted = getattr(calibration, "fitted_for_", {}) or {}
     for key in ("model", "pooling"):
-        if fitted.get(key) not in (None, config[key]):
+        if fitted.get(key) not in (None, getattr(config, key)):
             raise SentflowError(
-                f"{directory}: its calibration was fitted for {key} {fitted[key]!r}, the pipeline uses {config[key]!r}"
+                f"{directory}: its calibration was fitted for {key} {fitted[key]!r}, "
+                f"the pipeline uses {getattr(config, key)!r}"
             )
 
 

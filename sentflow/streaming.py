@@ -20,9 +20,10 @@ from tqdm.auto import tqdm
 from sentflow.calibration import Calibrator
 from sentflow.encoder import Encoder
 from sentflow.errors import SentflowError
-from sentflow.io import check_output, write_atomic
+from sentflow.io import check_output, first_line, write_atomic
 from sentflow.npyfiles import NpyShards, npy_writer, open_shard, write_header
 from sentflow.pipeline import Pipeline
+from sentflow.schemas import ResumeState, parse_json
 from sentflow.stats import check_finite
 from sentflow.sts import TASKS, load_sts
 
@@ -151,7 +152,7 @@ def encode_file(
     dim = encoder.dim
     if done == 0:
         _start_partial(partial, lines, dim)
-    offset = _data_offset(partial)
+    offset = _partial_offset(partial, lines, dim)
     show = progress if progress is not None else lines > 256
     with (
         open(partial, "r+b") as fh,
@@ -189,27 +190,32 @@ def _resume_point(state: dict, state_path: Path, partial: Path) -> int:
     if not state_path.is_file() or not partial.is_file():
         return 0
     try:
-        saved = json.loads(state_path.read_text(encoding="utf-8"))
-        done = saved["done"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-        raise SentflowError(f"{state_path}: unreadable resume state; delete it to start over") from None
-    if {k: saved.get(k) for k in state if k != "done"} != {k: v for k, v in state.items() if k != "done"}:
+        text = state_path.read_bytes()[: 1 << 20]
+    except OSError as exc:
+        raise SentflowError(f"{state_path}: unreadable resume state ({first_line(exc)}); delete it") from None
+    saved = parse_json(ResumeState, text, f"{state_path} (resume state; delete it to start over)")
+    if saved.model_dump(exclude={"done"}) != {k: v for k, v in state.items() if k != "done"}:
         raise SentflowError(
             f"{state_path}: the resume state belongs to another input or encoder; delete it or run without resume"
         )
-    if not isinstance(done, int) or not 0 <= done <= state["lines"]:
-        raise SentflowError(f"{state_path}: resume state has an invalid row count {done!r}")
-    return done
+    if saved.done > state["lines"]:
+        raise SentflowError(f"{state_path}: resume state has an invalid row count {saved.done}")
+    return saved.done
 
 
 def _start_partial(partial: Path, rows: int, dim: int) -> None:
-    with open(partial, "wb") as fh:
+    partial.unlink(missing_ok=True)  # never write through a link left in its place
+    with open(partial, "xb") as fh:
         write_header(fh, rows, dim, np.dtype(np.float32))
         fh.truncate(fh.tell() + rows * dim * 4)
 
 
-def _data_offset(partial: Path) -> int:
-    return open_shard(partial).offset
+def _partial_offset(partial: Path, rows: int, dim: int) -> int:
+    """Where the rows of the partial output start, once it is known to be ours: a regular float32 (rows, dim)."""
+    shard = open_shard(partial) if not partial.is_symlink() else None
+    if shard is None or (shard.rows, shard.cols, shard.dtype) != (rows, dim, np.dtype(np.float32)):
+        raise SentflowError(f"{partial}: the partial output does not match this run; delete it to start over")
+    return shard.offset
 
 
 def _save_state(path: Path, state: dict) -> None:

@@ -12,6 +12,7 @@ from torch import nn
 
 from sentflow.calibration import Calibrator
 from sentflow.errors import SentflowError
+from sentflow.schemas import CalibrationHeader, WhiteningParams
 from sentflow.stats import MomentAccumulator, as_matrix
 
 SINGULAR_RTOL = 1e-10
@@ -50,6 +51,7 @@ class Whitening(Calibrator):
     """
 
     method = "whitening"
+    Params = WhiteningParams
 
     def __init__(self, n_components: int | None = None, power: float = 0.5, eps: float = 1e-9) -> None:
         self.n_components = n_components
@@ -213,10 +215,15 @@ class Whitening(Calibrator):
         sol = self._solve()
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sol.items()}
 
-    def _restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-        self._solution = {
-            k: tensors[k].numpy().astype(np.float64) for k in ("mean", "eigenvalues", "rotation", "weight")
-        }
-        self.n_features_in_ = int(meta["dim_in"])
-        if self._solution["weight"].shape != (self.n_features_in_, int(meta["dim_out"])):
-            raise KeyError("weight shape does not match the header's dims")
+    def _restore(self, tensors: dict[str, torch.Tensor], header: CalibrationHeader) -> None:
+        d, k = header.dim_in, header.dim_out
+        if k != (self.n_components or d):
+            raise ValueError(f"dim_out {k} does not match n_components={self.n_components}")
+        shapes = {"mean": (d,), "eigenvalues": (d,), "rotation": (d, d), "weight": (d, k)}
+        found = {name: tuple(tensor.shape) for name, tensor in tensors.items()}
+        if found != shapes:
+            raise ValueError(f"tensor shapes {found} do not match a {d} -> {k} whitening")
+        self._solution = {name: tensors[name].numpy().astype(np.float64) for name in shapes}
+        if (self._solution["eigenvalues"] < 0).any():
+            raise ValueError("negative covariance eigenvalues")
+        self.n_features_in_ = d

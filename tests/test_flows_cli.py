@@ -9,10 +9,14 @@ import re
 import numpy as np
 import pytest
 import typer
+from forge import forge_tensors
 from matplotlib.image import imread
 from test_flows_data import idx_bytes
 from test_flows_layers import one_thread  # noqa: F401
 from typer.testing import CliRunner
+
+from sentflow.io import load_tensors
+from sentflow.schemas import TrainCounters
 
 try:
     from sentflow.cli.flows import flows_app
@@ -32,8 +36,26 @@ def bpd(output: str) -> float:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    result = runner.invoke(app, ["flows", "train", "glow", "--out", str(out), "--epochs", "1",
-                                 "--batch-size", "128", "--config", TINY_GLOW, "--seed", "3", "--threads", "1"])
+    result = runner.invoke(
+        app,
+        [
+            "flows",
+            "train",
+            "glow",
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "128",
+            "--config",
+            TINY_GLOW,
+            "--seed",
+            "3",
+            "--threads",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out / "checkpoint.safetensors", result.output
 
@@ -49,19 +71,35 @@ def test_train_writes_a_checkpoint_and_eval_reproduces_its_test_bpd(trained) -> 
 def test_resume_continues_from_the_checkpoint(trained, tmp_path) -> None:
     path, _ = trained
     (tmp_path / "checkpoint.safetensors").write_bytes(path.read_bytes())
-    result = runner.invoke(app, ["flows", "train", "glow", "--out", str(tmp_path), "--epochs", "2",
-                                 "--batch-size", "128", "--seed", "3", "--resume", "--threads", "1"])
+    result = runner.invoke(
+        app,
+        [
+            "flows",
+            "train",
+            "glow",
+            "--out",
+            str(tmp_path),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "128",
+            "--seed",
+            "3",
+            "--resume",
+            "--threads",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    from sentflow.flows import read_checkpoint
-
-    assert read_checkpoint(tmp_path / "checkpoint.safetensors").meta["epoch"] == 2
+    assert load_tensors(tmp_path / "checkpoint.safetensors", TrainCounters)[1].epoch == 2
 
 
 def test_sample_writes_a_png_grid(trained, tmp_path) -> None:
     path, _ = trained
     out = tmp_path / "grid.png"
-    result = runner.invoke(app, ["flows", "sample", str(path), "--n", "16", "--temperature", "0.7",
-                                 "--scale", "2", "--out", str(out)])
+    result = runner.invoke(
+        app, ["flows", "sample", str(path), "--n", "16", "--temperature", "0.7", "--scale", "2", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert imread(out).shape[:2] == (2 * (4 * 9 + 1), 2 * (4 * 9 + 1))  # 4x4 tiles of 8 px + 1 px padding
@@ -79,8 +117,9 @@ def error_of(args: list[str]) -> str:
 def test_bad_inputs_give_one_line_errors_and_exit_code_1(trained, tmp_path) -> None:
     path, _ = trained
     assert "unknown model" in error_of(["flows", "train", "pixelcnn", "--out", str(tmp_path)])
-    assert "not found" in error_of(["flows", "train", "nice", "--out", str(tmp_path),
-                                    "--data", f"mnist:{tmp_path / 'absent'}"])
+    assert "not found" in error_of(
+        ["flows", "train", "nice", "--out", str(tmp_path), "--data", f"mnist:{tmp_path / 'absent'}"]
+    )
     assert "JSON" in error_of(["flows", "train", "glow", "--out", str(tmp_path), "--config", "{oops"])
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"not a safetensors file")
@@ -121,7 +160,7 @@ def test_configs_from_files_and_flags_are_bounded_before_building(trained, tmp_p
     import time
 
     from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     path, _ = trained
     with safe_open(str(path), framework="pt") as fh:
@@ -129,7 +168,7 @@ def test_configs_from_files_and_flags_are_bounded_before_building(trained, tmp_p
     meta = json.loads(header["sentflow"])
     meta["config"]["steps"] = 10_000_000  # a 22 KB file asking for ten million layers
     hostile = tmp_path / "hostile.safetensors"
-    save_file(load_file(str(path)), str(hostile), metadata={"sentflow": json.dumps(meta)})
+    forge_tensors(hostile, load_file(str(path)), meta)
     start = time.perf_counter()
     result = runner.invoke(app, ["flows", "eval", str(hostile)])
     assert result.exit_code == 1 and "steps=10000000 is out of range" in result.output

@@ -26,6 +26,7 @@ from sentflow.flows import (
     save_checkpoint,
 )
 from sentflow.io import load_tensors, save_tensors
+from sentflow.schemas import FlowHeader
 
 TINY = {
     "nice": {"hidden": 16, "depth": 1},
@@ -143,7 +144,7 @@ def test_checkpoint_rebuilds_every_model_from_its_meta(tmp_path) -> None:
         model = randomize(tiny(name, (1, 4, 4), 256))
         save_checkpoint(tmp_path / f"{name}.safetensors", model)
         ckpt = read_checkpoint(tmp_path / f"{name}.safetensors")
-        assert type(ckpt.model) is cls and ckpt.meta["data_shape"] == [1, 4, 4]
+        assert type(ckpt.model) is cls and ckpt.meta.data_shape == [1, 4, 4]
         for a, b in zip(model.state_dict().values(), ckpt.model.state_dict().values(), strict=True):
             assert torch.equal(a, b)
 
@@ -181,10 +182,11 @@ def test_corrupted_and_mismatched_checkpoints_raise_sentflow_errors(tmp_path) ->
         load_checkpoint(garbage)
     path = tmp_path / "glow.safetensors"
     save_checkpoint(path, tiny("glow"))
-    tensors, meta = load_tensors(path)
+    tensors, header = load_tensors(path, FlowHeader)
+    meta = header.model_dump()
     meta["config"]["hidden"] = 32
     save_tensors(tmp_path / "other.safetensors", tensors, meta)
-    with pytest.raises(SentflowError, match="do not match a glow model"):
+    with pytest.raises(SentflowError, match="the model described by the header needs"):
         load_checkpoint(tmp_path / "other.safetensors")
     meta["model"] = "nosuchflow"
     save_tensors(tmp_path / "unknown.safetensors", tensors, meta)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from forge import forge_tensors
 
 import sentflow
 from sentflow.errors import SentflowError
 from sentflow.io import load_tensors, save_tensors
+from sentflow.schemas import CalibrationHeader
 
 
 def fitted(tmp_path):
@@ -35,14 +34,62 @@ def test_non_finite_weights_are_neither_written_nor_loaded(tmp_path):
         save_tensors(tmp_path / "x.safetensors", weights, {"method": "whitening"})
     assert not list(tmp_path.iterdir())
     good = fitted(tmp_path)
-    tensors, meta = load_tensors(good)
-    tensors["weight"][0, 0] = float("inf")  # a foreign writer: valid header, no checksum, an Inf weight
-    save_file(tensors, str(tmp_path / "inf.safetensors"), metadata={"sentflow": json.dumps(meta)})
+    tensors, meta = load_tensors(good, CalibrationHeader)
+    tensors["weight"][0, 0] = float("inf")  # a foreign writer: valid header and checksum, an Inf weight
+    forge_tensors(tmp_path / "inf.safetensors", tensors, meta.model_dump())
     with pytest.raises(SentflowError, match="tensor 'weight' holds NaN/Inf values"):
         sentflow.load(tmp_path / "inf.safetensors")
 
 
 def test_metadata_of_the_wrong_json_type_is_refused(tmp_path):
-    save_file({"a": torch.zeros(1)}, str(tmp_path / "m.safetensors"), metadata={"sentflow": "[1, 2]"})
-    with pytest.raises(SentflowError, match="metadata must be a JSON object"):
+    forge_tensors(tmp_path / "m.safetensors", {"a": torch.zeros(1)}, "[1, 2]")
+    with pytest.raises(SentflowError, match="sentflow metadata: Input should be an object"):
         sentflow.load(tmp_path / "m.safetensors")
+
+
+def whitening_header(**changes) -> dict:
+    header = {"method": "whitening", "version": "1", "params": {}, "dim_in": 6, "dim_out": 6}
+    return {**header, **changes}
+
+
+@pytest.mark.parametrize(
+    ("meta", "message"),
+    [
+        (whitening_header(dim_in="6"), "field 'dim_in': Input should be a valid integer"),
+        (whitening_header(dim_in=10**12), "field 'dim_in': Input should be less than or equal to 65536"),
+        (whitening_header(dim_out=True), "field 'dim_out': Input should be a valid integer"),
+        (whitening_header(surprise=1), "field 'surprise': Extra inputs are not permitted"),
+        (whitening_header(model=["a"]), "field 'model'"),
+        (whitening_header(method="pickle"), "unknown calibration method 'pickle'"),
+        (whitening_header(params={"eps": -1.0}), "whitening parameters: field 'eps'"),
+        (whitening_header(params={"power": "0.5"}), "whitening parameters: field 'power'"),
+        (whitening_header(params={"device": "cuda"}), "whitening parameters: field 'device': Extra inputs"),
+        (whitening_header(params={"n_components": 4}), "dim_out 6 does not match n_components=4"),
+        (whitening_header(dim_out=4, params={"n_components": 4}), "do not match a 6 -> 4 whitening"),
+        ({"method": "whitening"}, "field 'version': Field required"),
+        ('{"method": NaN}', "field 'method': Input should be a valid string"),
+        ('{"a": ' * 5000, "Invalid JSON: recursion limit exceeded"),
+    ],
+)
+def test_calibration_headers_are_validated_against_their_schema(tmp_path, meta, message):
+    sentflow.Whitening().fit(np.random.default_rng(0).standard_normal((100, 6))).save(tmp_path / "full.safetensors")
+    tensors, _ = load_tensors(tmp_path / "full.safetensors", CalibrationHeader)
+    path = forge_tensors(tmp_path / "crafted.safetensors", tensors, meta)
+    with pytest.raises(SentflowError, match=message) as info:
+        sentflow.load(path)
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+def test_a_flow_header_asking_for_a_huge_model_is_refused_before_allocating(tmp_path):
+    import time
+
+    X = np.random.default_rng(0).standard_normal((64, 4))
+    flow = sentflow.BertFlow(levels=1, depth=1, hidden=8, epochs=1, progress=False).fit(X)
+    flow.save(tmp_path / "flow.safetensors")
+    tensors, header = load_tensors(tmp_path / "flow.safetensors", CalibrationHeader)
+    huge = {**header.model_dump(), "dim_in": 65536, "dim_out": 65536}
+    huge["params"] = {**huge["params"], "levels": 16, "depth": 256, "hidden": 65536}  # ~10^13 weights if built
+    start = time.perf_counter()
+    with pytest.raises(SentflowError, match="the model described by the header needs"):
+        sentflow.load(forge_tensors(tmp_path / "huge.safetensors", tensors, huge))
+    assert time.perf_counter() - start < 20

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import sentflow
 import sentflow.npyfiles as npyfiles
 from sentflow.errors import SentflowError
-from sentflow.streaming import encode_file, fit_calibration, transform_file
+from sentflow.streaming import encode_file, encoder_settings, fit_calibration, scan_text, transform_file
 
 runner = CliRunner()
 
@@ -159,6 +159,43 @@ def test_resume_state_from_another_input_is_refused(tiny_bert_dir, lines_file, t
     with pytest.raises(SentflowError, match="belongs to another input or encoder"):
         encode_file(encoder, path, out, resume=True)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ('{"done": "10"}', "field 'input_sha256': Field required"),
+        ('{"input_sha256": "x", "lines": 53, "encoder": {}, "done": 1}', "field 'input_sha256': String should match"),
+        ('{"input_sha256": "%s", "lines": 53, "encoder": {}, "done": -1}' % ("0" * 64), "field 'done'"),
+        ('{"input_sha256": "%s", "lines": 1e3, "encoder": {}, "done": 1}' % ("0" * 64), "field 'lines'"),
+        ("[" * 10_000, "Invalid JSON"),
+        ("\xff\xfe", "Invalid JSON"),
+    ],
+)
+def test_damaged_resume_states_are_one_line_errors(tiny_bert_dir, lines_file, tmp_path, state, message):
+    path, _ = lines_file
+    (tmp_path / ".emb.npy.partial").write_bytes(b"")
+    (tmp_path / ".emb.npy.partial.json").write_text(state)
+    encoder = sentflow.Encoder(str(tiny_bert_dir), "cls", cache=False)
+    with pytest.raises(SentflowError, match=message) as info:
+        encode_file(encoder, path, tmp_path / "emb.npy", resume=True)
+    assert "resume state; delete it to start over" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_partial_output_that_is_not_ours_is_never_written_through(tiny_bert_dir, lines_file, tmp_path):
+    path, lines = lines_file
+    encoder = sentflow.Encoder(str(tiny_bert_dir), "cls", cache=False)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / ".emb.npy.partial").symlink_to(victim)
+    encode_file(encoder, path, tmp_path / "emb.npy")  # a fresh run replaces the link, not its target
+    assert victim.read_text() == "keep me" and np.load(tmp_path / "emb.npy").shape == (len(lines), encoder.dim)
+    with open(tmp_path / ".emb.npy.partial", "wb") as fh:  # wrong shape, with a matching state
+        np.save(fh, np.zeros((3, 2), np.float32))
+    state = {"input_sha256": scan_text(path)[1], "lines": len(lines), "encoder": encoder_settings(encoder), "done": 1}
+    (tmp_path / ".emb.npy.partial.json").write_text(json.dumps(state))
+    with pytest.raises(SentflowError, match="partial output does not match this run"):
+        encode_file(encoder, path, tmp_path / "emb.npy", resume=True)
 
 
 def test_outputs_that_would_destroy_something_are_refused(tmp_path, shards):

@@ -11,8 +11,9 @@ import torch
 from sentflow.errors import SentflowError
 from sentflow.flows.base import FlowModel
 from sentflow.flows.models import build_model
-from sentflow.flows.train import CHECKPOINT_NAME, FORMAT, model_header
-from sentflow.io import load_tensors, save_tensors
+from sentflow.flows.train import CHECKPOINT_NAME, model_header
+from sentflow.io import load_tensors, restore_module, save_tensors
+from sentflow.schemas import FlowHeader
 
 __all__ = ["CHECKPOINT_NAME", "Checkpoint", "check_shape", "load_checkpoint", "read_checkpoint", "save_checkpoint"]
 
@@ -22,7 +23,7 @@ class Checkpoint:
     """A rebuilt model, the JSON meta, and the remaining (optimizer / RNG) tensors, keyed without prefix."""
 
     model: FlowModel
-    meta: dict
+    meta: FlowHeader
     extra: dict[str, torch.Tensor]
 
 
@@ -37,18 +38,12 @@ def save_checkpoint(
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
     """Rebuild the model from a checkpoint; SentflowError for foreign, corrupted or mismatching files."""
-    tensors, meta = load_tensors(path)
-    if meta.get("format") != FORMAT or "model" not in meta or not isinstance(meta.get("config"), dict):
-        raise SentflowError(f"{path}: not a sentflow flows checkpoint (format {meta.get('format')!r})")
-    model = build_model(meta["model"], **meta["config"])
+    tensors, header = load_tensors(path, FlowHeader)
     state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise SentflowError(f"{path}: weights do not match a {meta['model']} model ({first})") from None
+    model = restore_module(lambda: build_model(header.model, **header.config), state, path)
+    check_shape(model, tuple(header.data_shape), str(path))
     extra = {k.removeprefix("extra."): v for k, v in tensors.items() if k.startswith("extra.")}
-    return Checkpoint(model, meta, extra)
+    return Checkpoint(model, header, extra)
 
 
 def load_checkpoint(path: str | Path) -> FlowModel:

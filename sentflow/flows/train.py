@@ -22,12 +22,13 @@ from tqdm.auto import tqdm
 
 from sentflow.errors import SentflowError
 from sentflow.flows.base import LogdetEstimator, bits_per_dim
-from sentflow.io import load_tensors, save_tensors
+from sentflow.io import check_state, load_tensors, save_tensors
 from sentflow.runtime import default_device, seed_everything, using_threads
+from sentflow.schemas import FLOWS_FORMAT, TrainCounters
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
+OPTIMIZER_STATE = ("step", "exp_avg", "exp_avg_sq", "exp_inf")  # per-parameter tensors those optimizers keep
 CHECKPOINT_NAME = "checkpoint.safetensors"
-FORMAT = "sentflow.flows/1"  # image-model checkpoints (see sentflow.flows.checkpoint)
 MIN_IMPROVEMENT = 1e-4  # held-out loss must drop by this much to count as better
 EVAL_BATCH = 4096
 SHUFFLE_STRIDE = 1_000_003  # epoch e of seed s shuffles with generator seed s * stride + e
@@ -267,21 +268,29 @@ class Trainer:
 
     def resume(self, path: str | Path) -> None:
         """Load weights, optimizer moments, RNG state and counters from a checkpoint written by `fit`."""
-        tensors, meta = load_tensors(path)
-        theirs = {k: meta.get(k) for k in self.header}
+        tensors, counters = load_tensors(path, TrainCounters)
+        theirs = {k: (counters.model_extra or {}).get(k) for k in self.header}
         if theirs != self.header:
             raise SentflowError(f"{path}: checkpoint is for {theirs}, not {self.header}")
-        self.model.load_state_dict(_prefixed(tensors, "model."))
-        self.best_state = _prefixed(tensors, "best.") or None
-        self._load_optimizer(_prefixed(tensors, "extra.optim."))
+        weights, best = _prefixed(tensors, "model."), _prefixed(tensors, "best.")
+        for state in (weights, best) if best else (weights,):
+            check_state(self.model, state, path)
+        self.model.load_state_dict(weights)
+        self.best_state = best or None
+        self._load_optimizer(_prefixed(tensors, "extra.optim."), path)
         if "extra.rng" in tensors:
             torch.set_rng_state(tensors["extra.rng"])
-        self.state = TrainState(**{k: meta[k] for k in asdict(TrainState()) if meta.get(k) is not None})
+        self.state = TrainState(**counters.as_state())
 
-    def _load_optimizer(self, flat: dict[str, Tensor]) -> None:
+    def _load_optimizer(self, flat: dict[str, Tensor], path: str | Path) -> None:
+        params = dict(enumerate(self.model.parameters()))
         state: dict[int, dict[str, Tensor]] = {}
         for key, value in flat.items():
-            index, name = key.split(".", 1)
+            index, _, name = key.partition(".")
+            param = params.get(int(index)) if index.isdigit() else None
+            shape = () if name == "step" else getattr(param, "shape", None)
+            if param is None or name not in OPTIMIZER_STATE or tuple(value.shape) != tuple(shape):
+                raise SentflowError(f"{path}: optimizer tensor {key!r} does not belong to this model")
             state.setdefault(int(index), {})[name] = value  # load_state_dict moves it to the params' device
         current = self.optimizer.state_dict()
         self.optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
@@ -296,7 +305,7 @@ def model_header(model: nn.Module) -> dict:
     if not hasattr(model, "config"):
         return {}
     return {
-        "format": "sentflow.flows/1",
+        "format": FLOWS_FORMAT,
         "model": model.name,
         "config": model.config,
         "data_shape": list(model.data_shape),

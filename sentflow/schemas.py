@@ -1,0 +1,157 @@
+"""Schemas for every value sentflow reads back from a file: types and bounds are checked before anything is used.
+
+Built on pydantic in strict mode (no coercion: `"3"` is not 3, `true` is not 1) with unknown keys refused, so a
+damaged or crafted header fails with one line naming the file and the field instead of reaching a constructor.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from sentflow.errors import SentflowError
+
+MAX_DIM = 1 << 16  # the widest embedding a file may describe
+MAX_ROWS = 1 << 40  # the most rows a file or resume state may announce
+MAX_ITEMS = 256  # entries of a dict or list inside a header
+PIPELINE_FORMAT = "sentflow-pipeline"
+FLOWS_FORMAT = "sentflow.flows/1"
+
+Name = Annotated[str, StringConstraints(max_length=4096)]
+Key = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Int = Annotated[int, Field(ge=-(1 << 53), le=1 << 53)]  # exact in JSON
+Real = Annotated[float, Field(allow_inf_nan=False)]
+Dim = Annotated[int, Field(ge=1, le=MAX_DIM)]
+Count = Annotated[int, Field(ge=0, le=MAX_ROWS)]
+Scalar = None | bool | Int | Real | Name
+Value = Scalar | Annotated[list[Scalar], Field(max_length=MAX_ITEMS)]
+Params = Annotated[dict[Key, Value], Field(max_length=MAX_ITEMS)]
+
+S = TypeVar("S", bound="Schema")
+
+
+class Schema(BaseModel):
+    """Strict, closed, immutable: the base of every file schema."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+def parse(schema: type[S], data: object, where: object) -> S:
+    """`data` validated against `schema`, or a one-line SentflowError naming `where` and the first bad field."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise SentflowError(f"{where}: {describe(exc)}") from None
+
+
+def parse_json(schema: type[S], text: str | bytes, where: object) -> S:
+    """Like `parse`, from JSON text (pydantic's parser: bounded nesting, no NaN)."""
+    try:
+        return schema.model_validate_json(text)
+    except ValidationError as exc:
+        raise SentflowError(f"{where}: {describe(exc)}") from None
+
+
+def describe(exc: ValidationError) -> str:
+    """The first validation error as `field 'a.b': message`, plus how many more there are."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    first = errors[0]
+    loc = ".".join(str(part) for part in first["loc"])
+    text = f"field {loc!r}: {first['msg']}" if loc else first["msg"]
+    return text + (f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else "")
+
+
+# --- calibrations ------------------------------------------------------------------------------------------------
+
+
+class CalibrationHeader(Schema):
+    """The JSON header of a calibration file (`Calibrator.save`)."""
+
+    method: Key
+    version: Name
+    params: Params = {}
+    dim_in: Dim
+    dim_out: Dim
+    model: Name | None = None
+    pooling: Name | None = None
+
+
+class WhiteningParams(Schema):
+    n_components: Dim | None = None
+    power: Annotated[float, Field(ge=0.0, le=8.0, allow_inf_nan=False)] = 0.5
+    eps: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 1e-9
+
+
+class BertFlowParams(Schema):
+    levels: Annotated[int, Field(ge=1, le=16)] = 3
+    depth: Annotated[int, Field(ge=1, le=256)] = 3
+    hidden: Annotated[int, Field(ge=1, le=MAX_DIM)] = 32
+    epochs: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    lr: Annotated[float, Field(gt=0.0, le=10.0, allow_inf_nan=False)] = 1e-3
+    batch_size: Annotated[int, Field(ge=1, le=1 << 20)] = 32
+    seed: Annotated[int, Field(ge=0, le=(1 << 63) - 1)] = 0
+    validation: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = 0.1
+    patience: Annotated[int, Field(ge=0, le=1_000_000)] | None = 2
+    noise: Annotated[float, Field(ge=0.0, le=1e3, allow_inf_nan=False)] = 1e-2
+
+
+# --- pipelines and resumable runs --------------------------------------------------------------------------------
+
+
+class PipelineConfig(Schema):
+    """pipeline.json."""
+
+    format: Literal[PIPELINE_FORMAT]
+    sentflow_version: Name
+    model: Name
+    pooling: Key | Annotated[str, StringConstraints(max_length=512)]
+    max_length: Annotated[int, Field(ge=2, le=1 << 20)]
+    normalize: bool
+    calibration: Literal["calibration.safetensors"] | None
+
+
+class ResumeState(Schema):
+    """The `.OUT.partial.json` that lets an interrupted `encode_file` continue."""
+
+    input_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    lines: Count
+    encoder: Params
+    done: Count
+
+
+# --- flow checkpoints --------------------------------------------------------------------------------------------
+
+
+class FlowHeader(Schema):
+    """What a flows checkpoint says it holds (the model is rebuilt from it); training counters may follow."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    format: Literal[FLOWS_FORMAT]
+    model: Key
+    config: Params
+    data_shape: Annotated[list[Dim], Field(min_length=1, max_length=4)]
+
+
+Metric = Annotated[dict[Key, Int | Real | None], Field(max_length=64)]
+
+
+class TrainCounters(Schema):
+    """The counters a resumed fit continues from; the header keys stay in `model_extra`, compared for equality only."""
+
+    model_config = ConfigDict(extra="allow")
+
+    epoch: Count = 0
+    step: Count = 0
+    seconds: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
+    examples: Count = 0
+    history: Annotated[list[Metric], Field(max_length=1_000_000)] = []
+    best: Real | None = None
+    waited: Count = 0
+
+    def as_state(self) -> dict:
+        """The TrainState fields, an unset best as +inf."""
+        state = {name: getattr(self, name) for name in type(self).model_fields}
+        return {**state, "best": math.inf if self.best is None else self.best}
