@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 from pathlib import Path
 
@@ -13,8 +14,9 @@ from sentflow.errors import SentflowError
 from sentflow.flows import load_data, load_digits_data, load_mnist, read_idx
 
 MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
-needs_mnist = pytest.mark.skipif(not (MNIST / "t10k-images-idx3-ubyte.gz").is_file(),
-                                 reason=f"MNIST t10k IDX files not found in {MNIST}")
+needs_mnist = pytest.mark.skipif(
+    not (MNIST / "t10k-images-idx3-ubyte.gz").is_file(), reason=f"MNIST t10k IDX files not found in {MNIST}"
+)
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -57,19 +59,45 @@ def test_round_trips_plain_and_gzipped_files(tmp_path) -> None:
     assert np.array_equal(read_idx(tmp_path / "a.idx.gz"), array)
 
 
-@pytest.mark.parametrize(("mutate", "message"), [
-    (lambda b: b[:-7], "truncated IDX data"),
-    (lambda b: b + b"xx", "trailing bytes"),
-    (lambda b: b[:6], "truncated IDX header"),
-    (lambda b: b"\x01\x02" + b[2:], "bad IDX magic"),
-    (lambda b: b"", "bad IDX magic"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda b: b[:-7], "truncated IDX data"),
+        (lambda b: b + b"xx", "trailing bytes"),
+        (lambda b: b[:6], "truncated IDX header"),
+        (lambda b: b"\x01\x02" + b[2:], "bad IDX magic"),
+        (lambda b: b"", "bad IDX magic"),
+    ],
+)
 def test_corrupted_files_raise_errors_naming_the_file(tmp_path, mutate, message: str) -> None:
     path = tmp_path / "broken-idx3-ubyte"
     path.write_bytes(mutate(idx_bytes(np.zeros((4, 5, 5), np.uint8))))
     with pytest.raises(SentflowError, match=message) as info:
         read_idx(path)
     assert "broken-idx3-ubyte" in str(info.value)
+
+
+def test_idx_dims_are_bounded_with_exact_integers_before_reading(tmp_path) -> None:
+    path = tmp_path / "huge-idx3-ubyte"
+    dims = (2**32 - 1, 2**32 - 1, 2**32 - 1)  # product ~7.9e28: overflows int64, wraps in numpy
+    path.write_bytes(struct.pack(">BBBB", 0, 0, 0x08, 3) + struct.pack(">3I", *dims))
+    with pytest.raises(SentflowError, match=f"announce {math.prod(dims)} bytes"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        (np.zeros((0, 28, 28), np.uint8), "at least 10 unsigned bytes .0-255., got 0 of uint8"),
+        (np.full((12, 28, 28), np.nan, ">f4"), "got 12 of >f4"),
+    ],
+)
+def test_mnist_images_must_be_bytes_and_enough(tmp_path, images, message) -> None:
+    header = struct.pack(">BBBB", 0, 0, 0x08 if images.dtype == np.uint8 else 0x0D, 3)
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(header + struct.pack(">3I", *images.shape) + images.tobytes())
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(len(images), np.uint8)))
+    with pytest.raises(SentflowError, match=message):
+        load_mnist(tmp_path)
 
 
 def test_corrupted_gzip_and_missing_files(tmp_path) -> None:

@@ -10,6 +10,9 @@
 from __future__ import annotations
 
 import gzip
+import math
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import numpy as np
 import torch
 
 from sentflow.errors import SentflowError
+from sentflow.io import first_line
 
 _IDX_DTYPES = {
     0x08: np.uint8,
@@ -27,6 +31,8 @@ _IDX_DTYPES = {
     0x0E: np.dtype(">f8"),
 }
 SPLIT_SEED = 0
+_MAX_IDX_BYTES = 1 << 30  # 1 GiB; MNIST's largest file is 47 MB
+_MIN_IMAGES = 10  # a split must leave images to train on and to test
 
 
 @dataclass(frozen=True)
@@ -46,26 +52,31 @@ class ImageData:
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (.gz allowed), checking the magic number, the dims and the payload length."""
+    """Read an IDX file (.gz allowed): magic number, dims and payload length checked, the size bounded before
+    anything is read (Python integers: a dims product cannot overflow)."""
     p = Path(path)
     if not p.is_file():
         raise SentflowError(f"{p}: no such file")
     try:
-        raw = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise SentflowError(f"{p}: not a readable gzip file ({exc})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
-        raise SentflowError(f"{p}: bad IDX magic number {raw[:4].hex() or '(empty file)'}")
-    ndim, dtype = raw[3], np.dtype(_IDX_DTYPES[raw[2]])
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise SentflowError(f"{p}: truncated IDX header ({len(raw)} bytes, expected {header})")
-    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, offset=4))
-    expected = header + int(np.prod(dims)) * dtype.itemsize
-    if len(raw) != expected:
-        what = "truncated" if len(raw) < expected else "trailing bytes in"
-        raise SentflowError(f"{p}: {what} IDX data: {len(raw)} bytes for dims {dims}, expected {expected}")
-    return np.frombuffer(raw, dtype, offset=header).reshape(dims)
+        with gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb") as fh:
+            magic = fh.read(4)
+            if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] not in _IDX_DTYPES or not 0 < magic[3] <= 8:
+                raise SentflowError(f"{p}: bad IDX magic number {magic.hex() or '(empty file)'}")
+            dtype, ndim = np.dtype(_IDX_DTYPES[magic[2]]), magic[3]
+            header = fh.read(4 * ndim)
+            if len(header) < 4 * ndim:
+                raise SentflowError(f"{p}: truncated IDX header ({4 + len(header)} bytes, expected {4 + 4 * ndim})")
+            dims = struct.unpack(f">{ndim}I", header)
+            size = math.prod(dims) * dtype.itemsize
+            if size > _MAX_IDX_BYTES:
+                raise SentflowError(f"{p}: IDX dims {list(dims)} announce {size} bytes, more than any image set")
+            payload, trailing = fh.read(size), fh.read(1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise SentflowError(f"{p}: not a readable IDX file ({first_line(exc)})") from None
+    if len(payload) < size or trailing:
+        what = "truncated" if len(payload) < size else "trailing bytes in"
+        raise SentflowError(f"{p}: {what} IDX data for dims {list(dims)} ({size} bytes expected)")
+    return np.frombuffer(payload, dtype).reshape(dims)
 
 
 def _find(directory: Path, stem: str) -> Path | None:
@@ -80,6 +91,11 @@ def _load_pair(directory: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
     labels = read_idx(_find(directory, f"{prefix}-labels-idx1-ubyte"))
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise SentflowError(f"{directory}: {prefix} images {images.shape} and labels {labels.shape} do not match")
+    if images.dtype != np.uint8 or len(images) < _MIN_IMAGES:
+        raise SentflowError(
+            f"{directory}: {prefix} images must be at least {_MIN_IMAGES} unsigned bytes (0-255), "
+            f"got {len(images)} of {images.dtype}"
+        )
     return images, labels
 
 
