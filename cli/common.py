@@ -71,6 +71,8 @@ def user_errors(func: F) -> F:
         except Exception as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
+            if isinstance(exc, RuntimeError) and "allocate" in str(exc):  # torch's allocator, CPU or CUDA
+                raise fail("out of memory: use a smaller input or smaller options") from None
             raise fail(
                 f"internal error ({type(exc).__name__}: {first_line(exc)}); this is a bug, please report it with "
                 f"the command; --debug shows the traceback"

@@ -21,7 +21,7 @@ from sentflow.flows import (
     seed_everything,
 )
 from sentflow.flows.checkpoint import CHECKPOINT_NAME, check_shape
-from sentflow.flows.grid import save_grid
+from sentflow.flows.grid import check_grid, save_grid
 from sentflow.flows.train import DEFAULT_THREADS
 from sentflow.io import check_output
 from sentflow.runtime import default_device, using_threads
@@ -152,6 +152,7 @@ def sample(
 ) -> None:
     """Draw N samples at a temperature and save them as a PNG grid."""
     model = _load(checkpoint)
+    check_grid(n, model.data_shape, scale)
     seed_everything(seed)
     save_grid(out, model.sample(n, temperature), scale)
     typer.echo(f"wrote {out}")

@@ -62,6 +62,8 @@ def open_shard(path: str | os.PathLike) -> NpyShard:
             f"{p}: must be 2-D (n_samples, n_features), numeric and C-order; got shape {shape}, {dtype}"
         )
     rows, cols = (int(v) for v in shape)
+    if cols == 0:
+        raise SentflowError(f"{p}: has no features (shape {shape})")
     expected = offset + rows * cols * dtype.itemsize
     if p.stat().st_size < expected:
         raise SentflowError(f"{p}: truncated: {p.stat().st_size} bytes, the header announces {expected}")

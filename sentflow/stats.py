@@ -18,6 +18,8 @@ def as_matrix(X, name: str = "X") -> np.ndarray:
         raise SentflowError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
     if not np.issubdtype(X.dtype, np.number):
         raise SentflowError(f"{name} must be numeric, got dtype {X.dtype}")
+    if X.shape[1] == 0:
+        raise SentflowError(f"{name} has no features (shape {X.shape})")
     if X.dtype not in (np.float32, np.float64):
         X = X.astype(np.float64)
     check_finite(X, f"{name} has")
@@ -55,10 +57,11 @@ class MomentAccumulator:
             return
         if self.shift is None:
             self.shift = X[: min(len(X), 1024)].mean(axis=0, dtype=np.float64)
-        for start in range(0, len(X), CHUNK_ROWS):
-            chunk = X[start : start + CHUNK_ROWS].astype(np.float64) - self.shift
-            self.sum += chunk.sum(axis=0)
-            self.outer += chunk.T @ chunk
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow shows as a non-finite covariance
+            for start in range(0, len(X), CHUNK_ROWS):
+                chunk = X[start : start + CHUNK_ROWS].astype(np.float64) - self.shift
+                self.sum += chunk.sum(axis=0)
+                self.outer += chunk.T @ chunk
         self.count += len(X)
 
     def merge(self, other: MomentAccumulator) -> MomentAccumulator:
@@ -90,5 +93,6 @@ class MomentAccumulator:
         """Unbiased (n - 1) covariance, as numpy.cov and scikit-learn's PCA use."""
         if self.count < 2:
             raise SentflowError(f"need at least 2 rows to estimate a covariance, got {self.count}")
-        centred = self.outer - np.outer(self.sum, self.sum) / self.count
-        return (centred + centred.T) / (2 * (self.count - 1))
+        with np.errstate(over="ignore", invalid="ignore"):  # callers check the result is finite
+            centred = self.outer - np.outer(self.sum, self.sum) / self.count
+            return (centred + centred.T) / (2 * (self.count - 1))
