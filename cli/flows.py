@@ -27,6 +27,7 @@ from sentflow.io import check_output
 from sentflow.runtime import default_device, using_threads
 
 from .common import user_errors
+from .options import seed_option
 
 flows_app = typer.Typer(
     help="Train, evaluate and sample image flows (NICE, RealNVP, Glow, i-ResNet, f-VAE).", no_args_is_help=True
@@ -71,7 +72,7 @@ def train(
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
-    seed: int = 0,
+    seed: Annotated[int, seed_option("Random seed.")] = 0,
     optimizer: Annotated[str, typer.Option(help="adam or adamax.")] = "adam",
     warmup: Annotated[int, typer.Option(min=0, help="Learning-rate warm-up steps.")] = 200,
     clip: Annotated[float, typer.Option(min=0.0, help="Gradient-norm clipping.")] = 50.0,
@@ -127,7 +128,7 @@ def _load(checkpoint: Path) -> FlowModel:
 def evaluate(
     checkpoint: Ckpt,
     data: Data = "digits",
-    seed: Annotated[int, typer.Option(help="Seed of the dequantization noise.")] = 0,
+    seed: Annotated[int, seed_option("Seed of the dequantization noise.")] = 0,
     threads: Threads = None,
 ) -> None:
     """Print the test bits/dim of a checkpoint."""
@@ -145,12 +146,13 @@ def evaluate(
 def sample(
     checkpoint: Ckpt,
     n: Annotated[int, typer.Option(min=1)] = 64,
-    temperature: Annotated[float, typer.Option(min=0.0)] = 0.7,
-    seed: int = 0,
+    temperature: Annotated[float, typer.Option(min=0.0, max=10.0)] = 0.7,
+    seed: Annotated[int, seed_option("Random seed.")] = 0,
     scale: Annotated[int, typer.Option(min=1, help="PNG pixels per image pixel.")] = 4,
     out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("grid.png"),
 ) -> None:
     """Draw N samples at a temperature and save them as a PNG grid."""
+    check_output(out, [checkpoint])
     model = _load(checkpoint)
     check_grid(n, model.data_shape, scale)
     seed_everything(seed)

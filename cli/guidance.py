@@ -11,7 +11,7 @@ import typer
 from sentflow.errors import SentflowError
 
 from .common import threads_from, user_errors
-from .options import AsJson, BatchSize, DataDir, Model, Pooling, Threads, make_encoder
+from .options import AsJson, BatchSize, DataDir, Model, Pooling, Threads, make_encoder, seed_option
 
 
 @user_errors
@@ -32,7 +32,7 @@ def tune(
     normalize: Annotated[bool, typer.Option(help="Pipeline: L2-normalise the final vectors.")] = False,
     data_dir: DataDir = None,
     batch_size: BatchSize = 64,
-    seed: Annotated[int, typer.Option(help="Random seed of the flow candidate.")] = 0,
+    seed: Annotated[int, seed_option("Random seed of the flow candidate.")] = 0,
     threads: Threads = None,
     as_json: AsJson = False,
 ) -> None:
@@ -103,7 +103,7 @@ def diagnose(
     data_dir: DataDir = None,
     batch_size: BatchSize = 64,
     n_pairs: Annotated[int, typer.Option(help="Random pairs for the anisotropy and the histogram.")] = 10_000,
-    seed: Annotated[int, typer.Option(help="Seed of the random pairs.")] = 0,
+    seed: Annotated[int, seed_option("Seed of the random pairs.")] = 0,
     threads: Threads = None,
     as_json: AsJson = False,
 ) -> None:
@@ -111,7 +111,7 @@ def diagnose(
     import sentflow
     from sentflow.diagnostics import diagnose as run_diagnose
     from sentflow.diagnostics import save_plots, task_vectors
-    from sentflow.io import load_npy
+    from sentflow.npyfiles import load_npy
 
     if n_pairs < 1:
         raise SentflowError(f"--n-pairs must be at least 1, got {n_pairs}")

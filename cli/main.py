@@ -180,7 +180,7 @@ def transform(
     from sentflow.streaming import transform_file
 
     with threads_from(threads):
-        shape = transform_file(sentflow.load(calib), embeddings, out)
+        shape = transform_file(sentflow.load(calib), embeddings, out, inputs=[calib])
     typer.echo(f"wrote {out} {shape}", err=True)
 
 

@@ -21,7 +21,15 @@ Depth = Annotated[int | None, typer.Option(help="Flow: steps per level; default 
 Hidden = Annotated[int | None, typer.Option(help="Flow: coupling network width; default 32.")]
 Epochs = Annotated[int | None, typer.Option(help="Flow: max epochs (early stopping may end sooner).")]
 Lr = Annotated[float | None, typer.Option(help="Flow: learning rate; default 1e-3.")]
-Seed = Annotated[int, typer.Option(help="Random seed (flow training).")]
+MAX_SEED = 2**63 - 1  # torch and numpy seeds are 64-bit
+
+
+def seed_option(help: str) -> typer.models.OptionInfo:
+    """A seed option, bounded to what the generators accept."""
+    return typer.Option(help=help, min=0, max=MAX_SEED)
+
+
+Seed = Annotated[int, seed_option("Random seed (flow training).")]
 Threads = Annotated[int | None, typer.Option(help="CPU threads (default: $SENTFLOW_THREADS, else every core).")]
 DataDir = Annotated[Path | None, typer.Option(help="Directory of a task not shipped with sentflow.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")]

@@ -28,7 +28,8 @@ from report import table, write_report  # noqa: E402
 
 from sentflow import Whitening  # noqa: E402
 from sentflow.distributed import CHUNK_ROWS, SPLIT_EVERY, fit_shards  # noqa: E402
-from sentflow.io import load_npy, save_npy  # noqa: E402
+from sentflow.io import save_npy  # noqa: E402
+from sentflow.npyfiles import load_npy  # noqa: E402
 from sentflow.stats import MomentAccumulator  # noqa: E402
 
 WORK = Path(__file__).resolve().parent / ".work" / "bench_dask"

@@ -182,14 +182,7 @@ class BertFlow(Calibrator):
         n, d = X.shape
         if n <= d:
             raise SentflowError(f"fewer sentences ({n}) than dimensions ({d}): a flow needs more rows than dims")
-        if min(self.levels, self.depth, self.hidden) < 1:
-            raise SentflowError(
-                f"flow options: levels, depth and hidden must be >= 1, got {self.levels}, {self.depth}, {self.hidden}"
-            )
-        if not 0 < self.validation < 1 or self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.noise < 0:
-            raise SentflowError(
-                "flow options: need 0 < validation < 1, epochs >= 1, batch_size >= 1, lr > 0, noise >= 0"
-            )
+        self._validate_params()
         return X
 
     def _split(self, X: Tensor) -> tuple[Tensor, Tensor]:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sentflow.io import first_line, load_npy, save_npy
+from sentflow.io import first_line, save_npy
+from sentflow.npyfiles import load_npy
 
 
 def default_cache_dir() -> Path:

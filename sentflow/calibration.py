@@ -55,13 +55,23 @@ class Calibrator(TransformerMixin, BaseEstimator):
         meta = {
             "method": self.method,
             "version": __version__,
-            "params": {k: v for k, v in self.get_params().items() if k not in _RUNTIME_PARAMS},
+            "params": self._saved_params(),
             "dim_in": int(self.n_features_in_),
             "dim_out": int(self.n_components_out_),
             "model": fitted_for.get("model"),
             "pooling": fitted_for.get("pooling"),
         }
+        parse(CalibrationHeader, meta, path)  # what is written must load again
         save_tensors(path, self._tensors(), meta)
+
+    def _saved_params(self) -> dict[str, Any]:
+        """The constructor parameters that describe the fit (not how it runs), as plain JSON values."""
+        params = {k: v for k, v in self.get_params().items() if k not in _RUNTIME_PARAMS}
+        return {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
+
+    def _validate_params(self) -> None:
+        """Check the parameters against the schema their saved file must satisfy; one line names the first bad one."""
+        parse(self.Params, self._saved_params(), f"{type(self).__name__} parameters")
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "n_features_in_")

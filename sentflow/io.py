@@ -48,8 +48,10 @@ def check_output(path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = 
         raise SentflowError(f"{target}: is {kind}; refusing to replace it, give a file path")
     if not mode & 0o222:
         raise SentflowError(f"{target}: is read-only; refusing to replace it")
-    for source in inputs:
-        if Path(source).exists() and os.path.samefile(target, source):
+    for source in map(Path, inputs):
+        if source.is_dir() and target.resolve().is_relative_to(source.resolve()):
+            raise SentflowError(f"{target}: is inside {source}, an input of this command; write elsewhere")
+        if source.exists() and os.path.samefile(target, source):
             raise SentflowError(f"{target}: is also an input of this command; write to another file")
     return target
 
@@ -125,20 +127,6 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
             np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
 
     write_atomic(path, write)
-
-
-def load_npy(path: str | os.PathLike) -> np.ndarray:
-    """Load a numeric .npy file without unpickling; errors name the file."""
-    p = Path(path)
-    if not p.is_file():
-        raise SentflowError(f"{p}: no such file")
-    try:
-        array = np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise SentflowError(f"{p}: not a readable .npy array ({first_line(exc)})") from None
-    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
-        raise SentflowError(f"{p}: expected a numeric array, got dtype {getattr(array, 'dtype', '?')}")
-    return array
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict) -> None:

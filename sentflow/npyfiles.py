@@ -7,6 +7,7 @@ the resident set, so a memory-mapped pass over a 3 GB file would show 3 GB of RS
 from __future__ import annotations
 
 import glob
+import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -46,8 +47,19 @@ class NpyShard:
 
 
 def open_shard(path: str | os.PathLike) -> NpyShard:
-    """Read and check a .npy header: 2-D, numeric, C order, and a file long enough for the data it announces."""
+    """Read and check a .npy header: 2-D, real numbers, C order, and a file long enough for the data it announces."""
     p = Path(path)
+    shape, fortran, dtype, offset = read_header(p)
+    if len(shape) != 2 or fortran:
+        raise SentflowError(f"{p}: must be 2-D (n_samples, n_features) in C order; got shape {shape}")
+    if shape[1] == 0:
+        raise SentflowError(f"{p}: has no features (shape {shape})")
+    return NpyShard(p, shape[0], shape[1], dtype, offset)
+
+
+def read_header(p: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran_order, dtype, data offset) of a .npy file holding real numbers, checked against its size
+    before anything is allocated."""
     if not p.is_file():
         raise SentflowError(f"{p}: no such file")
     try:
@@ -57,17 +69,12 @@ def open_shard(path: str | os.PathLike) -> NpyShard:
             offset = fh.tell()
     except (ValueError, EOFError, OSError) as exc:
         raise SentflowError(f"{p}: not a readable .npy array ({first_line(exc)})") from None
-    if len(shape) != 2 or fortran or dtype.hasobject or not np.issubdtype(dtype, np.number):
-        raise SentflowError(
-            f"{p}: must be 2-D (n_samples, n_features), numeric and C-order; got shape {shape}, {dtype}"
-        )
-    rows, cols = (int(v) for v in shape)
-    if cols == 0:
-        raise SentflowError(f"{p}: has no features (shape {shape})")
-    expected = offset + rows * cols * dtype.itemsize
+    if dtype.hasobject or dtype.kind not in "iuf" or any(int(v) < 0 for v in shape):
+        raise SentflowError(f"{p}: must hold real numbers with a valid shape; got shape {shape}, dtype {dtype}")
+    expected = offset + math.prod(int(v) for v in shape) * dtype.itemsize
     if p.stat().st_size < expected:
         raise SentflowError(f"{p}: truncated: {p.stat().st_size} bytes, the header announces {expected}")
-    return NpyShard(p, rows, cols, dtype, offset)
+    return tuple(int(v) for v in shape), fortran, dtype, offset
 
 
 def _read_header(fh: BinaryIO, version: tuple[int, int]) -> tuple[tuple[int, ...], bool, np.dtype]:
@@ -76,6 +83,16 @@ def _read_header(fh: BinaryIO, version: tuple[int, int]) -> tuple[tuple[int, ...
     if version == (2, 0):
         return np.lib.format.read_array_header_2_0(fh, max_header_size=_MAX_HEADER_BYTES)
     raise ValueError(f"unsupported .npy format version {version}")
+
+
+def load_npy(path: str | os.PathLike) -> np.ndarray:
+    """A whole .npy array of real numbers, its header checked against the file first; never unpickles."""
+    p = Path(path)
+    read_header(p)
+    try:
+        return np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise SentflowError(f"{p}: not a readable .npy array ({first_line(exc)})") from None
 
 
 def expand_inputs(spec: str | os.PathLike) -> list[Path]:

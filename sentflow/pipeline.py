@@ -19,7 +19,7 @@ from sentflow.calibration import Calibrator, load_calibration
 from sentflow.encoder import Encoder
 from sentflow.errors import SentflowError
 from sentflow.io import atomic_directory
-from sentflow.schemas import PIPELINE_FORMAT, PipelineConfig, parse_json
+from sentflow.schemas import PIPELINE_FORMAT, PipelineConfig, parse, parse_json
 
 CONFIG_NAME = "pipeline.json"
 CALIBRATION_NAME = "calibration.safetensors"
@@ -68,6 +68,7 @@ class Pipeline:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the pipeline directory atomically (a new directory swapped in only once complete)."""
         config = self.config()
+        parse(PipelineConfig, config, f"{directory}: pipeline config")  # what is written must load again
         with atomic_directory(directory, marker=CONFIG_NAME) as staging:
             if self.calibration is not None:
                 self.calibration.save(staging / CALIBRATION_NAME, model=config["model"], pooling=config["pooling"])

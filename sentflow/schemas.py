@@ -80,7 +80,7 @@ class CalibrationHeader(Schema):
 
 class WhiteningParams(Schema):
     n_components: Dim | None = None
-    power: Annotated[float, Field(ge=0.0, le=8.0, allow_inf_nan=False)] = 0.5
+    power: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.5
     eps: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 1e-9
 
 
@@ -92,7 +92,7 @@ class BertFlowParams(Schema):
     lr: Annotated[float, Field(gt=0.0, le=10.0, allow_inf_nan=False)] = 1e-3
     batch_size: Annotated[int, Field(ge=1, le=1 << 20)] = 32
     seed: Annotated[int, Field(ge=0, le=(1 << 63) - 1)] = 0
-    validation: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = 0.1
+    validation: Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False)] = 0.1
     patience: Annotated[int, Field(ge=0, le=1_000_000)] | None = 2
     noise: Annotated[float, Field(ge=0.0, le=1e3, allow_inf_nan=False)] = 1e-2
 

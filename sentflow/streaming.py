@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -71,10 +71,14 @@ def _fit_chunks(calibrator: Calibrator, chunks: Iterator[np.ndarray]) -> int:
     return len(rows)
 
 
-def transform_file(transformer, source: str, out: str | os.PathLike) -> tuple[int, int]:
-    """Apply a calibration or pipeline (`.transform`) to .npy shards, chunk by chunk, into one .npy at `out`."""
+def transform_file(
+    transformer, source: str, out: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()
+) -> tuple[int, int]:
+    """Apply a calibration or pipeline (`.transform`) to .npy shards, chunk by chunk, into one .npy at `out`.
+
+    `inputs`: other files the output must not replace (e.g. the calibration file it was loaded from)."""
     shards = NpyShards.from_spec(source)
-    check_output(out, shards.paths)
+    check_output(out, [*shards.paths, *inputs])
     dim = transformer.dim if hasattr(transformer, "encoder") else transformer.n_components_out_
     with npy_writer(out, shards.rows, dim) as writer:
         for _, _, chunk in shards.chunks():

@@ -106,13 +106,10 @@ class Whitening(Calibrator):
         return self
 
     def _check_params(self, n_features: int) -> None:
+        self._validate_params()
         k = self.n_components
-        if k is not None and not 1 <= k <= n_features:
+        if k is not None and k > n_features:
             raise SentflowError(f"n_components={k} must be between 1 and the embedding size {n_features}")
-        if not (0.0 <= self.power <= 1.0 and np.isfinite(self.eps) and self.eps >= 0):
-            raise SentflowError(
-                f"power must be in [0, 1] and eps a finite number >= 0, got power={self.power}, eps={self.eps}"
-            )
 
     def _solve(self) -> dict[str, np.ndarray]:
         if "_solution" not in self.__dict__:

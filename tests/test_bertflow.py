@@ -116,8 +116,13 @@ def test_bad_inputs_are_refused():
         small_flow().fit(bad)
     with pytest.raises(SentflowError, match=r"fewer sentences \(8\) than dimensions \(8\)"):
         small_flow().fit(X[:8])
-    with pytest.raises(SentflowError, match="levels, depth and hidden must be >= 1"):
+    with pytest.raises(
+        SentflowError, match="BertFlow parameters: field 'depth': Input should be greater than or equal"
+    ):
         small_flow(depth=0).fit(X)
+    for huge in ({"depth": 2**70}, {"hidden": 100_000}, {"levels": 17}, {"lr": float("nan")}, {"seed": -1}):
+        with pytest.raises(SentflowError, match=f"field '{next(iter(huge))}'"):  # refused before anything is built
+            small_flow(**huge).fit(X)
     with pytest.raises(SentflowError, match="not fitted yet"):
         small_flow().transform(X)
     with pytest.raises(SentflowError, match="has 7 features but the flow calibration was fitted on 8-d"):

@@ -150,7 +150,10 @@ def test_bad_inputs_give_one_line_errors_and_no_output(tmp_path, tiny_bert_dir):
             "--dim 33 must be between 1 and the embedding size 32",
         ),
         (["eval", "sts13", "--model", tiny_bert_dir], "sts13 is not shipped with sentflow"),
-        (["fit", "--data", bad_npy(tmp_path, "p.npy", nan[:6]), "--power", 2, "--out", out], "power must be in [0, 1]"),
+        (
+            ["fit", "--data", bad_npy(tmp_path, "p.npy", nan[:6]), "--power", 2, "--out", out],
+            "Whitening parameters: field 'power': Input should be less than or equal to 1",
+        ),
         (["fit", "--method", "flow", "--dim", 3, "--out", out], "--dim and --power apply to whitening"),
         (["eval", "sts-b", "--model", tiny_bert_dir, "--dim", 0], "--dim 0 must be between 1"),
     ]

@@ -10,6 +10,7 @@ import pytest
 from sentflow.cli.main import app
 from typer.testing import CliRunner
 
+import sentflow
 import sentflow.streaming
 
 
@@ -45,3 +46,41 @@ def test_internal_errors_say_so_in_one_line(tmp_path, monkeypatch):
     assert "Traceback" not in result.output and not (tmp_path / "c.safetensors").exists()
     debug = CliRunner().invoke(app, ["--debug", *args])
     assert isinstance(debug.exception, TypeError)  # --debug lets the traceback through
+
+
+def test_inputs_of_every_kind_are_never_outputs(tmp_path, tiny_bert_dir):
+    """The calibration or pipeline a command reads is never its output."""
+    runner = CliRunner()
+    X = np.random.default_rng(0).standard_normal((80, 32))
+    np.save(tmp_path / "x.npy", X)
+    calib, pipe = tmp_path / "c.safetensors", tmp_path / "pipe"
+    whitening = sentflow.Whitening(n_components=8).fit(X)
+    whitening.save(calib)
+    sentflow.Pipeline(sentflow.Encoder(str(tiny_bert_dir), "cls"), whitening).save(pipe)
+    for target, source in ((calib, calib), (pipe / "calibration.safetensors", pipe), (pipe / "pipeline.json", pipe)):
+        before = target.read_bytes()
+        result = runner.invoke(
+            app, ["transform", str(tmp_path / "x.npy"), "--calib", str(source), "--out", str(target)]
+        )
+        assert result.exit_code == 1 and "an input of this command" in result.output, result.output
+        assert target.read_bytes() == before
+
+
+def test_flow_samples_never_replace_their_checkpoint_and_stay_bounded(tmp_path):
+    runner = CliRunner()
+    run = tmp_path / "run"
+    config = '{"hidden": 8, "depth": 1, "couplings": 2}'
+    args = ["flows", "train", "nice", "--out", str(run), "--epochs", "1", "--minutes", "0.05", "--config", config]
+    assert runner.invoke(app, args).exit_code == 0
+    ckpt = run / "checkpoint.safetensors"
+    before = ckpt.read_bytes()
+    cases = [
+        (["--out", str(ckpt)], "is also an input of this command"),
+        (["--n", "100000000"], "would have 129602880016 pixels"),
+        (["--temperature", "inf"], "Invalid value for '--temperature'"),
+        (["--seed", str(2**64)], "Invalid value for '--seed'"),
+    ]
+    for extra, message in cases:
+        result = runner.invoke(app, ["flows", "sample", str(ckpt), *extra])
+        assert result.exit_code != 0 and message in result.output, result.output
+    assert ckpt.read_bytes() == before and not (tmp_path / "grid.png").exists()

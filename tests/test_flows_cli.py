@@ -175,5 +175,5 @@ def test_configs_from_files_and_flags_are_bounded_before_building(trained, tmp_p
     assert time.perf_counter() - start < 30
     out = tmp_path / "run"
     result = runner.invoke(app, ["flows", "train", "glow", "--out", str(out), "--config", '{"hidden": -4}'])
-    assert result.exit_code == 1 and "bad config for model 'glow'" in result.output
+    assert result.exit_code == 1 and "hidden=-4 is out of range (1 to 65536)" in result.output
     assert "Traceback" not in result.output

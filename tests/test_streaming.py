@@ -76,7 +76,10 @@ def test_a_failure_midway_leaves_no_output(shards, small_chunks, tmp_path):
         (lambda d: np.save(d / "b.npy", np.zeros((3, 5), np.float32)), "b.npy: 5 columns, but"),
         (lambda d: (d / "notes.txt").write_text("x"), "notes.txt: not a .npy file in the shard directory"),
         (lambda d: np.save(d / "b.npy", np.zeros(4)), "b.npy: must be 2-D"),
-        (lambda d: np.save(d / "b.npy", np.array([["a"]])), "b.npy: must be 2-D (n_samples, n_features), numeric"),
+        (
+            lambda d: np.save(d / "b.npy", np.array([["a"]])),
+            "b.npy: must hold real numbers with a valid shape; got shape (1, 1), dtype <U1",
+        ),
     ],
 )
 def test_bad_shard_sets_are_refused_naming_the_file(tmp_path, make, message):

@@ -141,17 +141,19 @@ MODELS: dict[str, type[FlowModel]] = {"nice": NICE, "realnvp": RealNVP, "glow": 
 _MAX_COUNT = 256  # layers, steps, blocks ...: a config asking for more is damaged or hostile
 _MAX_INT = 1 << 16  # widths, shapes, bins, iterations
 _COUNTS = ("levels", "steps", "blocks", "couplings", "depth", "scales")
+_POSITIVE = ("data_shape", "hidden", "n_bins")  # sizes: zero or less is never a model (counts: the models say)
 
 
 def check_config(name: str, config: dict) -> None:
-    """Bound every number of a model config from above before anything is allocated (the models check the rest)."""
+    """Bound every number of a model config before anything is allocated (the models check the rest)."""
     for key, value in config.items():
         for item in value if isinstance(value, list | tuple) else [value]:
             if isinstance(item, bool) or not isinstance(item, int | float):
                 continue
             limit = _MAX_COUNT if key in _COUNTS else _MAX_INT
-            if not (math.isfinite(item) and item <= limit):
-                raise SentflowError(f"config of model {name!r}: {key}={item} is out of range (at most {limit})")
+            low = 1 if key in _POSITIVE else -limit
+            if not (math.isfinite(item) and low <= item <= limit):
+                raise SentflowError(f"config of model {name!r}: {key}={item} is out of range ({low} to {limit})")
 
 
 def build_model(name: str, **config) -> FlowModel:
