@@ -7,14 +7,18 @@ from typing import Annotated
 
 import typer
 
+from sentflow.schemas import MAX_DIM
+
 Model = Annotated[
     str, typer.Option(help="all-MiniLM-L6-v2 (embedded), glove-6b-50d, a local HF directory, or a hub id.")
 ]
 Pooling = Annotated[str, typer.Option(help="cls | pooler | last-avg | first-last-avg | last2avg | layers:I,J,...")]
-BatchSize = Annotated[int, typer.Option(help="Sentences per forward pass.")]
-MaxLength = Annotated[int, typer.Option(help="Tokens per sentence at most (longer ones are truncated).")]
+BatchSize = Annotated[int, typer.Option(help="Sentences per forward pass.", min=1, max=1 << 20)]
+MaxLength = Annotated[
+    int, typer.Option(help="Tokens per sentence at most (longer ones are truncated).", min=2, max=1 << 20)
+]
 Backend = Annotated[str, typer.Option(help="torch | onnx | onnx-int8 (the onnx ones need sentflow[onnx]).")]
-Dim = Annotated[int | None, typer.Option(help="Keep the first K whitened dimensions.")]
+Dim = Annotated[int | None, typer.Option(help="Keep the first K whitened dimensions.", min=1, max=MAX_DIM)]
 Power = Annotated[float, typer.Option(help="Whitening power: 0.5 full, 0 centring only.")]
 Levels = Annotated[int | None, typer.Option(help="Flow: levels (multi-scale); default 3 as in BERT-flow.")]
 Depth = Annotated[int | None, typer.Option(help="Flow: steps per level; default 3.")]

@@ -18,6 +18,8 @@ import sentflow.streaming
     ("args", "message"),
     [
         (["eval", "sts-b", "--dim", "abc"], "Invalid value for '--dim'"),
+        (["eval", "sts-b", "--dim", "0"], "Invalid value for '--dim'"),
+        (["fit", "--max-length", str(2**70)], "Invalid value for '--max-length'"),
         (["fit", "--bogus"], "No such option: --bogus"),
         (["transform"], "Missing argument"),
         (["flows", "sample", "x.safetensors", "--n", "0"], "Invalid value for '--n'"),
