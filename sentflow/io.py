@@ -174,13 +174,14 @@ def restore_module(build: Callable[[], torch.nn.Module], state: dict[str, torch.
 
 
 def check_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: object) -> None:
-    """`state` has exactly the tensor names and shapes of `module.state_dict()`; else one line naming the first."""
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state.items()}
+    """`state` has exactly the tensor names, shapes and dtypes of `module.state_dict()`; else one line naming the
+    first that differs."""
+    expected = {k: (list(v.shape), v.dtype) for k, v in module.state_dict().items()}
+    found = {k: (list(v.shape), v.dtype) for k, v in state.items()}
     if found != expected:
         name = min(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
-        have = list(found[name]) if name in found else "missing"
-        need = list(expected[name]) if name in expected else "no such tensor"
+        have = " ".join(map(str, found[name])) if name in found else "missing"
+        need = " ".join(map(str, expected[name])) if name in expected else "no such tensor"
         raise SentflowError(f"{where}: tensor {name!r} is {have}, the model described by the header needs {need}")
 
 

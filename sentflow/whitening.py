@@ -220,6 +220,8 @@ class Whitening(Calibrator):
         found = {name: tuple(tensor.shape) for name, tensor in tensors.items()}
         if found != shapes:
             raise ValueError(f"tensor shapes {found} do not match a {d} -> {k} whitening")
+        if any(tensor.dtype not in (torch.float32, torch.float64) for tensor in tensors.values()):
+            raise ValueError("whitening tensors must be float32 or float64")
         self._solution = {name: tensors[name].numpy().astype(np.float64) for name in shapes}
         if (self._solution["eigenvalues"] < 0).any():
             raise ValueError("negative covariance eigenvalues")
