@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from sentflow import onnx_backend
@@ -90,7 +91,7 @@ class Encoder:
             self._forward = self._torch_forward() if self.backend == "torch" else self._onnx_forward()
         except SentflowError:
             raise
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # missing, truncated or foreign files
             where = "directory" if Path(self._path).is_dir() else "hub id (needs network)"
             raise SentflowError(f"cannot load model {self.model_name!r} as a {where}: {first_line(exc)}") from None
 

@@ -86,3 +86,17 @@ def test_flow_samples_never_replace_their_checkpoint_and_stay_bounded(tmp_path):
         result = runner.invoke(app, ["flows", "sample", str(ckpt), *extra])
         assert result.exit_code != 0 and message in result.output, result.output
     assert ckpt.read_bytes() == before and not (tmp_path / "grid.png").exists()
+
+
+def test_a_damaged_local_model_is_one_line(tmp_path, tiny_bert_dir):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bert_dir, model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    (tmp_path / "s.txt").write_text("one sentence\nanother one\n")
+    args = ["encode", str(tmp_path / "s.txt"), "--model", str(model), "--out", str(tmp_path / "e.npy")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and result.output.startswith("error: cannot load model"), result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "e.npy").exists()
