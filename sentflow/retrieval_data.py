@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sentflow.errors import SentflowError
+from sentflow.schemas import GRADE, BeirRecord, parse_json, parse_value
 from sentflow.sts import SPLITS, StsPairs, load_sts, read_lines
 
 DUPLICATE_TASKS = ("sts-b", "sick-r")
@@ -98,19 +98,10 @@ def _read_jsonl(path: Path, with_title: bool) -> dict[str, str]:
     for lineno, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SentflowError(f"{path}, line {lineno}: not valid JSON ({exc.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("_id"), str) or not record["_id"]:
-            raise SentflowError(f'{path}, line {lineno}: expected an object with a non-empty string "_id"')
-        title = record.get("title") or ""
-        if not isinstance(record.get("text"), str) or not isinstance(title, str):
-            raise SentflowError(f'{path}, line {lineno}: "text" (and "title" if present) must be strings')
-        doc_id = record["_id"]
-        if doc_id in records:
-            raise SentflowError(f"{path}, line {lineno}: duplicate _id {doc_id!r}")
-        records[doc_id] = (title + " " + record["text"]).strip() if with_title else record["text"]
+        record = parse_json(BeirRecord, line, f"{path}, line {lineno}")
+        if record.id in records:
+            raise SentflowError(f"{path}, line {lineno}: duplicate _id {record.id!r}")
+        records[record.id] = f"{record.title or ''} {record.text}".strip() if with_title else record.text
     return records
 
 
@@ -128,10 +119,7 @@ def _read_qrels(path: Path, queries: dict[str, str], corpus: dict[str, str]) -> 
             raise SentflowError(f"{path}, line {lineno}: query id {query!r} is not in queries.jsonl")
         if doc not in corpus:
             raise SentflowError(f"{path}, line {lineno}: corpus id {doc!r} is not in corpus.jsonl")
-        try:
-            value = int(grade)
-        except ValueError:
-            raise SentflowError(f"{path}, line {lineno}: score {grade!r} is not a whole number") from None
+        value = parse_value(GRADE, grade, f"{path}, line {lineno}: score")
         if doc in qrels.get(query, {}):
             raise SentflowError(f"{path}, line {lineno}: duplicate judgement for query {query!r}, doc {doc!r}")
         qrels.setdefault(query, {})[doc] = value

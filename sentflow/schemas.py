@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from sentflow.errors import SentflowError
 
@@ -52,6 +52,14 @@ def parse_json(schema: type[S], text: str | bytes, where: object) -> S:
         return schema.model_validate_json(text)
     except ValidationError as exc:
         raise SentflowError(f"{where}: {describe(exc)}") from None
+
+
+def parse_value(adapter: TypeAdapter, value: object, where: object):
+    """One value (e.g. a field of a text file) validated by `adapter`, or a one-line SentflowError."""
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        raise SentflowError(f"{where}: {value!r:.40}: {describe(exc)}") from None
 
 
 def describe(exc: ValidationError) -> str:
@@ -155,3 +163,21 @@ class TrainCounters(Schema):
         """The TrainState fields, an unset best as +inf."""
         state = {name: getattr(self, name) for name in type(self).model_fields}
         return {**state, "best": math.inf if self.best is None else self.best}
+
+
+# --- data sets read as text ----------------------------------------------------------------------------------------
+
+SCORE = TypeAdapter(Annotated[float, Field(strict=False, allow_inf_nan=False, ge=-1e6, le=1e6)])  # "4.2" -> 4.2
+GRADE = TypeAdapter(Annotated[int, Field(strict=False, ge=-1000, le=1000)])  # a qrels relevance grade
+DocId = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+Text = Annotated[str, StringConstraints(max_length=1 << 22)]
+
+
+class BeirRecord(Schema):
+    """One line of a BEIR corpus.jsonl or queries.jsonl (other keys, e.g. metadata, are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: DocId = Field(alias="_id")
+    text: Text
+    title: Text | None = None

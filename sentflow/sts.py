@@ -12,6 +12,7 @@ import numpy as np
 from scipy import stats
 
 from sentflow.errors import SentflowError
+from sentflow.schemas import SCORE, parse_value
 
 SPLITS = ("train", "dev", "test")
 SENTEVAL_TASKS = ("sts12", "sts13", "sts14", "sts15", "sts16")
@@ -128,7 +129,8 @@ def load_hub_sts(source: str, split: str) -> StsPairs:
     score_col = next((c for c in ("score", "label", "similarity_score") if c in data.column_names), None)
     if score_col is None or not {"sentence1", "sentence2"} <= set(data.column_names):
         raise SentflowError(f"{source}: needs columns sentence1, sentence2 and score, has {data.column_names}")
-    return _pairs(list(data["sentence1"]), list(data["sentence2"]), list(data[score_col]), source)
+    scores = [parse_value(SCORE, value, f"{source}, row {i}: {score_col}") for i, value in enumerate(data[score_col])]
+    return _pairs(list(data["sentence1"]), list(data["sentence2"]), scores, source)
 
 
 def cosine_scores(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -182,13 +184,7 @@ def _tab_lines(path: str | os.PathLike):
 
 
 def _score(text: str, path, lineno: int) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise SentflowError(f"{path}, line {lineno}: score {text.strip()!r} is not a number") from None
-    if not np.isfinite(value):
-        raise SentflowError(f"{path}, line {lineno}: score is not finite")
-    return value
+    return parse_value(SCORE, text, f"{path}, line {lineno}: score")
 
 
 def _pairs(s1: list[str], s2: list[str], scores: list[float], source) -> StsPairs:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from sentflow.calibration import Calibrator
 from sentflow.errors import SentflowError
 from sentflow.evaluation import encode_pairs, fit_splits, make_calibrator
+from sentflow.schemas import SCORE, parse_value
 from sentflow.stats import MomentAccumulator, as_matrix
 from sentflow.sts import SENTEVAL_TASKS, StsPairs, evaluate_sts, load_sts, read_lines
 from sentflow.whitening import Whitening
@@ -182,15 +183,9 @@ def read_pairs_file(path: str | os.PathLike) -> StsPairs:
         fields = line.split("\t")
         if len(fields) != 3:
             raise SentflowError(f"{path}, line {lineno}: expected sentence1, sentence2, score separated by 2 tabs")
-        try:
-            score = float(fields[2])
-        except ValueError:
-            raise SentflowError(f"{path}, line {lineno}: score {fields[2].strip()!r} is not a number") from None
-        if not np.isfinite(score):
-            raise SentflowError(f"{path}, line {lineno}: score is not finite")
         s1.append(fields[0])
         s2.append(fields[1])
-        scores.append(score)
+        scores.append(parse_value(SCORE, fields[2], f"{path}, line {lineno}: score"))
     if len(scores) < 3:
         raise SentflowError(f"{path}: {len(scores)} scored pairs; selection needs at least 3")
     return StsPairs(s1, s2, np.asarray(scores))

@@ -30,7 +30,7 @@ def test_lines_with_extra_fields_keep_the_right_sentences(tmp_path):
     "line, message",
     [
         ("g\tf\t2012\t1\t3.2\tonly one sentence", "line 2: expected at least 7"),
-        ("g\tf\ty\t1\tx\ta\tb", "line 2: score 'x'"),
+        ("g\tf\ty\t1\tx\ta\tb", "line 2: score: 'x': Input should be a valid number"),
     ],
 )
 def test_malformed_lines_name_file_and_line(tmp_path, line, message):
