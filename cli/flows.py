@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +24,7 @@ from sentflow.flows.grid import check_grid, save_grid
 from sentflow.flows.train import DEFAULT_THREADS
 from sentflow.io import check_output
 from sentflow.runtime import default_device, using_threads
+from sentflow.schemas import MODEL_CONFIG, parse_json
 
 from .common import user_errors
 from .options import seed_option
@@ -41,13 +41,7 @@ Threads = Annotated[
 
 
 def _config(text: str) -> dict:
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SentflowError(f"--config is not valid JSON ({exc.msg})") from None
-    if not isinstance(config, dict):
-        raise SentflowError("--config must be a JSON object, e.g. '{\"hidden\": 64}'")
-    return config
+    return parse_json(MODEL_CONFIG, text, "--config (a JSON object, e.g. '{\"hidden\": 64}')")
 
 
 def _start_model(

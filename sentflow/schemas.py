@@ -46,10 +46,11 @@ def parse(schema: type[S], data: object, where: object) -> S:
         raise SentflowError(f"{where}: {describe(exc)}") from None
 
 
-def parse_json(schema: type[S], text: str | bytes, where: object) -> S:
-    """Like `parse`, from JSON text (pydantic's parser: bounded nesting, no NaN)."""
+def parse_json(schema: type[S] | TypeAdapter, text: str | bytes, where: object):
+    """Like `parse`, from JSON text (pydantic's parser: bounded nesting); `schema` may also be a TypeAdapter."""
+    validate = schema.validate_json if isinstance(schema, TypeAdapter) else schema.model_validate_json
     try:
-        return schema.model_validate_json(text)
+        return validate(text)
     except ValidationError as exc:
         raise SentflowError(f"{where}: {describe(exc)}") from None
 
@@ -63,12 +64,27 @@ def parse_value(adapter: TypeAdapter, value: object, where: object):
 
 
 def describe(exc: ValidationError) -> str:
-    """The first validation error as `field 'a.b': message`, plus how many more there are."""
+    """The first problem as `field 'a.b': message`, plus how many more there are.
+
+    A value that fits no branch of a union fails once per branch: those count as one problem, reported by the
+    branch whose constraint (not its type) failed, if any."""
     errors = exc.errors(include_url=False, include_context=False, include_input=False)
-    first = errors[0]
-    loc = ".".join(str(part) for part in first["loc"])
-    text = f"field {loc!r}: {first['msg']}" if loc else first["msg"]
-    return text + (f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else "")
+    loc = _field_path(errors[0]["loc"])
+    branches = [e for e in errors if _field_path(e["loc"]) == loc]
+    first = next((e for e in branches if not e["type"].endswith(("_type", "_parsing"))), branches[0])
+    message = first["msg"] if len(branches) == 1 or first is not branches[0] else "Input is of an unsupported type"
+    text = f"field {'.'.join(map(str, loc))!r}: {message}" if loc else message
+    more = len(errors) - len(branches)
+    return text + (f" (and {more} more problems)" if more else "")
+
+
+_BRANCHES = {"bool", "int", "float", "str", "none"}
+_BRANCH_PREFIXES = ("constrained-", "list[", "dict[", "nullable[", "union[", "function-")
+
+
+def _field_path(loc: tuple) -> tuple:
+    """A pydantic error location without its union branch tags."""
+    return tuple(p for p in loc if not (isinstance(p, str) and (p in _BRANCHES or p.startswith(_BRANCH_PREFIXES))))
 
 
 # --- calibrations ------------------------------------------------------------------------------------------------
@@ -143,6 +159,7 @@ class FlowHeader(Schema):
     data_shape: Annotated[list[Dim], Field(min_length=1, max_length=4)]
 
 
+MODEL_CONFIG = TypeAdapter(Params)  # a flow model's constructor options, e.g. from `flows train --config`
 Metric = Annotated[dict[Key, Int | Real | None], Field(max_length=64)]
 
 
