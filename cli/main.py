@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from sentflow.errors import SentflowError
+from sentflow.io import check_output
 
 from .common import DEBUG_ENV, threads_from, user_errors
 from .flows import flows_app
@@ -129,6 +130,8 @@ def fit(
         raise SentflowError("--dim and --power apply to whitening; a flow keeps every dimension")
     if normalize and out.suffix == ".safetensors":
         raise SentflowError("--normalize is a pipeline setting: give --out a directory name, not a .safetensors file")
+    if out.suffix == ".safetensors":
+        check_output(out, [data])  # before any work: never the data file itself, not even through a hard link
     with threads_from(threads):
         encoder = make_encoder(model, pooling, batch_size, max_length, backend)
         width = data_width(data, encoder)

@@ -157,14 +157,12 @@ class Trainer:
         """
         if held_out is not None and self.best_state is None:
             self.best_state = copy.deepcopy(self.model.state_dict())  # what a divergence in epoch 1 falls back to
-        with using_threads(self.config.threads, DEFAULT_THREADS):
+        total = self.config.epochs * math.ceil(len(train) / self.config.batch_size)
+        with (
+            using_threads(self.config.threads, DEFAULT_THREADS),
+            tqdm(total=total, initial=self.state.step, desc="train", disable=not self.config.progress) as bar,
+        ):  # the bar ends its line before any error is printed
             start = time.perf_counter() - self.state.seconds
-            bar = tqdm(
-                total=self.config.epochs * math.ceil(len(train) / self.config.batch_size),
-                initial=self.state.step,
-                desc="train",
-                disable=not self.config.progress,
-            )
             while self.state.epoch < self.config.epochs and not self._out_of_time(start):
                 record = self._epoch(train, start, bar)
                 if test is not None:
@@ -174,7 +172,6 @@ class Trainer:
                 self._save()
                 if stop:
                     break
-            bar.close()
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         return self.state.history
