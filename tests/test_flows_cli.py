@@ -33,29 +33,16 @@ def bpd(output: str) -> float:
     return float(re.search(r"test bits/dim: ([0-9.]+)", output).group(1))
 
 
+def train_glow(out, *args: str) -> list[str]:
+    """`flows train glow` arguments with the settings these tests share (batch 128, seed 3, one thread)."""
+    return ["flows", "train", "glow", "--out", str(out), "--batch-size", "128", "--seed", "3", "--threads", "1", *args]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    result = runner.invoke(
-        app,
-        [
-            "flows",
-            "train",
-            "glow",
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "128",
-            "--config",
-            TINY_GLOW,
-            "--seed",
-            "3",
-            "--threads",
-            "1",
-        ],
-    )
+    args = ["--epochs", "1", "--config", TINY_GLOW]
+    result = runner.invoke(app, train_glow(out, *args))
     assert result.exit_code == 0, result.output
     return out / "checkpoint.safetensors", result.output
 
@@ -71,25 +58,7 @@ def test_train_writes_a_checkpoint_and_eval_reproduces_its_test_bpd(trained) -> 
 def test_resume_continues_from_the_checkpoint(trained, tmp_path) -> None:
     path, _ = trained
     (tmp_path / "checkpoint.safetensors").write_bytes(path.read_bytes())
-    result = runner.invoke(
-        app,
-        [
-            "flows",
-            "train",
-            "glow",
-            "--out",
-            str(tmp_path),
-            "--epochs",
-            "2",
-            "--batch-size",
-            "128",
-            "--seed",
-            "3",
-            "--resume",
-            "--threads",
-            "1",
-        ],
-    )
+    result = runner.invoke(app, train_glow(tmp_path, "--epochs", "2", "--resume"))
     assert result.exit_code == 0, result.output
     assert load_tensors(tmp_path / "checkpoint.safetensors", TrainCounters)[1].epoch == 2
 
