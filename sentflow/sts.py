@@ -111,7 +111,7 @@ def load_sts(
     if name in SENTEVAL_TASKS:
         if split != "test":
             raise SentflowError(f"{name} has only a test split")
-        return read_senteval_task(_senteval_dir(Path(data_dir), name))
+        return read_senteval_task(senteval_dir(Path(data_dir), name))
     if name == "sick-r":
         return read_sick_file(Path(data_dir) / _SICK_FILES[split])
     raise SentflowError(f"unknown STS task {name!r}; choose one of {', '.join(TASKS)}")
@@ -155,7 +155,7 @@ def evaluate_sts(emb1: np.ndarray, emb2: np.ndarray, gold: np.ndarray) -> dict[s
     }
 
 
-def _senteval_dir(root: Path, name: str) -> Path:
+def senteval_dir(root: Path, name: str) -> Path:
     folder = f"STS{name[3:]}-en-test"
     for candidate in (root / folder, root / "sts12-16" / folder, root):
         if candidate.is_dir() and any(candidate.glob("STS.input.*.txt")):

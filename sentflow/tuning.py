@@ -335,10 +335,10 @@ def transfer(
 
 def subset_sizes(task: str, data_dir: str | os.PathLike) -> list[int]:
     """Scored pairs per subset of a SemEval STS year, in the order `load_sts` concatenates them."""
-    from sentflow.sts import _senteval_dir
+    from sentflow.sts import senteval_dir
 
     sizes = []
-    for inp in sorted(_senteval_dir(Path(data_dir), task).glob("STS.input.*.txt")):
+    for inp in sorted(senteval_dir(Path(data_dir), task).glob("STS.input.*.txt")):
         gold = read_lines(inp.with_name(inp.name.replace("STS.input.", "STS.gs.")))
         lines = read_lines(inp)
         sizes.append(sum(1 for i, line in enumerate(lines) if line.strip() and i < len(gold) and gold[i].strip()))
