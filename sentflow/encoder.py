@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +27,10 @@ class Encoder:
     """Encode sentences with a frozen transformer and one of the `sentflow.pooling` strategies.
 
     `backend` is "torch" (any device; `half=True` runs float16 on CUDA), "onnx" (ONNX Runtime, fp32) or
-    "onnx-int8" (ONNX Runtime, dynamically quantised int8 weights); the ONNX graph is exported once per
-    model and pooling and cached. `threads` caps the CPU threads of the forward passes (default: every
-    available core, or $SENTFLOW_THREADS); torch's global setting is restored afterwards.
+    "onnx-int8" (ONNX Runtime, dynamically quantised int8); the ONNX graph is exported once per model and
+    pooling and cached; `int8_recipe` says what onnx-int8 quantises (default `onnx_backend.INT8_RECIPE`).
+    `threads` caps the CPU threads of the forward passes (default: every available core, or
+    $SENTFLOW_THREADS); torch's global setting is restored afterwards.
     `cache` is a directory for embeddings (default: ~/.cache/sentflow/embeddings), or False to
     disable it; re-encoding the same texts with the same model, pooling and backend then costs nothing.
     """
@@ -52,6 +53,7 @@ class Encoder:
         backend: str = "torch",
         threads: int | None = None,
         half: bool = False,
+        int8_recipe: Mapping | None = None,
     ) -> None:
         self._pooling = parse_pooling(pooling)
         if batch_size < 1 or max_length < 2:
@@ -66,6 +68,9 @@ class Encoder:
         if half and self.device.type != "cuda":
             raise SentflowError(f"half=True needs a CUDA device (got device={str(self.device)!r}); drop half=True")
         resolve_threads(threads)  # a bad count fails here, not mid-encoding
+        if int8_recipe is not None and set(int8_recipe) != set(onnx_backend.INT8_RECIPE):
+            keys = ", ".join(sorted(onnx_backend.INT8_RECIPE))
+            raise SentflowError(f"int8_recipe needs exactly the keys {keys}; got {', '.join(sorted(int8_recipe))}")
         self.model_name = model
         self.pooling = pooling
         self.backend = backend
@@ -73,6 +78,7 @@ class Encoder:
         self.max_length = max_length
         self.threads = threads
         self.half = half
+        self.int8_recipe = dict(int8_recipe or onnx_backend.INT8_RECIPE)
         self.show_progress = show_progress
         self._cache = None if cache is False else EmbeddingCache(None if cache is True else cache)
         self._path = resolve_model(model)
@@ -124,7 +130,7 @@ class Encoder:
         pooler = self._pooling.kind == "pooler"
         names = onnx_backend.output_names(hidden, pooler)
         precision = onnx_backend.PRECISIONS[self.backend]
-        path = onnx_backend.model_file(self._path, precision, names)
+        path = onnx_backend.model_file(self._path, precision, names, self.int8_recipe)
         if not path.is_file():
             self._build_onnx(path, precision, hidden, pooler, names)
         session = onnx_backend.OnnxSession(path, resolve_threads(self.threads))
@@ -146,7 +152,7 @@ class Encoder:
             with using_threads(self.threads):
                 onnx_backend.export(model, example, hidden, pooler, fp32)
         if precision == "int8":
-            onnx_backend.quantize(fp32, path)
+            onnx_backend.quantize(fp32, path, self.int8_recipe)
 
     @property
     def dim(self) -> int:
@@ -176,6 +182,8 @@ class Encoder:
         key = None
         if self._cache is not None and texts:
             backend = f"{self.backend}-fp16" if self.half else self.backend
+            if self.backend != "torch":  # another export or int8 recipe gives other vectors
+                backend += "-" + onnx_backend.graph_tag(onnx_backend.PRECISIONS[self.backend], self.int8_recipe)
             key = self._cache.key(self._path, self._pooling.key, self.max_length, texts, backend=backend)
             hit = self._cache.get(key, len(texts), self._width())
             if hit is not None:

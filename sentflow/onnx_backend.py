@@ -3,15 +3,18 @@
 The graph is exported with torch's TorchScript-based `torch.onnx.export` (dynamic batch and sequence axes), which
 needs nothing beyond torch and onnx; its outputs are only the hidden states (and pooler output) that the pooling
 reads. onnxruntime's transformer optimiser fuses attention, GELU and layer norms; `onnx-int8` then quantises the
-weights of the optimised graph dynamically (QInt8, activations quantised per batch at run time). Files are cached
-under the sentflow cache directory, keyed by the model fingerprint, the precision, the outputs and the versions of
-the tools, and written atomically, so the export runs once per model and pooling.
+optimised graph dynamically following `INT8_RECIPE` (measured on STS-B by eval/int8_recipes.py): int8 weights per
+output channel for the plain MatMuls only (the fused attention and the embeddings stay fp32), activations quantised
+per batch at run time, and the feed-forward input projections of the last two layers left in fp32. Files are cached
+under the sentflow cache directory, keyed by the model fingerprint, the precision, the int8 recipe, the outputs and
+the versions of the tools, and written atomically, so the export runs once per model and pooling.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
@@ -27,6 +30,9 @@ from sentflow.io import write_atomic
 PRECISIONS = {"onnx": "fp32", "onnx-int8": "int8"}
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OPSET = 17
+# Quantising the fused Attention (QAttention: 7-bit weights) or the embedding table, per-tensor weights, or the
+# feed-forward input projections of the last layers each cost STS-B Spearman with whitening (eval/int8_recipes.py).
+INT8_RECIPE = {"operators": ["MatMul"], "weights": "QInt8", "per_channel": True, "fp32_last_ffn_inputs": 2}
 
 
 def output_names(hidden: Sequence[int], pooler: bool) -> list[str]:
@@ -34,15 +40,23 @@ def output_names(hidden: Sequence[int], pooler: bool) -> list[str]:
     return [f"hidden_{i}" for i in hidden] + (["pooler_output"] if pooler else [])
 
 
-def model_file(model_path: str, precision: str, outputs: Sequence[str], directory: Path | None = None) -> Path:
-    """Where the ONNX graph of `model_path` with these outputs and precision is cached."""
+def graph_tag(precision: str, recipe: Mapping | None = None) -> str:
+    """What decides the graph's numbers besides model and outputs: precision, int8 recipe, tool versions."""
     ort = require("onnxruntime", "onnx")
-    spec = {
-        "model": model_fingerprint(model_path),
-        "precision": precision,
-        "outputs": list(outputs),
-        "tools": [torch.__version__, ort.__version__, OPSET],
-    }
+    spec = {"precision": precision, "recipe": recipe if precision == "int8" else None}
+    spec["tools"] = [torch.__version__, ort.__version__, OPSET]
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def model_file(
+    model_path: str,
+    precision: str,
+    outputs: Sequence[str],
+    recipe: Mapping | None = None,
+    directory: Path | None = None,
+) -> Path:
+    """Where the ONNX graph of `model_path` with these outputs, precision and int8 recipe is cached."""
+    spec = {"model": model_fingerprint(model_path), "graph": graph_tag(precision, recipe), "outputs": list(outputs)}
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
     return (directory or default_cache_dir() / "onnx") / f"{digest}-{precision}.onnx"
 
@@ -95,18 +109,32 @@ def export(
         write_atomic(path, lambda tmp_path: optimised.save_model_to_file(str(tmp_path)))
 
 
-def quantize(source: Path, path: Path) -> None:
-    """Dynamically quantise the fp32 graph at `source` to int8 weights at `path`."""
+def last_ffn_inputs(names: Sequence[str], layers: int) -> list[str]:
+    """The MatMuls of the feed-forward input projections (`layer.<i>/intermediate/`) of the last `layers` layers."""
+    found = {name: int(m[1]) for name in names if (m := re.search(r"layer\.(\d+)/intermediate/", name))}
+    last = sorted(set(found.values()))[-layers:] if layers else []
+    return [name for name, layer in found.items() if layer in last]
+
+
+def quantize(source: Path, path: Path, recipe: Mapping = INT8_RECIPE) -> None:
+    """Dynamically quantise the fp32 graph at `source` to int8 following `recipe` (see INT8_RECIPE) at `path`."""
     onnx = require("onnx", "onnx")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    graph = onnx.load(str(source), load_external_data=False).graph
+    matmuls = [node.name for node in graph.node if node.op_type == "MatMul"]
     # the fused (com.microsoft) nodes defeat ONNX shape inference; their tensors are float
-    options = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+    options = {"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True}
+    settings = {
+        "weight_type": getattr(QuantType, recipe["weights"]),
+        "per_channel": recipe["per_channel"],
+        "op_types_to_quantize": recipe["operators"],  # None: every operator onnxruntime can quantise
+        "nodes_to_exclude": last_ffn_inputs(matmuls, recipe["fp32_last_ffn_inputs"]),
+        "extra_options": options,
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        write_atomic(
-            path, lambda tmp: quantize_dynamic(source, tmp, weight_type=QuantType.QInt8, extra_options=options)
-        )
+        write_atomic(path, lambda tmp: quantize_dynamic(source, tmp, **settings))
 
 
 class OnnxSession:

@@ -37,6 +37,36 @@ def test_onnx_int8_is_close_to_fp32(tiny_bert_dir):
     np.testing.assert_allclose(unit(int8) @ unit(int8).T, unit(fp32) @ unit(fp32).T, atol=0.02)
 
 
+def test_last_ffn_inputs_picks_the_last_layers_feed_forward_inputs():
+    names = [f"/model/encoder/layer.{i}/{part}/MatMul" for i in range(12) for part in ("intermediate/dense", "output")]
+    assert onnx_backend.last_ffn_inputs(names, 2) == [
+        f"/model/encoder/layer.{i}/intermediate/dense/MatMul" for i in (10, 11)
+    ]
+    assert onnx_backend.last_ffn_inputs(names, 0) == []
+    assert onnx_backend.last_ffn_inputs(["/pooler/dense/MatMul"], 2) == []  # another naming: nothing kept
+
+
+def test_int8_recipe_decides_what_is_quantised_and_the_cache_keys(tiny_bert_dir, onnx_dir, tmp_path):
+    import onnx
+
+    recipes = {"default": None, "all": onnx_backend.INT8_RECIPE | {"operators": None, "fp32_last_ffn_inputs": 0}}
+    files, vectors = {}, {}
+    for name, recipe in recipes.items():
+        before = set(onnx_dir.glob("*-int8.onnx"))
+        encoder = Encoder(str(tiny_bert_dir), cache=tmp_path / "emb", backend="onnx-int8", int8_recipe=recipe)
+        vectors[name] = encoder.encode(SENTENCES)
+        (files[name],) = set(onnx_dir.glob("*-int8.onnx")) - before  # another recipe, another cached graph
+    ops = {name: [node.op_type for node in onnx.load(str(f)).graph.node] for name, f in files.items()}
+    # 3 layers x 3 MatMuls, less the last two layers' feed-forward inputs; attention and embeddings stay fp32
+    assert ops["default"].count("MatMulInteger") == 7 and "Attention" in ops["default"]
+    assert "QAttention" not in ops["default"] and "QEmbedLayerNormalization" not in ops["default"]
+    assert ops["all"].count("MatMulInteger") == 9 and "QAttention" in ops["all"]
+    assert len(list((tmp_path / "emb").glob("*.npy"))) == 2  # one embedding-cache entry per recipe
+    assert not np.array_equal(vectors["default"], vectors["all"])
+    with pytest.raises(SentflowError, match="int8_recipe needs exactly the keys"):
+        Encoder(backend="onnx-int8", int8_recipe={"per_channel": True})
+
+
 def test_export_happens_once_per_model_and_outputs(tiny_bert_dir, onnx_dir, monkeypatch):
     Encoder(str(tiny_bert_dir), pooling="first-last-avg", cache=False, backend="onnx-int8").encode(SENTENCES)
     files = sorted(onnx_dir.glob("*.onnx"))
