@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -61,7 +62,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
     target = check_output(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:64]}.", suffix=target.suffix[:16], dir=target.parent)
+    remove_orphans(target)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=target.suffix[:16], dir=target.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -87,7 +89,8 @@ def atomic_directory(path: str | os.PathLike, marker: str) -> Iterator[Path]:
     if target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
         raise SentflowError(f"{target}: a non-empty directory without {marker}; refusing to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    remove_orphans(target)
+    staging = Path(tempfile.mkdtemp(prefix=temp_prefix(target), dir=target.parent))
     try:
         yield staging
         staging.chmod(0o777 & ~current_umask())
@@ -100,7 +103,7 @@ def _swap_in(staging: Path, target: Path) -> None:
     """Rename `staging` onto `target`, keeping the old directory until the new one is in place."""
     old = None
     if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        old = Path(tempfile.mkdtemp(prefix=f"{temp_prefix(target)}old.", dir=target.parent))
         os.replace(target, old / "previous")
     try:
         os.replace(staging, target)
@@ -111,6 +114,39 @@ def _swap_in(staging: Path, target: Path) -> None:
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def temp_prefix(target: Path, pid: int | None = None) -> str:
+    """Hidden temporary names beside `target` carry the writing process's id: `.NAME.PID.`."""
+    return f".{target.name[:64]}.{os.getpid() if pid is None else pid}."
+
+
+def remove_orphans(target: Path) -> None:
+    """Delete temporary files and staging directories beside `target` left by runs that were killed.
+
+    Only names of the form `.NAME.PID.*` whose process no longer exists are touched. A directory holding the
+    previous output of a swap that was interrupted is kept when `target` is missing (it is then the only copy).
+    """
+    stem = f".{target.name[:64]}."
+    for path in target.parent.glob(f"{glob.escape(stem)}*"):
+        pid = path.name[len(stem) :].split(".", 1)[0]
+        if not pid.isdigit() or len(pid) > 9 or process_exists(int(pid)) or path.is_symlink():
+            continue
+        if not path.is_dir():
+            path.unlink(missing_ok=True)
+        elif not path.name.startswith(f"{temp_prefix(target, int(pid))}old.") or target.exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a process with this id is running (signal 0 probes without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> None:

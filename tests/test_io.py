@@ -93,3 +93,42 @@ def test_a_flow_header_asking_for_a_huge_model_is_refused_before_allocating(tmp_
     with pytest.raises(SentflowError, match="the model described by the header needs"):
         sentflow.load(forge_tensors(tmp_path / "huge.safetensors", tensors, huge))
     assert time.perf_counter() - start < 20
+
+
+def test_temporary_files_of_killed_runs_are_removed_by_the_next_write(tmp_path):
+    import subprocess
+    import sys
+
+    from sentflow.io import save_npy, temp_prefix
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    target = tmp_path / "out.npy"
+    orphan = tmp_path / f"{temp_prefix(target, dead_pid)}x1.npy"  # a killed writer's temp file
+    staging = tmp_path / f"{temp_prefix(target, dead_pid)}x2"  # and its staging directory
+    live = tmp_path / f"{temp_prefix(target)}x3.npy"  # this process is alive: never touched
+    other = tmp_path / ".other.npy.1.x4.npy"  # another target's name
+    for path in (orphan, live, other):
+        path.write_bytes(b"partial")
+    staging.mkdir()
+    save_npy(target, np.zeros((2, 2), np.float32))
+    assert not orphan.exists() and not staging.exists() and live.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, live.name, other.name])
+
+
+def test_an_interrupted_directory_swap_keeps_the_only_copy(tmp_path):
+    import subprocess
+    import sys
+
+    from sentflow.io import atomic_directory, remove_orphans, temp_prefix
+
+    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    target = tmp_path / "pipe"
+    old = tmp_path / f"{temp_prefix(target, dead_pid)}old.x"  # killed after moving the previous output aside
+    (old / "previous").mkdir(parents=True)
+    remove_orphans(target)
+    assert (old / "previous").is_dir()  # target is missing: the old copy is all there is, so it is kept
+    target.mkdir()
+    with atomic_directory(target, marker="m.json") as staging:
+        (staging / "m.json").write_text("{}")
+    assert not old.exists() and (target / "m.json").is_file()
