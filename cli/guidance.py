@@ -102,7 +102,9 @@ def diagnose(
     pooling: Pooling = "last-avg",
     data_dir: DataDir = None,
     batch_size: BatchSize = 64,
-    n_pairs: Annotated[int, typer.Option(help="Random pairs for the anisotropy and the histogram.")] = 10_000,
+    n_pairs: Annotated[
+        int, typer.Option(help="Random pairs for the anisotropy and the histogram.", min=1, max=10_000_000)
+    ] = 10_000,
     seed: Annotated[int, seed_option("Seed of the random pairs.")] = 0,
     threads: Threads = None,
     as_json: AsJson = False,
@@ -113,8 +115,6 @@ def diagnose(
     from sentflow.diagnostics import save_plots, task_vectors
     from sentflow.npyfiles import load_npy
 
-    if n_pairs < 1:
-        raise SentflowError(f"--n-pairs must be at least 1, got {n_pairs}")
     with threads_from(threads):
         if source.endswith(".npy") or Path(source).is_file():
             vectors, similar, title = load_npy(source), None, Path(source).name

@@ -201,8 +201,9 @@ class BertFlow(Calibrator):
     def _batched(self, fn, X: np.ndarray) -> np.ndarray:
         """Apply `fn` to float32 batches of X on the flow's device; results back on the CPU."""
         device = next(self.flow_.parameters()).device
-        x = torch.from_numpy(X.astype(np.float32))
-        return torch.cat([fn(b.to(device)).cpu() for b in x.split(8192)]).numpy()
+        with np.errstate(over="ignore"):
+            x = torch.from_numpy(X.astype(np.float32))
+        return self._finite(torch.cat([fn(b.to(device)).cpu() for b in x.split(8192)]).numpy())
 
     def transform(self, X) -> np.ndarray:
         """The latent z (same dimension as X) used for cosine similarity, float32."""

@@ -13,7 +13,7 @@ from sentflow._version import __version__
 from sentflow.errors import NotFittedError, SentflowError
 from sentflow.io import first_line, load_tensors, save_tensors
 from sentflow.schemas import CalibrationHeader, Schema, parse
-from sentflow.stats import as_matrix
+from sentflow.stats import as_matrix, check_finite
 
 _REGISTRY: dict[str, type[Calibrator]] = {}
 _RUNTIME_PARAMS = ("device", "progress", "threads", "max_minutes", "checkpoint_dir")  # how to run: never saved
@@ -45,6 +45,11 @@ class Calibrator(TransformerMixin, BaseEstimator):
                 f"{self.n_features_in_}-d embeddings"
             )
         return X
+
+    def _finite(self, Z: np.ndarray) -> np.ndarray:
+        """Z, unless the map overflowed (inputs far outside the fitted data): never return NaN/Inf."""
+        check_finite(Z, f"the {self.method} output overflows for these inputs (far outside the fitted data):")
+        return Z
 
     def save(self, path: str | os.PathLike, *, model: str | None = None, pooling: str | None = None) -> None:
         """Write the calibration as safetensors + JSON header (method, dims, model, pooling, version)."""

@@ -26,6 +26,7 @@ from sentflow.sts import cosine_scores
 
 SIMILAR_GOLD = 4.0  # STS-B and SICK-R: 4 of 5 is "mostly equivalent"
 N_PAIRS = 10_000
+MAX_PAIRS = 10_000_000  # ~160 MB of index pairs: far more than any statistic here needs
 BINS = np.linspace(-1.0, 1.0, 41)
 
 
@@ -78,6 +79,8 @@ def random_pairs(n: int, n_pairs: int = N_PAIRS, seed: int = 0) -> tuple[np.ndar
     """Indices (i, j) of `n_pairs` random pairs of distinct rows, uniform over ordered pairs, reproducible."""
     if n < 2:
         raise SentflowError(f"need at least 2 vectors to pair, got {n}")
+    if not 1 <= n_pairs <= MAX_PAIRS:
+        raise SentflowError(f"n_pairs={n_pairs} must be between 1 and {MAX_PAIRS}")
     rng = np.random.default_rng(seed)
     first = rng.integers(0, n, n_pairs)
     return first, (first + rng.integers(1, n, n_pairs)) % n

@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+import tokenize
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ def read_header(p: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
             version = np.lib.format.read_magic(fh)
             shape, fortran, dtype = _read_header(fh, version)
             offset = fh.tell()
-    except (ValueError, EOFError, OSError) as exc:
+    except (ValueError, EOFError, OSError, SyntaxError, tokenize.TokenError) as exc:  # numpy parses with ast
         raise SentflowError(f"{p}: not a readable .npy array ({first_line(exc)})") from None
     if dtype.hasobject or dtype.kind not in "iuf" or any(int(v) < 0 for v in shape):
         raise SentflowError(f"{p}: must hold real numbers with a valid shape; got shape {shape}, dtype {dtype}")
@@ -167,8 +168,10 @@ class ChunkWriter:
     def write(self, chunk: np.ndarray) -> None:
         if chunk.ndim != 2 or chunk.shape[1] != self.cols or self.written + len(chunk) > self.rows:
             raise SentflowError(f"{self.path}: a chunk of shape {chunk.shape} does not fit ({self.rows}, {self.cols})")
-        check_finite(chunk, f"{self.path}:", self.written)
-        self.fh.write(np.ascontiguousarray(chunk, dtype=self.dtype).tobytes())
+        with np.errstate(over="ignore"):
+            data = np.ascontiguousarray(chunk, dtype=self.dtype)
+        check_finite(data, f"{self.path}: refusing to write", self.written)  # also values beyond float32's range
+        self.fh.write(data.tobytes())
         self.written += len(chunk)
 
 

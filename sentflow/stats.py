@@ -28,7 +28,7 @@ def as_matrix(X, name: str = "X") -> np.ndarray:
 
 def check_finite(X: np.ndarray, where: str, first_row: int = 0) -> None:
     """Refuse rows with NaN/Inf: `where` starts the message, rows are counted from `first_row`."""
-    bad = ~np.isfinite(X).all(axis=1)
+    bad = ~np.isfinite(X).reshape(len(X), -1).all(axis=1)
     if bad.any():
         first = first_row + int(np.flatnonzero(bad)[0])
         raise SentflowError(f"{where} NaN or Inf values ({int(bad.sum())} rows, first at row {first})")

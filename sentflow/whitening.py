@@ -179,7 +179,9 @@ class Whitening(Calibrator):
         """Whitened (n, k) vectors, in X's float dtype."""
         X = self._check_input(X)
         sol = self._solve()
-        return ((X - sol["mean"].astype(X.dtype)) @ sol["weight"].astype(X.dtype)).astype(X.dtype, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):
+            Z = (X - sol["mean"].astype(X.dtype)) @ sol["weight"].astype(X.dtype)
+        return self._finite(Z.astype(X.dtype, copy=False))
 
     def inverse_transform(self, Z) -> np.ndarray:
         """Map whitened vectors back (full rank only: n_components=None)."""

@@ -120,6 +120,8 @@ def test_bad_inputs_are_refused():
         SentflowError, match="BertFlow parameters: field 'depth': Input should be greater than or equal"
     ):
         small_flow(depth=0).fit(X)
+    big_seed = small_flow(epochs=1, seed=2**62).fit(X)  # the shuffle seed (seed * stride + epoch) wraps, not overflows
+    assert np.isfinite(big_seed.transform(X)).all()
     for huge in ({"depth": 2**70}, {"hidden": 100_000}, {"levels": 17}, {"lr": float("nan")}, {"seed": -1}):
         with pytest.raises(SentflowError, match=f"field '{next(iter(huge))}'"):  # refused before anything is built
             small_flow(**huge).fit(X)

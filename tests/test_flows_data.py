@@ -88,7 +88,8 @@ def test_idx_dims_are_bounded_with_exact_integers_before_reading(tmp_path) -> No
 @pytest.mark.parametrize(
     ("images", "message"),
     [
-        (np.zeros((0, 28, 28), np.uint8), "at least 10 unsigned bytes .0-255., got 0 of uint8"),
+        (np.zeros((0, 28, 28), np.uint8), r"announce 0 bytes: not an image set \(empty, or too large\)"),
+        (np.zeros((5, 28, 28), np.uint8), "at least 10 unsigned bytes .0-255., got 5 of uint8"),
         (np.full((12, 28, 28), np.nan, ">f4"), "got 12 of >f4"),
     ],
 )

@@ -132,3 +132,27 @@ def test_an_interrupted_directory_swap_keeps_the_only_copy(tmp_path):
     with atomic_directory(target, marker="m.json") as staging:
         (staging / "m.json").write_text("{}")
     assert not old.exists() and (target / "m.json").is_file()
+
+
+def test_outputs_beyond_float32_are_refused_not_written_as_inf(tmp_path):
+    from sentflow.npyfiles import npy_writer
+
+    whitening = sentflow.Whitening().fit(np.random.default_rng(0).standard_normal((100, 4)))
+    with pytest.raises(SentflowError, match="whitening output overflows"):
+        whitening.transform(np.full((3, 4), 1.7e308))  # finite float64 inputs, an Inf result
+    refused = pytest.raises(SentflowError, match="refusing to write NaN or Inf values .3 rows, first at row 0.")
+    with refused, npy_writer(tmp_path / "o.npy", 3, 4) as writer:
+        writer.write(np.full((3, 4), 1e300))  # finite in float64, Inf once stored as float32
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_a_npy_header_numpy_cannot_tokenize_is_one_line(tmp_path):
+    from sentflow.npyfiles import load_npy
+
+    path = tmp_path / "x.npy"
+    np.save(path, np.zeros((6, 4), np.float32))
+    raw = bytearray(path.read_bytes())
+    raw[raw.index(b", 4)")] = ord("(")  # unbalanced brackets: tokenize.TokenError inside numpy
+    path.write_bytes(bytes(raw))
+    with pytest.raises(SentflowError, match="x.npy: not a readable .npy array"):
+        load_npy(path)

@@ -68,8 +68,10 @@ def read_idx(path: str | Path) -> np.ndarray:
                 raise SentflowError(f"{p}: truncated IDX header ({4 + len(header)} bytes, expected {4 + 4 * ndim})")
             dims = struct.unpack(f">{ndim}I", header)
             size = math.prod(dims) * dtype.itemsize
-            if size > _MAX_IDX_BYTES:
-                raise SentflowError(f"{p}: IDX dims {list(dims)} announce {size} bytes, more than any image set")
+            if size > _MAX_IDX_BYTES or 0 in dims:
+                raise SentflowError(
+                    f"{p}: IDX dims {list(dims)} announce {size} bytes: not an image set (empty, or too large)"
+                )
             payload, trailing = fh.read(size), fh.read(1)
     except (OSError, EOFError, zlib.error) as exc:
         raise SentflowError(f"{p}: not a readable IDX file ({first_line(exc)})") from None

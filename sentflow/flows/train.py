@@ -181,7 +181,7 @@ class Trainer:
         return budget is not None and time.perf_counter() - start > 60 * budget
 
     def _batches(self, train: Tensor) -> Iterator[Tensor]:
-        gen = torch.Generator().manual_seed(self.config.seed * SHUFFLE_STRIDE + self.state.epoch)
+        gen = torch.Generator().manual_seed((self.config.seed * SHUFFLE_STRIDE + self.state.epoch) % 2**63)
         return iter(train[torch.randperm(len(train), generator=gen).to(train.device)].split(self.config.batch_size))
 
     def _epoch(self, train: Tensor, start: float, bar: tqdm) -> dict:
