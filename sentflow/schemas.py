@@ -163,11 +163,29 @@ MODEL_CONFIG = TypeAdapter(Params)  # a flow model's constructor options, e.g. f
 Metric = Annotated[dict[Key, Int | Real | None], Field(max_length=64)]
 
 
+class TrainSettings(Schema):
+    """`flows.train.TrainConfig` as saved in a checkpoint."""
+
+    epochs: Annotated[int, Field(ge=1, le=1_000_000)]
+    batch_size: Annotated[int, Field(ge=1, le=1 << 20)]
+    lr: Annotated[float, Field(ge=0.0, le=10.0, allow_inf_nan=False)]
+    optimizer: Key
+    warmup_steps: Annotated[int, Field(ge=0, le=1 << 30)]
+    clip_norm: Annotated[float, Field(ge=0.0, le=1e9, allow_inf_nan=False)]
+    seed: Annotated[int, Field(ge=0, le=(1 << 63) - 1)]
+    max_minutes: Annotated[float, Field(ge=0.0, le=1e7, allow_inf_nan=False)] | None
+    progress: bool
+    threads: Annotated[int, Field(ge=1, le=4096)] | None
+    noise: Annotated[float, Field(ge=0.0, le=1e3, allow_inf_nan=False)]
+    patience: Annotated[int, Field(ge=0, le=1_000_000)] | None
+
+
 class TrainCounters(Schema):
     """The counters a resumed fit continues from; the header keys stay in `model_extra`, compared for equality only."""
 
     model_config = ConfigDict(extra="allow")
 
+    train: TrainSettings | None = None  # the settings of the fit that wrote it (informational)
     epoch: Count = 0
     step: Count = 0
     seconds: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
@@ -178,7 +196,7 @@ class TrainCounters(Schema):
 
     def as_state(self) -> dict:
         """The TrainState fields, an unset best as +inf."""
-        state = {name: getattr(self, name) for name in type(self).model_fields}
+        state = {name: getattr(self, name) for name in type(self).model_fields if name != "train"}
         return {**state, "best": math.inf if self.best is None else self.best}
 
 

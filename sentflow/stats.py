@@ -28,7 +28,8 @@ def as_matrix(X, name: str = "X") -> np.ndarray:
 
 def check_finite(X: np.ndarray, where: str, first_row: int = 0) -> None:
     """Refuse rows with NaN/Inf: `where` starts the message, rows are counted from `first_row`."""
-    bad = ~np.isfinite(X).reshape(len(X), -1).all(axis=1)
+    finite = np.isfinite(X)
+    bad = ~finite.all(axis=tuple(range(1, X.ndim))) if X.ndim > 1 else ~finite
     if bad.any():
         first = first_row + int(np.flatnonzero(bad)[0])
         raise SentflowError(f"{where} NaN or Inf values ({int(bad.sum())} rows, first at row {first})")
@@ -55,9 +56,9 @@ class MomentAccumulator:
             raise SentflowError(f"expected {self.n_features} features, got shape {X.shape}")
         if len(X) == 0:
             return
-        if self.shift is None:
-            self.shift = X[: min(len(X), 1024)].mean(axis=0, dtype=np.float64)
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow shows as a non-finite covariance
+            if self.shift is None:
+                self.shift = X[: min(len(X), 1024)].mean(axis=0, dtype=np.float64)
             for start in range(0, len(X), CHUNK_ROWS):
                 chunk = X[start : start + CHUNK_ROWS].astype(np.float64) - self.shift
                 self.sum += chunk.sum(axis=0)

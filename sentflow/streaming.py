@@ -149,8 +149,7 @@ def encode_file(
         raise SentflowError(f"chunk_lines must be >= 1, got {chunk_lines}")
     target = check_output(out, [source])
     lines, digest = scan_text(source)
-    partial = target.with_name(f".{target.name}.partial")
-    state_path = target.with_name(f".{target.name}{STATE_SUFFIX}")
+    partial, state_path = side_file(target, ".partial"), side_file(target, STATE_SUFFIX)
     state = {"input_sha256": digest, "lines": lines, "encoder": encoder_settings(encoder), "done": 0}
     done = _resume_point(state, state_path, partial) if resume else 0
     dim = encoder.dim
@@ -175,6 +174,14 @@ def encode_file(
     os.replace(partial, target)
     state_path.unlink(missing_ok=True)
     return lines, dim
+
+
+def side_file(target: Path, suffix: str) -> Path:
+    """A hidden file beside `target` (a partial output, its resume state) whose name stays within NAME_MAX."""
+    if len(target.name) <= 200:
+        return target.with_name(f".{target.name}{suffix}")
+    digest = hashlib.sha256(target.name.encode()).hexdigest()[:16]
+    return target.with_name(f".{target.name[:64]}.h{digest}{suffix}")
 
 
 def encoder_settings(encoder) -> dict:

@@ -212,7 +212,7 @@ class Whitening(Calibrator):
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         sol = self._solve()
-        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sol.items()}
+        return {k: torch.from_numpy(v.copy(order="C")) for k, v in sol.items()}  # a copy: never a negative stride
 
     def _restore(self, tensors: dict[str, torch.Tensor], header: CalibrationHeader) -> None:
         d, k = header.dim_in, header.dim_out
