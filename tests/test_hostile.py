@@ -203,6 +203,7 @@ def file_names(suffix: str) -> st.SearchStrategy[str]:
 
 # command -> (output suffix, the command's inputs that --out may name)
 OUTPUT_COMMANDS = {
+    "encode": (".npy", ("text",)),
     "fit": (".safetensors", ("x",)),
     "fit-pipeline": ("", ("x",)),
     "transform": (".npy", ("x", "calib")),
@@ -290,6 +291,44 @@ def test_a_new_output_with_any_valid_name_is_written(base, command, data):
     assert os.listdir(where) == [target.name], "a temporary file was left behind"
     if command == "fit":
         assert sentflow.load(target).n_features_in_ == 4
+
+
+@pytest.mark.parametrize("command", OUTPUT_COMMANDS)
+@given(strays=st.lists(st.sampled_from(["file", "directory", "partial", "state"]), min_size=1, max_size=4))
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_temporary_files_left_by_a_killed_run_do_not_change_the_next_run(base, command, strays):
+    suffix, _ = OUTPUT_COMMANDS[command]
+    clean, dirty = base.fresh(), base.fresh()
+    name = f"out{suffix}"
+    for i, stray in enumerate(strays):  # what a run killed mid-write leaves beside its output
+        path = dirty / {
+            "file": f".{name}.{i}x{suffix}",
+            "directory": f".{name}.{i}x",
+            "partial": f".{name}.partial",
+        }.get(stray, f".{name}.partial.json")
+        if stray == "directory":
+            path.mkdir()
+            (path / "calibration.safetensors").write_bytes(b"half")
+        else:
+            path.write_bytes(b"\x93NUMPY half written")
+    assert sentflow_cli(*output_args(base, command, clean / name)).code == 0
+    run = sentflow_cli(*output_args(base, command, dirty / name))
+    assert run.code == 0, run.err
+    assert_same_output(dirty / name, clean / name)
+
+
+def assert_same_output(path: Path, reference: Path) -> None:
+    """Same content: files compared by what they hold (safetensors headers may order their keys differently)."""
+    if reference.is_dir():
+        assert sorted(os.listdir(path)) == sorted(os.listdir(reference))
+        for name in os.listdir(reference):
+            assert_same_output(path / name, reference / name)
+    elif reference.suffix == ".safetensors":
+        (tensors, meta), (expected, expected_meta) = raw_header(path), raw_header(reference)
+        assert meta == expected_meta and tensors.keys() == expected.keys()
+        assert all(torch.equal(tensors[k], expected[k]) for k in expected)
+    else:
+        assert path.read_bytes() == reference.read_bytes()
 
 
 # --- 2. nothing non-finite is written, returned or reported --------------------------------------------------------
@@ -661,7 +700,103 @@ def test_npy_headers_are_checked_before_reading(base, npy):
         load_npy_finite(where / "z.npy")
 
 
+IDX_CODES = [0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E, 0x00, 0x07, 0xFF]
+IDX_SIZES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
+
+
+@st.composite
+def idx_files(draw) -> tuple[bytes, int, tuple[int, ...]]:
+    """IDX bytes: any type code, up to 8 dimensions of any u32 size (some overflowing int64 together), a payload of
+    any length."""
+    code = draw(st.sampled_from(IDX_CODES))
+    exponents = st.lists(st.integers(8, 31), min_size=3, max_size=8).filter(lambda e: sum(e) >= 64)
+    overflowing = exponents.map(lambda e: [2**k for k in e])  # a product that wraps to exactly 0 in int64
+    shape = tuple(draw(overflowing | st.lists(st.integers(0, 30) | st.integers(0, 2**32 - 1), max_size=8)))
+    size = math.prod(shape) * IDX_SIZES.get(code, 1) if math.prod(shape) < 1 << 16 else 0
+    length = draw(st.sampled_from([size, max(size - 1, 0), size + 3]) | st.integers(0, 256))
+    header = struct.pack(">BBBB", 0, 0, code, len(shape)) + struct.pack(f">{len(shape)}I", *shape)
+    return header + bytes(length), code, shape
+
+
+@given(idx=idx_files(), gz=st.booleans())
+@SOME
+def test_idx_headers_are_checked_before_reading(base, idx, gz):
+    import gzip
+
+    from sentflow.flows import read_idx
+
+    raw, code, shape = idx
+    path = base.fresh() / ("images.gz" if gz else "images")
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    with bounded(memory=1 << 30):
+        try:
+            array = read_idx(path)
+        except SentflowError as exc:
+            assert "\n" not in str(exc)
+            return
+    assert code in IDX_SIZES and shape and array.shape == shape
+    assert len(raw) == 4 + 4 * len(shape) + array.size * IDX_SIZES[code]
+
+
+@given(idx=idx_files(), labels=st.integers(0, 40))
+@FEW
+def test_mnist_directories_with_hostile_idx_files(base, idx, labels):
+    where = base.fresh()
+    (where / "t10k-images-idx3-ubyte").write_bytes(idx[0])
+    (where / "t10k-labels-idx1-ubyte").write_bytes(struct.pack(">BBBBI", 0, 0, 0x08, 1, labels) + bytes(labels))
+    with bounded(memory=1 << 30):
+        run = sentflow_cli("flows", "eval", base.ckpt, "--data", f"mnist:{where}")
+    assert_one_error(run)  # the checkpoint is for 8x8 digits: no MNIST-like directory fits it
+
+
 # --- 4. no input produces a traceback ------------------------------------------------------------------------------
+
+
+@st.composite
+def damaged(draw, original: bytes) -> bytes:
+    """Random bytes, a truncation, or a few flipped bits of a valid file."""
+    how = draw(st.sampled_from(["random", "truncated", "flipped"]))
+    if how == "random":
+        return draw(st.binary(max_size=300))
+    if how == "truncated":
+        return original[: draw(st.integers(0, len(original) - 1))]
+    data = bytearray(original)
+    for _ in range(draw(st.integers(1, 3))):
+        data[draw(st.integers(0, len(data) - 1))] ^= 1 << draw(st.integers(0, 7))
+    return bytes(data)
+
+
+DAMAGED_INPUTS = {  # role -> (the file, the command with {} for the damaged copy)
+    "embeddings": ("x", ["transform", "{}", "--calib", "<calib>", "--out", "<out>.npy"]),
+    "calibration": ("calib", ["transform", "<x>", "--calib", "{}", "--out", "<out>.npy"]),
+    "fit data": ("x", ["fit", "--data", "{}", "--out", "<out>.safetensors"]),
+    "diagnose": ("x", ["diagnose", "{}", "--json"]),
+    "checkpoint": ("ckpt", ["flows", "eval", "{}"]),
+    "sample": ("ckpt", ["flows", "sample", "{}", "--n", "2", "--out", "<out>.png"]),
+}
+
+
+def _fill(arg: str, values: dict[str, Path]) -> str:
+    for key, value in values.items():
+        arg = arg.replace(key, str(value))
+    return arg
+
+
+@pytest.mark.parametrize("role", DAMAGED_INPUTS)
+@given(data=st.data())
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_damaged_files_never_produce_a_traceback(base, role, data):
+    attr, template = DAMAGED_INPUTS[role]
+    original = getattr(base, attr)
+    where = base.fresh()
+    copy_path = where / f"in{original.suffix}"
+    copy_path.write_bytes(data.draw(damaged(original.read_bytes())))
+    fill = {"{}": copy_path, "<calib>": base.calib, "<x>": base.x, "<out>": where / "out"}
+    args = [_fill(a, fill) for a in template]
+    with bounded():
+        run = sentflow_cli(*args)
+    if assert_ok_or_one_error(run) and (where / "out.npy").exists():
+        load_npy_finite(where / "out.npy")
 
 
 def test_a_real_process_prints_one_line_for_a_damaged_calibration(base):
@@ -726,10 +861,12 @@ OPTIONS = [
     "--hidden",
     "--epochs",
     "--lr",
+    "--seed",
     "--threads",
     "--batch-size",
     "--max-length",
     "--chunk-lines",
+    "--n-pairs",
     "--n",
     "--temperature",
     "--scale",
