@@ -375,6 +375,27 @@ def test_whitening_of_hostile_arrays_is_finite_or_one_line_error(X, data):
     assert np.isfinite(Z).all() and np.isfinite(whitening.components_).all() and np.isfinite(whitening.mean_).all()
 
 
+@given(X=hostile_matrices())
+@SOME
+def test_fit_transform_and_diagnose_on_hostile_arrays(base, X):
+    where = base.fresh()
+    np.save(where / "x.npy", X)
+    fitted = sentflow_cli("fit", "--data", where / "x.npy", "--out", where / "c.safetensors")
+    if assert_ok_or_one_error(fitted):
+        tensors, _ = raw_header(where / "c.safetensors")
+        assert all(torch.isfinite(t).all() for t in tensors.values())
+        again = sentflow_cli("transform", where / "x.npy", "--calib", where / "c.safetensors", "--out", where / "z.npy")
+        if assert_ok_or_one_error(again):
+            load_npy_finite(where / "z.npy", (X.shape[0], X.shape[1]))
+    if X.shape[1] == 4:  # the base calibration's width
+        run = sentflow_cli("transform", where / "x.npy", "--calib", base.calib, "--out", where / "t.npy")
+        if assert_ok_or_one_error(run):
+            load_npy_finite(where / "t.npy", X.shape)
+    report = sentflow_cli("diagnose", where / "x.npy", "--json", "--n-pairs", "50")
+    if assert_ok_or_one_error(report):
+        assert_finite_json(strict_json(report.out))
+
+
 def assert_finite_json(value) -> None:
     if isinstance(value, float):
         assert math.isfinite(value)
@@ -603,6 +624,33 @@ def test_a_checkpoint_asking_for_a_huge_model_is_refused_without_allocating_it(b
     forged = forge_tensors(base.fresh() / "ckpt.safetensors", tensors, meta)
     with bounded(memory=1 << 30):
         assert_one_error(sentflow_cli("flows", "eval", forged))
+
+
+TINY_NICE = '{"hidden": 4, "depth": 1, "couplings": 2}'
+
+
+@pytest.fixture(scope="module")
+def trained_run(base) -> Path:
+    """A run directory of `flows train` after one epoch: its checkpoint holds the training counters."""
+    run = sentflow_cli("flows", "train", "nice", "--out", base.root / "run", "--epochs", "1", "--config", TINY_NICE)
+    assert run.code == 0, run.err
+    return base.root / "run"
+
+
+@given(data=st.data())
+@FEW
+def test_training_counters_are_validated_on_resume(base, trained_run, data):
+    checkpoint = trained_run / "checkpoint.safetensors"
+    tensors, meta = raw_header(checkpoint)
+    text, must_fail = data.draw(mutated_headers(meta))
+    where = base.fresh()
+    forge_tensors(where / checkpoint.name, tensors, text)
+    args = ["flows", "train", "nice", "--out", where, "--resume", "--epochs", "2", "--config", TINY_NICE]
+    with bounded():
+        run = sentflow_cli(*args, "--minutes", "0.005")
+    if assert_ok_or_one_error(run):
+        assert not must_fail, f"resumed from a checkpoint whose header is {text[:300]}"
+        read_checkpoint(where / checkpoint.name)
 
 
 class Interrupted(Exception):
@@ -896,6 +944,22 @@ def test_option_values_are_one_line_errors_or_work(base, option, value):
             sentflow.load(path)
         elif (path / "checkpoint.safetensors").is_file():
             read_checkpoint(path / "checkpoint.safetensors")
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(base):
+    return sentflow.Encoder(str(base.bert), "last-avg", cache=False)
+
+
+@given(text=st.text(max_size=40))
+@FEW
+def test_one_string_is_never_encoded_as_its_characters(tiny_encoder, text):
+    try:
+        vectors = tiny_encoder.encode(text)
+    except SentflowError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert vectors.shape == (1, tiny_encoder.dim) and np.isfinite(vectors).all()
 
 
 @given(value=st.sampled_from(["abc", "0", "-5", "nan", "2.5"]))
