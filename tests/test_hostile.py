@@ -419,31 +419,41 @@ def test_bert_flow_of_hostile_arrays_is_finite_or_one_line_error(X):
     assert np.isfinite(Z).all()
 
 
+BAD_SCORES = ["nan", "inf", "-inf", "1e999", "9" * 400, "abc", "", "0x10", "2,5"]
+
+
 @st.composite
-def sts_files(draw) -> dict[str, str]:
-    """STS-B csv splits with few pairs: repeated or identical sentences, constant or extreme scores."""
+def sts_files(draw) -> tuple[dict[str, str], bool]:
+    """(STS-B csv splits with few pairs, whether a score is not a finite number): repeated or identical sentences,
+    constant, extreme or unreadable scores."""
     sentence = st.lists(st.sampled_from(WORDS), min_size=1, max_size=5).map(" ".join)
-    score = st.floats(-1e300, 1e300) | st.sampled_from([0.0, 2.5, 5.0])
+    score = st.floats(0, 5).map(lambda v: f"{v:.3f}")
+    if draw(st.integers(0, 2)) == 0:  # extreme or unreadable scores in some files
+        score = score | st.floats(-1e300, 1e300).map(repr) | st.sampled_from(BAD_SCORES)
     constant = draw(st.booleans())
-    files = {}
+    files, bad = {}, False
     for split in ("train", "dev", "test"):
-        pairs = draw(st.lists(st.tuples(sentence, sentence, score), min_size=1, max_size=6))
-        rows = [f"g\tf\t2012\t{i:04d}\t{2.5 if constant else s!r}\t{a}\t{b}" for i, (a, b, s) in enumerate(pairs)]
+        pairs = draw(st.lists(st.tuples(sentence, sentence, score), min_size=1, max_size=12))
+        rows = [f"g\tf\t2012\t{i:04d}\t{'2.5' if constant else s}\t{a}\t{b}" for i, (a, b, s) in enumerate(pairs)]
+        bad = bad or (not constant and any(s in BAD_SCORES for _, _, s in pairs))
         files[f"sts-{split}.csv"] = "\n".join(rows) + "\n"
-    return files
+    return files, bad
 
 
-@given(files=sts_files(), methods=st.sampled_from(["none", "none,whitening", "whitening"]))
+@given(sts=sts_files(), methods=st.sampled_from(["none", "none,whitening", "whitening"]))
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_eval_json_is_always_valid_json_or_one_line_error(base, files, methods):
+def test_eval_and_tune_json_are_always_valid_json_or_one_line_error(base, sts, methods):
+    files, bad = sts
     where = base.fresh()
     for name, text in files.items():
         (where / name).write_text(text)
-    run = sentflow_cli("eval", "sts-b", "--model", base.bert, "--data-dir", where, "--methods", methods, "--json")
-    if assert_ok_or_one_error(run):
-        report = strict_json(run.out)
-        assert_finite_json(report)
-        assert all(r["spearman"] is None or -100 <= r["spearman"] <= 100 for r in report["results"])
+    common = ["--model", base.bert, "--data-dir", where, "--json"]
+    for args in (["eval", "sts-b", "--methods", methods, *common], ["tune", "sts-b", "--no-flow", *common]):
+        run = sentflow_cli(*args)
+        if assert_ok_or_one_error(run):
+            assert not bad, f"{args[0]} read a score that is not a finite number"
+            report = strict_json(run.out)
+            assert_finite_json(report)
 
 
 # --- 3. file contents are validated before use ---------------------------------------------------------------------
