@@ -6,6 +6,7 @@ damaged or crafted header fails with one line naming the file and the field inst
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Annotated, Literal, TypeVar
 
@@ -47,12 +48,24 @@ def parse(schema: type[S], data: object, where: object) -> S:
 
 
 def parse_json(schema: type[S] | TypeAdapter, text: str | bytes, where: object):
-    """Like `parse`, from JSON text (pydantic's parser: bounded nesting); `schema` may also be a TypeAdapter."""
+    """Like `parse`, from JSON text (pydantic's parser: bounded nesting); `schema` may also be a TypeAdapter.
+
+    NaN and Infinity, which pydantic's parser reads but JSON does not have, are refused anywhere in the text,
+    even under keys a schema ignores."""
     validate = schema.validate_json if isinstance(schema, TypeAdapter) else schema.model_validate_json
     try:
-        return validate(text)
+        value = validate(text)
     except ValidationError as exc:
         raise SentflowError(f"{where}: {describe(exc)}") from None
+    try:
+        json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        raise SentflowError(f"{where}: {exc}") from None
+    return value
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 def parse_value(adapter: TypeAdapter, value: object, where: object):
