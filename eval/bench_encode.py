@@ -219,7 +219,10 @@ def report(parts: list[dict], sentences: int, subset: bool, repeats: int, name: 
             best.append([precision, n, batch, threads, f"{rate[n, batch, threads]:.0f}"])
         best[-1].append(f"{float(best[-1][4]) / float(best[-2][4]):.2f}")
         best[-2].append("1.00")
-    loads = "; ".join(f"threads {p['threads']}: {p['load'][0]:.1f} before, {p['load'][1]:.1f} after" for p in parts)
+    loads = "; ".join(
+        f"threads {','.join(map(str, p['threads']))}: {p['load'][0]:.1f} before, {p['load'][1]:.1f} after"
+        for p in parts
+    )
     write_report(
         name,
         "Encoding throughput: sentflow backends vs sentence-transformers backends",
