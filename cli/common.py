@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import unicodedata
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ DEBUG_ENV = "SENTFLOW_DEBUG"
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Show a warning as one `warning: ...` line on stderr (no source location)."""
-    typer.echo(f"warning: {message}", err=True)
+    typer.echo(f"warning: {printable(str(message))}", err=True)
 
 
 @contextmanager
@@ -43,8 +44,17 @@ def threads_from(threads: int | None) -> Iterator[None]:
 
 def fail(message: str) -> typer.Exit:
     """Print `error: message` on stderr and return the Exit(1) to raise."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {printable(message)}", err=True)
     return typer.Exit(code=1)
+
+
+def printable(message: str) -> str:
+    """`message` with control characters escaped, so text from a file cannot move the cursor, add lines or
+    reorder what follows (bidirectional overrides)."""
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) == "Cc" or c in _BIDI else c for c in message)
+
+
+_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def user_errors(func: F) -> F:

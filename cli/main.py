@@ -13,7 +13,7 @@ import typer
 from sentflow.errors import SentflowError
 from sentflow.io import check_output
 
-from .common import DEBUG_ENV, threads_from, user_errors
+from .common import DEBUG_ENV, printable, threads_from, user_errors
 from .flows import flows_app
 from .guidance import register as register_guidance
 from .options import (
@@ -298,7 +298,7 @@ def main() -> None:
         typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))
         code = 0
     except exceptions.UsageError as exc:
-        typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+        typer.echo(f"error: {printable(' '.join(exc.format_message().split()))}", err=True)
         code = 1
     except typer.Abort:
         typer.echo("interrupted", err=True)

@@ -22,7 +22,7 @@ FLOWS_FORMAT = "sentflow.flows/1"
 
 Name = Annotated[str, StringConstraints(max_length=4096)]
 Key = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-Int = Annotated[int, Field(ge=-(1 << 53), le=1 << 53)]  # exact in JSON
+Int = Annotated[int, Field(ge=-(1 << 63), le=(1 << 63) - 1)]  # 64-bit (seeds); json writes and reads them exactly
 Real = Annotated[float, Field(allow_inf_nan=False)]
 Dim = Annotated[int, Field(ge=1, le=MAX_DIM)]
 Count = Annotated[int, Field(ge=0, le=MAX_ROWS)]

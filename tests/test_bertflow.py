@@ -190,3 +190,9 @@ def test_time_budget_stops_within_the_first_epoch():
     flow = small_flow(epochs=20, batch_size=16, max_minutes=0.005).fit(X)  # 0.3 s; an epoch is 169 steps
     assert len(flow.history_) == 1 and 1 <= flow.history_[0]["step"] < 2700 // 16
     assert np.isfinite(flow.transform(X)).all()
+
+
+def test_any_accepted_seed_is_saved_and_loaded_back(tmp_path):
+    flow = small_flow(epochs=1, seed=2**63 - 1).fit(gaussian(300, 8))
+    flow.save(tmp_path / "f.safetensors")
+    assert sentflow.load(tmp_path / "f.safetensors").seed == 2**63 - 1

@@ -100,3 +100,9 @@ def test_a_damaged_local_model_is_one_line(tmp_path, tiny_bert_dir):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1 and result.output.startswith("error: cannot load model"), result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "e.npy").exists()
+
+
+def test_text_from_files_cannot_move_the_cursor_in_an_error_line():
+    from sentflow.cli.common import printable
+
+    assert printable("key \r=1 \x1b[2J \u202eevil é 한") == "key \\r=1 \\x1b[2J \\u202eevil é 한"
