@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -132,9 +134,24 @@ def quantize(source: Path, path: Path, recipe: Mapping = INT8_RECIPE) -> None:
         "nodes_to_exclude": last_ffn_inputs(matmuls, recipe["fp32_last_ffn_inputs"]),
         "extra_options": options,
     }
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_root_logger():  # its "consider pre-processing" advice is for authors
         warnings.simplefilter("ignore")
         write_atomic(path, lambda tmp: quantize_dynamic(source, tmp, **settings))
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """Silence the root logger below ERROR for the block (onnxruntime's quantiser logs through it). A handler is
+    present meanwhile, so `logging.warning` does not call basicConfig and leave one installed for good."""
+    root, handler = logging.getLogger(), logging.NullHandler()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 class OnnxSession:
