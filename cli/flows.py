@@ -80,6 +80,8 @@ def train(
         raise SentflowError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
     if optimizer not in ("adam", "adamax"):
         raise SentflowError(f"unknown optimizer {optimizer!r}; use adam or adamax")
+    if out.is_symlink():
+        raise SentflowError(f"{out}: is a symbolic link; sentflow does not write through links, give the real path")
     if out.exists() and not out.is_dir():
         raise SentflowError(f"{out}: is a file; --out names the run directory that will hold {CHECKPOINT_NAME}")
     ckpt_path = check_output(out / CHECKPOINT_NAME)

@@ -147,6 +147,8 @@ def encode_file(
     """
     if chunk_lines < 1:
         raise SentflowError(f"chunk_lines must be >= 1, got {chunk_lines}")
+    if Path(source).suffix.lower() in (".npy", ".npz"):
+        raise SentflowError(f"{source}: is an array file; encoding reads text, one sentence per line")
     target = check_output(out, [source])
     lines, digest = scan_text(source)
     partial, state_path = side_file(target, ".partial"), side_file(target, STATE_SUFFIX)
