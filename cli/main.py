@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from sentflow.errors import SentflowError
-from sentflow.io import check_output
+from sentflow.io import check_inputs, check_output
 
 from .common import DEBUG_ENV, printable, threads_from, user_errors
 from .flows import flows_app
@@ -86,7 +86,7 @@ def encode(
             encoder = load_pipeline(pipeline, batch_size=batch_size, backend=backend, cache=False)
         else:
             encoder = make_encoder(model, pooling, batch_size, max_length, backend, cache=False)
-        shape = encode_file(encoder, input, out, chunk_lines=chunk_lines, resume=resume)
+        shape = encode_file(encoder, input, out, chunk_lines=chunk_lines, resume=resume, inputs=[pipeline or input])
     typer.echo(f"wrote {out} {shape}", err=True)
 
 
@@ -132,6 +132,8 @@ def fit(
         raise SentflowError("--normalize is a pipeline setting: give --out a directory name, not a .safetensors file")
     if out.suffix == ".safetensors":
         check_output(out, [data])  # before any work: never the data file itself, not even through a hard link
+    else:
+        check_inputs(out, [data])  # a pipeline directory never holds, or lies inside, the data
     with threads_from(threads):
         encoder = make_encoder(model, pooling, batch_size, max_length, backend)
         width = data_width(data, encoder)

@@ -19,6 +19,7 @@ from sentflow.io import first_line
 from sentflow.models import DEFAULT_MODEL, resolve_model
 from sentflow.pooling import parse_pooling, pool
 from sentflow.runtime import default_device, resolve_threads, using_threads
+from sentflow.schemas import Int8Recipe, parse
 
 BACKENDS = ("torch", *onnx_backend.PRECISIONS)
 
@@ -68,9 +69,8 @@ class Encoder:
         if half and self.device.type != "cuda":
             raise SentflowError(f"half=True needs a CUDA device (got device={str(self.device)!r}); drop half=True")
         resolve_threads(threads)  # a bad count fails here, not mid-encoding
-        if int8_recipe is not None and set(int8_recipe) != set(onnx_backend.INT8_RECIPE):
-            keys = ", ".join(sorted(onnx_backend.INT8_RECIPE))
-            raise SentflowError(f"int8_recipe needs exactly the keys {keys}; got {', '.join(sorted(int8_recipe))}")
+        if int8_recipe is not None:
+            parse(Int8Recipe, dict(int8_recipe), "int8_recipe")
         self.model_name = model
         self.pooling = pooling
         self.backend = backend
@@ -172,6 +172,14 @@ class Encoder:
                 raise SentflowError(f"cannot load the config of model {self.model_name!r}: {first_line(exc)}") from None
         return int(self._config.hidden_size)
 
+    @property
+    def backend_key(self) -> str:
+        """The backend with everything that changes its vectors (fp16, the ONNX export and int8 recipe)."""
+        backend = f"{self.backend}-fp16" if self.half else self.backend
+        if self.backend != "torch":
+            backend += "-" + onnx_backend.graph_tag(onnx_backend.PRECISIONS[self.backend], self.int8_recipe)
+        return backend
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) float32 sentence vectors, in the order of `texts`."""
         if isinstance(texts, str):
@@ -181,10 +189,7 @@ class Encoder:
             raise SentflowError("encode expects a list of strings")
         key = None
         if self._cache is not None and texts:
-            backend = f"{self.backend}-fp16" if self.half else self.backend
-            if self.backend != "torch":  # another export or int8 recipe gives other vectors
-                backend += "-" + onnx_backend.graph_tag(onnx_backend.PRECISIONS[self.backend], self.int8_recipe)
-            key = self._cache.key(self._path, self._pooling.key, self.max_length, texts, backend=backend)
+            key = self._cache.key(self._path, self._pooling.key, self.max_length, texts, backend=self.backend_key)
             hit = self._cache.get(key, len(texts), self._width())
             if hit is not None:
                 return hit

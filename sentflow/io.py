@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import stat
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -41,20 +42,29 @@ def check_output(path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = 
     target = Path(path)
     if target.is_symlink():
         raise SentflowError(f"{target}: is a symbolic link; sentflow does not write through links, give the real path")
-    if not target.exists():
-        return target
-    mode = target.stat().st_mode
-    if not stat.S_ISREG(mode):
-        kind = "a directory" if stat.S_ISDIR(mode) else "a special file (device, FIFO or socket)"
-        raise SentflowError(f"{target}: is {kind}; refusing to replace it, give a file path")
-    if not mode & 0o222:
-        raise SentflowError(f"{target}: is read-only; refusing to replace it")
-    for source in map(Path, inputs):
-        if source.is_dir() and target.resolve().is_relative_to(source.resolve()):
-            raise SentflowError(f"{target}: is inside {source}, an input of this command; write elsewhere")
-        if source.exists() and os.path.samefile(target, source):
-            raise SentflowError(f"{target}: is also an input of this command; write to another file")
+    if target.exists():
+        mode = target.stat().st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a special file (device, FIFO or socket)"
+            raise SentflowError(f"{target}: is {kind}; refusing to replace it, give a file path")
+        if not mode & 0o222:
+            raise SentflowError(f"{target}: is read-only; refusing to replace it")
+    check_inputs(target, inputs)
     return target
+
+
+def check_inputs(target: Path, inputs: Sequence[str | os.PathLike]) -> None:
+    """Refuse an output (file or directory) that is an input, lies inside an input directory, or holds an input."""
+    where = target.resolve()
+    for source in map(Path, inputs):
+        if not source.exists():
+            continue
+        if where.is_relative_to(source.resolve()) and source.is_dir():
+            raise SentflowError(f"{target}: is inside {source}, an input of this command; write elsewhere")
+        if source.resolve().is_relative_to(where) and target.is_dir():
+            raise SentflowError(f"{target}: holds {source}, an input of this command; write elsewhere")
+        if target.exists() and os.path.samefile(target, source):
+            raise SentflowError(f"{target}: is also an input of this command; write to another file")
 
 
 @contextmanager
@@ -116,25 +126,29 @@ def _swap_in(staging: Path, target: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]  # pids only mean something on one host
+
+
 def temp_prefix(target: Path, pid: int | None = None) -> str:
-    """Hidden temporary names beside `target` carry the writing process's id: `.NAME.PID.`."""
-    return f".{target.name[:64]}.{os.getpid() if pid is None else pid}."
+    """Hidden temporary names beside `target` say who wrote them: `.NAME.sentflow-tmp-HOST-PID.`."""
+    return f".{target.name[:64]}.sentflow-tmp-{_HOST}-{os.getpid() if pid is None else pid}."
 
 
 def remove_orphans(target: Path) -> None:
     """Delete temporary files and staging directories beside `target` left by runs that were killed.
 
-    Only names of the form `.NAME.PID.*` whose process no longer exists are touched. A directory holding the
-    previous output of a swap that was interrupted is kept when `target` is missing (it is then the only copy).
+    Only names sentflow makes (`temp_prefix`) on this host, whose process no longer exists, are touched. A
+    directory holding the previous output of an interrupted swap is kept when `target` is missing (it is then the
+    only copy).
     """
-    stem = f".{target.name[:64]}."
-    for path in target.parent.glob(f"{glob.escape(stem)}*"):
-        pid = path.name[len(stem) :].split(".", 1)[0]
-        if not pid.isdigit() or len(pid) > 9 or process_exists(int(pid)) or path.is_symlink():
+    ours = re.compile(re.escape(f".{target.name[:64]}.sentflow-tmp-{_HOST}-") + r"(\d{1,9})\.")
+    for path in target.parent.iterdir():
+        match = ours.match(path.name)
+        if match is None or path.is_symlink() or process_exists(int(match[1])):
             continue
         if not path.is_dir():
             path.unlink(missing_ok=True)
-        elif not path.name.startswith(f"{temp_prefix(target, int(pid))}old.") or target.exists():
+        elif not path.name.startswith(f"{temp_prefix(target, int(match[1]))}old.") or target.exists():
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -190,7 +204,7 @@ def load_tensors(path: str | os.PathLike, schema: type[S]) -> tuple[dict[str, to
     if _META_KEY not in header:
         raise SentflowError(f"{p}: safetensors file without sentflow metadata; was it written by sentflow?")
     if _SUM_KEY not in header:
-        raise SentflowError(f"{p}: no content checksum in the header; was it written by sentflow?")
+        raise SentflowError(f"{p}: no content checksum in its header (another tool or an older sentflow wrote it)")
     if header[_SUM_KEY] != tensors_digest(tensors):
         raise SentflowError(f"{p}: checksum mismatch: the file is damaged")
     bad = non_finite_tensor(tensors)

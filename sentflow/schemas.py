@@ -84,8 +84,11 @@ def describe(exc: ValidationError) -> str:
     errors = exc.errors(include_url=False, include_context=False, include_input=False)
     loc = _field_path(errors[0]["loc"])
     branches = [e for e in errors if _field_path(e["loc"]) == loc]
-    first = next((e for e in branches if not e["type"].endswith(("_type", "_parsing"))), branches[0])
-    message = first["msg"] if len(branches) == 1 or first is not branches[0] else "Input is of an unsupported type"
+    constraint = next((e for e in branches if not e["type"].endswith(("_type", "_parsing"))), None)
+    if constraint is not None or len(branches) == 1:
+        message = (constraint or branches[0])["msg"]
+    else:
+        message = "Input is of an unsupported type"
     text = f"field {'.'.join(map(str, loc))!r}: {message}" if loc else message
     more = len(errors) - len(branches)
     return text + (f" (and {more} more problems)" if more else "")
@@ -143,7 +146,7 @@ class PipelineConfig(Schema):
     format: Literal[PIPELINE_FORMAT]
     sentflow_version: Name
     model: Name
-    pooling: Key | Annotated[str, StringConstraints(max_length=512)]
+    pooling: Annotated[str, StringConstraints(min_length=1, max_length=512)]
     max_length: Annotated[int, Field(ge=2, le=1 << 20)]
     normalize: bool
     calibration: Literal["calibration.safetensors"] | None
@@ -177,20 +180,23 @@ Metric = Annotated[dict[Key, Int | Real | None], Field(max_length=64)]
 
 
 class TrainSettings(Schema):
-    """`flows.train.TrainConfig` as saved in a checkpoint."""
+    """`flows.train.TrainConfig` as saved in a checkpoint: informational (a resumed fit uses its own settings), so
+    fields may be missing or added by other versions, but each value is typed, finite and bounded."""
 
-    epochs: Annotated[int, Field(ge=1, le=1_000_000)]
-    batch_size: Annotated[int, Field(ge=1, le=1 << 20)]
-    lr: Annotated[float, Field(ge=0.0, le=10.0, allow_inf_nan=False)]
-    optimizer: Key
-    warmup_steps: Annotated[int, Field(ge=0, le=1 << 30)]
-    clip_norm: Annotated[float, Field(ge=0.0, le=1e9, allow_inf_nan=False)]
-    seed: Annotated[int, Field(ge=0, le=(1 << 63) - 1)]
-    max_minutes: Annotated[float, Field(ge=0.0, le=1e7, allow_inf_nan=False)] | None
-    progress: bool
-    threads: Annotated[int, Field(ge=1, le=4096)] | None
-    noise: Annotated[float, Field(ge=0.0, le=1e3, allow_inf_nan=False)]
-    patience: Annotated[int, Field(ge=0, le=1_000_000)] | None
+    model_config = ConfigDict(extra="ignore")
+
+    epochs: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    batch_size: Annotated[int, Field(ge=1, le=1 << 20)] | None = None
+    lr: Annotated[float, Field(ge=0.0, le=10.0, allow_inf_nan=False)] | None = None
+    optimizer: Key | None = None
+    warmup_steps: Annotated[int, Field(ge=0, le=1 << 30)] | None = None
+    clip_norm: Annotated[float, Field(ge=0.0, le=1e9, allow_inf_nan=False)] | None = None
+    seed: Annotated[int, Field(ge=0, le=(1 << 63) - 1)] | None = None
+    max_minutes: Annotated[float, Field(ge=0.0, le=1e7, allow_inf_nan=False)] | None = None
+    progress: bool | None = None
+    threads: Annotated[int, Field(ge=1, le=4096)] | None = None
+    noise: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None  # absolute: scaled by the data
+    patience: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
 
 
 class TrainCounters(Schema):
@@ -229,3 +235,12 @@ class BeirRecord(Schema):
     id: DocId = Field(alias="_id")
     text: Text
     title: Text | None = None
+
+
+class Int8Recipe(Schema):
+    """What `onnx-int8` quantises (see `onnx_backend.INT8_RECIPE`)."""
+
+    operators: Annotated[list[Key], Field(min_length=1, max_length=32)] | None
+    weights: Literal["QInt8", "QUInt8"]
+    per_channel: bool
+    fp32_last_ffn_inputs: Annotated[int, Field(ge=0, le=MAX_ITEMS)]

@@ -136,10 +136,12 @@ def encode_file(
     chunk_lines: int = CHUNK_LINES,
     resume: bool = False,
     progress: bool | None = None,
+    inputs: Sequence[str | os.PathLike] = (),
 ) -> tuple[int, int]:
     """Encode a text file (one sentence per line) into a (lines, dim) float32 .npy, one chunk at a time.
 
-    `encoder` is an Encoder or a Pipeline (anything with `encode(texts)` and `dim`).
+    `encoder` is an Encoder or a Pipeline (anything with `encode(texts)` and `dim`); `inputs`: other files or
+    directories the output must not replace (e.g. the pipeline directory).
 
     Rows are written as they are made into `.OUT.partial` beside `out`, with a small JSON state recording the
     input's hash, the encoder settings and the rows done; `resume=True` continues such a run from its last
@@ -149,7 +151,7 @@ def encode_file(
         raise SentflowError(f"chunk_lines must be >= 1, got {chunk_lines}")
     if Path(source).suffix.lower() in (".npy", ".npz"):
         raise SentflowError(f"{source}: is an array file; encoding reads text, one sentence per line")
-    target = check_output(out, [source])
+    target = check_output(out, [check_text_file(source), *inputs])
     lines, digest = scan_text(source)
     partial, state_path = side_file(target, ".partial"), side_file(target, STATE_SUFFIX)
     state = {"input_sha256": digest, "lines": lines, "encoder": encoder_settings(encoder), "done": 0}
@@ -186,16 +188,21 @@ def side_file(target: Path, suffix: str) -> Path:
     return target.with_name(f".{target.name[:64]}.h{digest}{suffix}")
 
 
+def encoder_backend(encoder) -> str:
+    """The backend key that decides an encoder's vectors (a GloVe encoder has only its backend's name)."""
+    return getattr(encoder, "backend_key", encoder.backend)
+
+
 def encoder_settings(encoder) -> dict:
     """What decides the vectors of an encoder or pipeline (a resumed run must use the same)."""
     if isinstance(encoder, Pipeline):
         config = {k: v for k, v in encoder.config().items() if k != "sentflow_version"}
-        return {**config, "backend": encoder.encoder.backend}
+        return {**config, "backend": encoder_backend(encoder.encoder)}
     return {
         "model": str(encoder.model_name),
         "pooling": encoder.pooling,
         "max_length": encoder.max_length,
-        "backend": encoder.backend,
+        "backend": encoder_backend(encoder),
     }
 
 

@@ -59,6 +59,17 @@ def test_inputs_of_every_kind_are_never_outputs(tmp_path, tiny_bert_dir):
     whitening = sentflow.Whitening(n_components=8).fit(X)
     whitening.save(calib)
     sentflow.Pipeline(sentflow.Encoder(str(tiny_bert_dir), "cls"), whitening).save(pipe)
+    (tmp_path / "in.txt").write_text("one sentence\n")
+    args = ["encode", str(tmp_path / "in.txt"), "--pipeline", str(pipe), "--out", str(pipe / "calibration.safetensors")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "an input of this command" in result.output, result.output
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    np.save(shards / "a.npy", X)
+    for out in (shards / "w.safetensors", shards / "pipe", tmp_path):  # inside the data, or holding it
+        result = runner.invoke(app, ["fit", "--data", str(shards), "--out", str(out)])
+        assert result.exit_code == 1 and "an input of this command" in result.output, result.output
+    assert sorted(p.name for p in shards.iterdir()) == ["a.npy"]
     for target, source in ((calib, calib), (pipe / "calibration.safetensors", pipe), (pipe / "pipeline.json", pipe)):
         before = target.read_bytes()
         result = runner.invoke(

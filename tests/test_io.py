@@ -108,12 +108,15 @@ def test_temporary_files_of_killed_runs_are_removed_by_the_next_write(tmp_path):
     staging = tmp_path / f"{temp_prefix(target, dead_pid)}x2"  # and its staging directory
     live = tmp_path / f"{temp_prefix(target)}x3.npy"  # this process is alive: never touched
     other = tmp_path / ".other.npy.1.x4.npy"  # another target's name
-    for path in (orphan, live, other):
+    user_file, user_dir = tmp_path / ".out.npy.20251124.txt", tmp_path / ".out.npy.777777"  # not sentflow's
+    user_dir.mkdir()
+    for path in (orphan, live, other, user_file):
         path.write_bytes(b"partial")
     staging.mkdir()
     save_npy(target, np.zeros((2, 2), np.float32))
     assert not orphan.exists() and not staging.exists() and live.exists() and other.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, live.name, other.name])
+    kept = [target, live, other, user_file, user_dir]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in kept)
 
 
 def test_an_interrupted_directory_swap_keeps_the_only_copy(tmp_path):

@@ -63,8 +63,14 @@ def test_int8_recipe_decides_what_is_quantised_and_the_cache_keys(tiny_bert_dir,
     assert ops["all"].count("MatMulInteger") == 9 and "QAttention" in ops["all"]
     assert len(list((tmp_path / "emb").glob("*.npy"))) == 2  # one embedding-cache entry per recipe
     assert not np.array_equal(vectors["default"], vectors["all"])
-    with pytest.raises(SentflowError, match="int8_recipe needs exactly the keys"):
+    with pytest.raises(SentflowError, match="int8_recipe: field 'operators': Field required"):
         Encoder(backend="onnx-int8", int8_recipe={"per_channel": True})
+    bad = {
+        **onnx_backend.INT8_RECIPE,
+        "weights": "QInt4",
+    }  # a value onnxruntime does not have: refused before quantising
+    with pytest.raises(SentflowError, match="int8_recipe: field 'weights': Input should be 'QInt8' or 'QUInt8'"):
+        Encoder(backend="onnx-int8", int8_recipe=bad)
 
 
 def test_export_happens_once_per_model_and_outputs(tiny_bert_dir, onnx_dir, monkeypatch):

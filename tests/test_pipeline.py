@@ -62,6 +62,7 @@ def test_bad_pipeline_directories_are_refused(corpus_vectors, tmp_path):
         ({"format": "pickle"}, "field 'format': Input should be 'sentflow-pipeline'"),
         ({"calibration": "../elsewhere.safetensors"}, "field 'calibration': Input should be 'calibration.safetensors'"),
         ({"extra": 1}, "field 'extra': Extra inputs are not permitted"),
+        ({"pooling": "c" * 600}, "field 'pooling': String should have at most 512 characters"),
     ]
     for changes, message in cases:
         rewrite(**changes)
