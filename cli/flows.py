@@ -24,7 +24,7 @@ from sentflow.flows.grid import check_grid, save_grid
 from sentflow.flows.train import DEFAULT_THREADS
 from sentflow.io import check_output
 from sentflow.runtime import default_device, using_threads
-from sentflow.schemas import MODEL_CONFIG, parse_json
+from sentflow.schemas import MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_MINUTES, MAX_WARMUP, MODEL_CONFIG, parse_json
 
 from .common import user_errors
 from .options import seed_option
@@ -63,14 +63,16 @@ def train(
     model: Annotated[str, typer.Argument(help=f"One of {', '.join(MODELS)}.")],
     out: Annotated[Path, typer.Option(help="Directory for checkpoint.safetensors (the last good epoch).")],
     data: Data = "digits",
-    epochs: Annotated[int, typer.Option(min=1, max=1_000_000)] = 10,
-    batch_size: Annotated[int, typer.Option(min=1, max=1 << 20)] = 64,
-    lr: Annotated[float, typer.Option(min=0.0, max=10.0)] = 1e-3,
+    epochs: Annotated[int, typer.Option(min=1, max=MAX_EPOCHS)] = 10,
+    batch_size: Annotated[int, typer.Option(min=1, max=MAX_BATCH)] = 64,
+    lr: Annotated[float, typer.Option(min=0.0, max=MAX_LR)] = 1e-3,
     seed: Annotated[int, seed_option("Random seed.")] = 0,
     optimizer: Annotated[str, typer.Option(help="adam or adamax.")] = "adam",
-    warmup: Annotated[int, typer.Option(min=0, max=1 << 30, help="Learning-rate warm-up steps.")] = 200,
+    warmup: Annotated[int, typer.Option(min=0, max=MAX_WARMUP, help="Learning-rate warm-up steps.")] = 200,
     clip: Annotated[float, typer.Option(min=0.0, max=1e9, help="Gradient-norm clipping.")] = 50.0,
-    minutes: Annotated[float, typer.Option(min=0.0, max=1e7, help="Wall-clock budget in minutes (0: none).")] = 0.0,
+    minutes: Annotated[
+        float, typer.Option(min=0.0, max=MAX_MINUTES, help="Wall-clock budget in minutes (0: none).")
+    ] = 0.0,
     config: Annotated[str, typer.Option(help="Model options as JSON, e.g. '{\"steps\": 4}'.")] = "{}",
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.safetensors.")] = False,
     threads: Threads = None,

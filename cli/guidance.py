@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from sentflow.diagnostics import MAX_PAIRS
 from sentflow.errors import SentflowError
 
 from .common import threads_from, user_errors
@@ -103,7 +104,7 @@ def diagnose(
     data_dir: DataDir = None,
     batch_size: BatchSize = 64,
     n_pairs: Annotated[
-        int, typer.Option(help="Random pairs for the anisotropy and the histogram.", min=1, max=10_000_000)
+        int, typer.Option(help="Random pairs for the anisotropy and the histogram.", min=1, max=MAX_PAIRS)
     ] = 10_000,
     seed: Annotated[int, seed_option("Seed of the random pairs.")] = 0,
     threads: Threads = None,

@@ -7,15 +7,15 @@ from typing import Annotated
 
 import typer
 
-from sentflow.schemas import MAX_DIM
+from sentflow.schemas import MAX_BATCH, MAX_DIM, MAX_LENGTH, MAX_SEED
 
 Model = Annotated[
     str, typer.Option(help="all-MiniLM-L6-v2 (embedded), glove-6b-50d, a local HF directory, or a hub id.")
 ]
 Pooling = Annotated[str, typer.Option(help="cls | pooler | last-avg | first-last-avg | last2avg | layers:I,J,...")]
-BatchSize = Annotated[int, typer.Option(help="Sentences per forward pass.", min=1, max=1 << 20)]
+BatchSize = Annotated[int, typer.Option(help="Sentences per forward pass.", min=1, max=MAX_BATCH)]
 MaxLength = Annotated[
-    int, typer.Option(help="Tokens per sentence at most (longer ones are truncated).", min=2, max=1 << 20)
+    int, typer.Option(help="Tokens per sentence at most (longer ones are truncated).", min=2, max=MAX_LENGTH)
 ]
 Backend = Annotated[str, typer.Option(help="torch | onnx | onnx-int8 (the onnx ones need sentflow[onnx]).")]
 Dim = Annotated[int | None, typer.Option(help="Keep the first K whitened dimensions.", min=1, max=MAX_DIM)]
@@ -25,7 +25,6 @@ Depth = Annotated[int | None, typer.Option(help="Flow: steps per level; default 
 Hidden = Annotated[int | None, typer.Option(help="Flow: coupling network width; default 32.")]
 Epochs = Annotated[int | None, typer.Option(help="Flow: max epochs (early stopping may end sooner).")]
 Lr = Annotated[float | None, typer.Option(help="Flow: learning rate; default 1e-3.")]
-MAX_SEED = 2**63 - 1  # torch and numpy seeds are 64-bit
 
 
 def seed_option(help: str) -> typer.models.OptionInfo:

@@ -148,7 +148,7 @@ def remove_orphans(target: Path) -> None:
             continue
         if not path.is_dir():
             path.unlink(missing_ok=True)
-        elif not path.name.startswith(f"{temp_prefix(target, int(match[1]))}old.") or target.exists():
+        elif not path.name.startswith(f"{match[0]}old.") or target.exists():
             shutil.rmtree(path, ignore_errors=True)
 
 

@@ -17,6 +17,13 @@ from sentflow.errors import SentflowError
 MAX_DIM = 1 << 16  # the widest embedding a file may describe
 MAX_ROWS = 1 << 40  # the most rows a file or resume state may announce
 MAX_ITEMS = 256  # entries of a dict or list inside a header
+MAX_SEED = (1 << 63) - 1  # torch and numpy seeds are 64-bit
+MAX_EPOCHS = 1_000_000
+MAX_BATCH = 1 << 20  # rows per batch (training) or sentences per forward pass
+MAX_LENGTH = 1 << 20  # tokens per sentence
+MAX_WARMUP = 1 << 30  # learning-rate warm-up steps
+MAX_MINUTES = 1e7  # a wall-clock budget
+MAX_LR = 10.0
 PIPELINE_FORMAT = "sentflow-pipeline"
 FLOWS_FORMAT = "sentflow.flows/1"
 
@@ -29,6 +36,10 @@ Count = Annotated[int, Field(ge=0, le=MAX_ROWS)]
 Scalar = None | bool | Int | Real | Name
 Value = Scalar | Annotated[list[Scalar], Field(max_length=MAX_ITEMS)]
 Params = Annotated[dict[Key, Value], Field(max_length=MAX_ITEMS)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Epochs = Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
+Patience = Annotated[int, Field(ge=0, le=MAX_EPOCHS)]
+BatchSize = Annotated[int, Field(ge=1, le=MAX_BATCH)]
 
 S = TypeVar("S", bound="Schema")
 
@@ -128,12 +139,12 @@ class BertFlowParams(Schema):
     levels: Annotated[int, Field(ge=1, le=16)] = 3
     depth: Annotated[int, Field(ge=1, le=256)] = 3
     hidden: Annotated[int, Field(ge=1, le=MAX_DIM)] = 32
-    epochs: Annotated[int, Field(ge=1, le=1_000_000)] = 1
-    lr: Annotated[float, Field(gt=0.0, le=10.0, allow_inf_nan=False)] = 1e-3
-    batch_size: Annotated[int, Field(ge=1, le=1 << 20)] = 32
-    seed: Annotated[int, Field(ge=0, le=(1 << 63) - 1)] = 0
+    epochs: Epochs = 1
+    lr: Annotated[float, Field(gt=0.0, le=MAX_LR, allow_inf_nan=False)] = 1e-3
+    batch_size: BatchSize = 32
+    seed: Seed = 0
     validation: Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False)] = 0.1
-    patience: Annotated[int, Field(ge=0, le=1_000_000)] | None = 2
+    patience: Patience | None = 2
     noise: Annotated[float, Field(ge=0.0, le=1e3, allow_inf_nan=False)] = 1e-2
 
 
@@ -147,7 +158,7 @@ class PipelineConfig(Schema):
     sentflow_version: Name
     model: Name
     pooling: Annotated[str, StringConstraints(min_length=1, max_length=512)]
-    max_length: Annotated[int, Field(ge=2, le=1 << 20)]
+    max_length: Annotated[int, Field(ge=2, le=MAX_LENGTH)]
     normalize: bool
     calibration: Literal["calibration.safetensors"] | None
 
@@ -185,18 +196,18 @@ class TrainSettings(Schema):
 
     model_config = ConfigDict(extra="ignore")
 
-    epochs: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
-    batch_size: Annotated[int, Field(ge=1, le=1 << 20)] | None = None
-    lr: Annotated[float, Field(ge=0.0, le=10.0, allow_inf_nan=False)] | None = None
+    epochs: Epochs | None = None
+    batch_size: BatchSize | None = None
+    lr: Annotated[float, Field(ge=0.0, le=MAX_LR, allow_inf_nan=False)] | None = None
     optimizer: Key | None = None
-    warmup_steps: Annotated[int, Field(ge=0, le=1 << 30)] | None = None
+    warmup_steps: Annotated[int, Field(ge=0, le=MAX_WARMUP)] | None = None
     clip_norm: Annotated[float, Field(ge=0.0, le=1e9, allow_inf_nan=False)] | None = None
-    seed: Annotated[int, Field(ge=0, le=(1 << 63) - 1)] | None = None
-    max_minutes: Annotated[float, Field(ge=0.0, le=1e7, allow_inf_nan=False)] | None = None
+    seed: Seed | None = None
+    max_minutes: Annotated[float, Field(ge=0.0, le=MAX_MINUTES, allow_inf_nan=False)] | None = None
     progress: bool | None = None
     threads: Annotated[int, Field(ge=1, le=4096)] | None = None
     noise: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None  # absolute: scaled by the data
-    patience: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    patience: Patience | None = None
 
 
 class TrainCounters(Schema):
@@ -209,7 +220,7 @@ class TrainCounters(Schema):
     step: Count = 0
     seconds: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
     examples: Count = 0
-    history: Annotated[list[Metric], Field(max_length=1_000_000)] = []
+    history: Annotated[list[Metric], Field(max_length=MAX_EPOCHS)] = []
     best: Real | None = None
     waited: Count = 0
 
