@@ -14,7 +14,7 @@ from typing import TypeVar
 import typer
 
 from sentflow.errors import SentflowError
-from sentflow.io import first_line
+from sentflow.files.io import first_line
 
 F = TypeVar("F", bound=Callable)
 DEBUG_ENV = "SENTFLOW_DEBUG"

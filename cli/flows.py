@@ -22,9 +22,9 @@ from sentflow.flows import (
 from sentflow.flows.checkpoint import CHECKPOINT_NAME, check_shape
 from sentflow.flows.grid import check_grid, save_grid
 from sentflow.flows.train import DEFAULT_THREADS
-from sentflow.io import check_output
+from sentflow.files.io import check_output
 from sentflow.runtime import default_device, using_threads
-from sentflow.schemas import MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_MINUTES, MAX_WARMUP, MODEL_CONFIG, parse_json
+from sentflow.files.schemas import MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_MINUTES, MAX_WARMUP, MODEL_CONFIG, parse_json
 
 from .common import user_errors
 from .options import seed_option

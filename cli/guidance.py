@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sentflow.diagnostics import MAX_PAIRS
+from sentflow.evaluation.diagnostics import MAX_PAIRS
 from sentflow.errors import SentflowError
 
 from .common import threads_from, user_errors
@@ -38,7 +38,7 @@ def tune(
     as_json: AsJson = False,
 ) -> None:
     """Choose none / whitening (power x dimension) / BERT-flow on labels that are not the test set; report test."""
-    from sentflow.tuning import tune as run_tune
+    from sentflow.evaluation.tuning import tune as run_tune
 
     if normalize and out is not None and out.suffix == ".safetensors":
         raise SentflowError("--normalize is a pipeline setting: give --out a directory name, not a .safetensors file")
@@ -112,9 +112,9 @@ def diagnose(
 ) -> None:
     """Anisotropy, effective rank, variance shares, spectrum and cosine histograms, before and after calibrating."""
     import sentflow
-    from sentflow.diagnostics import diagnose as run_diagnose
-    from sentflow.diagnostics import save_plots, task_vectors
-    from sentflow.npyfiles import load_npy
+    from sentflow.evaluation.diagnostics import diagnose as run_diagnose
+    from sentflow.evaluation.diagnostics import save_plots, task_vectors
+    from sentflow.files.npy import load_npy
 
     with threads_from(threads):
         if source.endswith(".npy") or Path(source).is_file():

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from sentflow.errors import SentflowError
-from sentflow.io import check_inputs, check_output
+from sentflow.files.io import check_inputs, check_output
 
 from .common import DEBUG_ENV, printable, threads_from, user_errors
 from .flows import flows_app
@@ -121,7 +121,7 @@ def fit(
     threads: Threads = None,
 ) -> None:
     """Fit a calibration (no labels used) and save it, alone or as a pipeline with its encoder settings."""
-    from sentflow.evaluation import make_calibrator
+    from sentflow.evaluation.compare import make_calibrator
     from sentflow.streaming import data_width, fit_calibration, is_embedding_source
 
     if method not in ("whitening", "flow"):
@@ -243,7 +243,7 @@ def evaluate(
 
 
 def _sts(encoder, task, methods, dim, power, fit_on, data_dir, levels, depth, hidden, epochs, lr, seed):
-    from sentflow.evaluation import compare
+    from sentflow.evaluation.compare import compare
 
     if dim is not None and not 1 <= dim <= encoder.dim:
         raise SentflowError(f"--dim {dim} must be between 1 and the embedding size {encoder.dim}")
@@ -260,7 +260,7 @@ def _sts(encoder, task, methods, dim, power, fit_on, data_dir, levels, depth, hi
 
 
 def _retrieval(encoder, task, methods, dims, index, approx_index, split, data_dir):
-    from sentflow.retrieval import evaluate_retrieval
+    from sentflow.evaluation.retrieval import evaluate_retrieval
 
     if task is None:
         raise SentflowError("eval retrieval needs a task: sts-b, sick-r (with --data-dir) or a BEIR folder")

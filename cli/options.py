@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sentflow.schemas import MAX_BATCH, MAX_DIM, MAX_LENGTH, MAX_SEED
+from sentflow.files.schemas import MAX_BATCH, MAX_DIM, MAX_LENGTH, MAX_SEED
 
 Model = Annotated[
     str, typer.Option(help="all-MiniLM-L6-v2 (embedded), glove-6b-50d, a local HF directory, or a hub id.")
@@ -42,6 +42,6 @@ def make_encoder(
     model: str, pooling: str, batch_size: int, max_length: int = 256, backend: str = "torch", cache: bool = True
 ):
     """The encoder the options describe (GloVe or a transformer)."""
-    from sentflow.encoder import Encoder
+    from sentflow.encoding.encoder import Encoder
 
     return Encoder(model, pooling, batch_size=batch_size, max_length=max_length, backend=backend, cache=cache)

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import table, write_report  # noqa: E402
 
 import sentflow  # noqa: E402
-from sentflow.npyfiles import npy_writer  # noqa: E402
+from sentflow.files.npy import npy_writer  # noqa: E402
 
 WORK = Path(__file__).resolve().parent / ".work" / "memory"
 DIM = 384

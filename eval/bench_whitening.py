@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import table, write_report  # noqa: E402
 
 from sentflow import Whitening  # noqa: E402
-from sentflow.sts import cosine_scores  # noqa: E402
+from sentflow.evaluation.sts import cosine_scores  # noqa: E402
 
 
 def bert_like(rows: int, dim: int, seed: int = 0) -> np.ndarray:

@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from sentflow.bertflow import BertFlow
+from sentflow.calibration.bertflow import BertFlow
 from sentflow.runtime import available_cores
 
 

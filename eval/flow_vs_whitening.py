@@ -20,12 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import table, write_report  # noqa: E402
 
 import sentflow  # noqa: E402
-from sentflow.bertflow import BertFlow  # noqa: E402
-from sentflow.evaluation import compare, encode_pairs, fit_splits  # noqa: E402
+from sentflow.calibration.bertflow import BertFlow  # noqa: E402
+from sentflow.evaluation.compare import compare, encode_pairs, fit_splits  # noqa: E402
 from sentflow.flows.train import DEFAULT_THREADS  # noqa: E402
 from sentflow.runtime import resolve_threads  # noqa: E402
-from sentflow.sts import load_sts  # noqa: E402
-from sentflow.whitening import SingularCovarianceWarning  # noqa: E402
+from sentflow.evaluation.sts import load_sts  # noqa: E402
+from sentflow.calibration.whitening import SingularCovarianceWarning  # noqa: E402
 
 warnings.simplefilter("ignore", SingularCovarianceWarning)  # cls/last-avg null directions: see README
 

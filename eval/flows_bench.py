@@ -21,7 +21,7 @@ from sentflow.flows import TrainConfig, Trainer, TrainingDiverged, build_model, 
 from sentflow.flows.data import ImageData
 from sentflow.flows.grid import save_grid
 from sentflow.flows.train import DEFAULT_THREADS
-from sentflow.io import write_atomic
+from sentflow.files.io import write_atomic
 from sentflow.runtime import resolve_threads
 
 ROOT = Path(__file__).resolve().parents[1]

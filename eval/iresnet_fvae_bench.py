@@ -31,7 +31,7 @@ from sentflow.flows import (
 )
 from sentflow.flows.data import ImageData
 from sentflow.flows.grid import save_grid
-from sentflow.io import write_atomic
+from sentflow.files.io import write_atomic
 
 RESULTS = Path(__file__).resolve().parents[1] / "eval" / "results"
 ENCODER = {"latent": 16, "hidden": 128, "depth": 2}

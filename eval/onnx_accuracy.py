@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import table, write_report  # noqa: E402
 
 import sentflow  # noqa: E402
-from sentflow.evaluation import compare  # noqa: E402
+from sentflow.evaluation.compare import compare  # noqa: E402
 
 POOLINGS = ("cls", "last-avg")
 BACKENDS = ("torch", "onnx", "onnx-int8")  # torch first: the reference

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from sentflow.io import write_atomic
+from sentflow.files.io import write_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import table, write_report  # noqa: E402
 
 import sentflow  # noqa: E402
-from sentflow.evaluation import compare  # noqa: E402
-from sentflow.sts import evaluate_sts  # noqa: E402
+from sentflow.evaluation.compare import compare  # noqa: E402
+from sentflow.evaluation.sts import evaluate_sts  # noqa: E402
 
 POOLINGS = ("cls", "last-avg", "first-last-avg")
 SETTINGS = [  # (label, method, dim, power)

@@ -5,7 +5,7 @@ Parts (each writes eval/results/tune_PART.md; encodings are cached, so re-runnin
   transfer  the STS-B choice refitted without labels on STS12-16, STS-B and SICK-R: SentEval "all" and "wmean"
   scifact   BEIR SciFact, chosen on nDCG@10 of the train qrels within 384 and 128 dimensions, test nDCG@10
   glove     GloVe 6B 50-d averages (never tuned for similarity): STS-B selection and the 7 tasks
-  diagnose  sentflow.diagnostics of cls on STS-B before/after whitening: numbers and the README's two plots
+  diagnose  sentflow.evaluation.diagnostics of cls on STS-B before/after whitening: numbers and the README's two plots
 Run: python eval/tune_table.py sts transfer scifact glove diagnose [--poolings cls,last-avg,first-last-avg]
 """
 
@@ -21,9 +21,9 @@ from report import RESULTS, table, write_report  # noqa: E402
 from sts_tasks import TASKS  # noqa: E402  (the 7 tasks and their folders under ../shared/data)
 
 import sentflow  # noqa: E402
-from sentflow.diagnostics import diagnose, plot_cosines, plot_spectrum, task_vectors  # noqa: E402
-from sentflow.glove import GloveEncoder  # noqa: E402
-from sentflow.tuning import Setting, TuneReport, transfer, tune  # noqa: E402
+from sentflow.evaluation.diagnostics import diagnose, plot_cosines, plot_spectrum, task_vectors  # noqa: E402
+from sentflow.encoding.glove import GloveEncoder  # noqa: E402
+from sentflow.evaluation.tuning import Setting, TuneReport, transfer, tune  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PROTOCOL = (
@@ -132,7 +132,7 @@ def part_glove(_: list[str]) -> None:
         "tune_glove",
         "GloVe 6B 50-d word-vector averages (never tuned for similarity), Spearman x100",
         [
-            "Sentence vector: mean of the GloVe vectors of the known lower-cased tokens (sentflow.glove). "
+            "Sentence vector: mean of the GloVe vectors of the known lower-cased tokens (sentflow.encoding.glove). "
             + PROTOCOL.replace("{d, 256, 128, 64}", "{50}"),
             "### STS-B: chosen on dev, test beside none and full whitening",
             table(["model", "setting", "dev", "test"], part_sts_rows),
@@ -165,7 +165,7 @@ def part_diagnose(_: list[str]) -> None:
             plot_cosines(diagnosis, RESULTS / "diagnose_cls_cosines.png", title)
     write_report(
         "tune_diagnose",
-        "sentflow.diagnostics on STS-B (17,256 sentences), before and after whitening fitted on them",
+        "sentflow.evaluation.diagnostics on STS-B (17,256 sentences), before and after whitening fitted on them",
         [
             "Anisotropy: mean cosine of 10,000 seeded random pairs. Effective rank: exp(entropy) of the normalised "
             "covariance eigenvalues. Similar pairs: the 338 STS-B test pairs with gold >= 4. Plots: "

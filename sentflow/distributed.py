@@ -24,15 +24,15 @@ from tqdm.auto import tqdm
 
 from sentflow.errors import SentflowError
 from sentflow.extras import require
-from sentflow.io import first_line
-from sentflow.models import resolve_model
-from sentflow.npyfiles import NpyShard, NpyShards, expand_inputs
-from sentflow.stats import MomentAccumulator, as_matrix, check_finite
-from sentflow.whitening import Whitening
+from sentflow.files.io import first_line
+from sentflow.encoding.models import resolve_model
+from sentflow.files.npy import NpyShard, NpyShards, expand_inputs
+from sentflow.calibration.stats import MomentAccumulator, as_matrix, check_finite
+from sentflow.calibration.whitening import Whitening
 
 if TYPE_CHECKING:
-    from sentflow.calibration import Calibrator
-    from sentflow.encoder import Encoder
+    from sentflow.calibration.base import Calibrator
+    from sentflow.encoding.encoder import Encoder
 
 CHUNK_ROWS = 65_536  # rows per task when reading shards: 192 MiB of float32 at 768 dims
 SPLIT_EVERY = 8  # accumulators merged per node of the reduction tree

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from sentflow._version import __version__
-from sentflow.calibration import Calibrator, load_calibration
-from sentflow.encoder import Encoder
+from sentflow.calibration.base import Calibrator, load_calibration
+from sentflow.encoding.encoder import Encoder
 from sentflow.errors import SentflowError
-from sentflow.io import atomic_directory
-from sentflow.schemas import PIPELINE_FORMAT, PipelineConfig, parse, parse_json
+from sentflow.files.io import atomic_directory
+from sentflow.files.schemas import PIPELINE_FORMAT, PipelineConfig, parse, parse_json
 
 CONFIG_NAME = "pipeline.json"
 CALIBRATION_NAME = "calibration.safetensors"
@@ -77,7 +77,7 @@ class Pipeline:
 
     def to_sentence_transformer(self, directory: str | os.PathLike) -> Path:
         """Write a standard sentence-transformers model directory computing the same vectors."""
-        from sentflow.st_export import export_sentence_transformer
+        from sentflow.search.st_export import export_sentence_transformer
 
         return export_sentence_transformer(self, Path(directory))
 

@@ -17,15 +17,15 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from sentflow.calibration import Calibrator
-from sentflow.encoder import Encoder
+from sentflow.calibration.base import Calibrator
+from sentflow.encoding.encoder import Encoder
 from sentflow.errors import SentflowError
-from sentflow.io import check_output, first_line, write_atomic
-from sentflow.npyfiles import NpyShards, npy_writer, open_shard, write_header
+from sentflow.files.io import check_output, first_line, write_atomic
+from sentflow.files.npy import NpyShards, npy_writer, open_shard, write_header
 from sentflow.pipeline import Pipeline
-from sentflow.schemas import ResumeState, parse_json
-from sentflow.stats import check_finite
-from sentflow.sts import TASKS, load_sts
+from sentflow.files.schemas import ResumeState, parse_json
+from sentflow.calibration.stats import check_finite
+from sentflow.evaluation.sts import TASKS, load_sts
 
 CHUNK_LINES = 8192
 STATE_SUFFIX = ".partial.json"
@@ -47,7 +47,7 @@ def fit_calibration(
     Returns the number of rows fitted on. Whitening streams chunks; other calibrators get every row at once.
     """
     if source in TASKS:
-        from sentflow.evaluation import fit_splits
+        from sentflow.evaluation.compare import fit_splits
 
         sentences = [s for split in fit_splits(source, "all") for s in load_sts(source, split, data_dir).sentences]
         return _fit_chunks(calibrator, iter([encoder.encode(sentences)]))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sentflow.sts import packaged_stsb_dir
+from sentflow.evaluation.sts import packaged_stsb_dir
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SENTENCES = [  # for the tiny BERT's word-level vocabulary: lengths 2 to 17 tokens, so batches need padding

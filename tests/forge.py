@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from sentflow.io import tensors_digest
+from sentflow.files.io import tensors_digest
 
 
 def forge_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: object) -> Path:

@@ -28,7 +28,7 @@ def flows_imports(module: str) -> set[str]:
 
 def test_import_sentflow_loads_no_image_tier_module_and_keeps_torch_threads() -> None:
     probe = (
-        "import json, sys, torch; before = torch.get_num_threads(); import sentflow, sentflow.bertflow; "
+        "import json, sys, torch; before = torch.get_num_threads(); import sentflow, sentflow.calibration.bertflow; "
         "print(json.dumps({'modules': [m for m in sys.modules if m.startswith('sentflow.flows.')], "
         "'threads': [before, torch.get_num_threads()]}))"
     )

@@ -9,7 +9,7 @@ from jacobian import jacobian_logdets
 
 import sentflow
 from sentflow import SentflowError
-from sentflow.bertflow import BertFlow, vector_glow
+from sentflow.calibration.bertflow import BertFlow, vector_glow
 from sentflow.flows import ActNorm, StandardNormal
 from sentflow.runtime import using_threads
 

@@ -8,7 +8,7 @@ from sentflow.cli.main import app
 from typer.testing import CliRunner
 
 import sentflow
-from sentflow.retrieval import evaluate_retrieval
+from sentflow.evaluation.retrieval import evaluate_retrieval
 
 REQUIRED = {"method", "dim", "ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100", "index_bytes", "qps"}
 

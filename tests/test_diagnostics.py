@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import sentflow
-from sentflow.diagnostics import diagnose, embedding_stats, random_pairs, save_plots, task_vectors
+from sentflow.evaluation.diagnostics import diagnose, embedding_stats, random_pairs, save_plots, task_vectors
 from sentflow.errors import SentflowError
 
 

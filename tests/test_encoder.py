@@ -9,11 +9,11 @@ from conftest import SENTENCES
 from transformers import AutoModel, AutoTokenizer
 
 from sentflow import Encoder, SentflowError
-from sentflow.models import DEFAULT_MODEL, resolve_model
+from sentflow.encoding.models import DEFAULT_MODEL, resolve_model
 
 
 def hand_pooled(model_dir, sentence: str, pooling: str) -> np.ndarray:
-    """One sentence at a time (no padding), pooled by the definition in sentflow.pooling's docstring."""
+    """One sentence at a time (no padding), pooled by the definition in sentflow.encoding.pooling's docstring."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModel.from_pretrained(model_dir).eval()
     with torch.no_grad():

@@ -15,8 +15,8 @@ from test_flows_data import idx_bytes
 from test_flows_layers import one_thread  # noqa: F401
 from typer.testing import CliRunner
 
-from sentflow.io import load_tensors
-from sentflow.schemas import TrainCounters
+from sentflow.files.io import load_tensors
+from sentflow.files.schemas import TrainCounters
 
 try:
     from sentflow.cli.flows import flows_app

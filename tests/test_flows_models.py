@@ -25,8 +25,8 @@ from sentflow.flows import (
     read_checkpoint,
     save_checkpoint,
 )
-from sentflow.io import load_tensors, save_tensors
-from sentflow.schemas import FlowHeader
+from sentflow.files.io import load_tensors, save_tensors
+from sentflow.files.schemas import FlowHeader
 
 TINY = {
     "nice": {"hidden": 16, "depth": 1},

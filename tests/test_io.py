@@ -9,8 +9,8 @@ from forge import forge_tensors
 
 import sentflow
 from sentflow.errors import SentflowError
-from sentflow.io import load_tensors, save_tensors
-from sentflow.schemas import CalibrationHeader
+from sentflow.files.io import load_tensors, save_tensors
+from sentflow.files.schemas import CalibrationHeader
 
 
 def fitted(tmp_path):
@@ -99,7 +99,7 @@ def test_temporary_files_of_killed_runs_are_removed_by_the_next_write(tmp_path):
     import subprocess
     import sys
 
-    from sentflow.io import save_npy, temp_prefix
+    from sentflow.files.io import save_npy, temp_prefix
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
@@ -123,7 +123,7 @@ def test_an_interrupted_directory_swap_keeps_the_only_copy(tmp_path):
     import subprocess
     import sys
 
-    from sentflow.io import atomic_directory, remove_orphans, temp_prefix
+    from sentflow.files.io import atomic_directory, remove_orphans, temp_prefix
 
     dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
     target = tmp_path / "pipe"
@@ -138,7 +138,7 @@ def test_an_interrupted_directory_swap_keeps_the_only_copy(tmp_path):
 
 
 def test_outputs_beyond_float32_are_refused_not_written_as_inf(tmp_path):
-    from sentflow.npyfiles import npy_writer
+    from sentflow.files.npy import npy_writer
 
     whitening = sentflow.Whitening().fit(np.random.default_rng(0).standard_normal((100, 4)))
     with pytest.raises(SentflowError, match="whitening output overflows"):
@@ -150,7 +150,7 @@ def test_outputs_beyond_float32_are_refused_not_written_as_inf(tmp_path):
 
 
 def test_a_npy_header_numpy_cannot_tokenize_is_one_line(tmp_path):
-    from sentflow.npyfiles import load_npy
+    from sentflow.files.npy import load_npy
 
     path = tmp_path / "x.npy"
     np.save(path, np.zeros((6, 4), np.float32))

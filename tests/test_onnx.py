@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from conftest import SENTENCES
 
-from sentflow import Encoder, SentflowError, onnx_backend
+from sentflow import Encoder, SentflowError
+from sentflow.encoding import onnx as onnx_backend
 
 POOLINGS = ["cls", "pooler", "last-avg", "first-last-avg", "last2avg", "layers:0,2"]
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sentflow import Encoder, SentflowError
-from sentflow.pooling import masked_mean, parse_pooling, pool
+from sentflow.encoding.pooling import masked_mean, parse_pooling, pool
 
 SENTENCES = ["a man is playing the guitar .", "the dog", "a girl is brushing her hair on the beach ."]
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sentflow.errors import SentflowError
-from sentflow.stats import MomentAccumulator
+from sentflow.calibration.stats import MomentAccumulator
 
 
 def accumulate(X: np.ndarray, first: int | None = None) -> MomentAccumulator:

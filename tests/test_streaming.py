@@ -11,7 +11,7 @@ from sentflow.cli.main import app
 from typer.testing import CliRunner
 
 import sentflow
-import sentflow.npyfiles as npyfiles
+import sentflow.files.npy as npyfiles
 from sentflow.errors import SentflowError
 from sentflow.streaming import encode_file, encoder_settings, fit_calibration, scan_text, transform_file
 

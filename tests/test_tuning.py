@@ -12,9 +12,9 @@ from scipy.stats import spearmanr
 
 import sentflow
 from sentflow.errors import SentflowError
-from sentflow.evaluation import compare
-from sentflow.sts import SPLITS
-from sentflow.tuning import POWERS, Setting, settings_for, transfer, tune
+from sentflow.evaluation.compare import compare
+from sentflow.evaluation.sts import SPLITS
+from sentflow.evaluation.tuning import POWERS, Setting, settings_for, transfer, tune
 
 
 class BagEncoder:
@@ -166,7 +166,7 @@ def write_beir(folder, pairs, split_of):
 
 def test_retrieval_selection_on_train_qrels(bert, stsb_slice_dir, tmp_path):
     encoder = bert
-    from sentflow.retrieval import evaluate_retrieval
+    from sentflow.evaluation.retrieval import evaluate_retrieval
 
     folder = tmp_path / "beir"
     train = sentflow.load_sts("sts-b", "train", stsb_slice_dir)

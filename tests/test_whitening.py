@@ -16,8 +16,8 @@ from sklearn.preprocessing import Normalizer
 
 import sentflow
 from sentflow import SentflowError, Whitening
-from sentflow.sts import cosine_scores
-from sentflow.whitening import SingularCovarianceWarning
+from sentflow.evaluation.sts import cosine_scores
+from sentflow.calibration.whitening import SingularCovarianceWarning
 
 
 def anisotropic(n: int = 600, d: int = 24, seed: int = 0, offset: float = 40.0) -> np.ndarray:
@@ -193,7 +193,7 @@ def test_a_few_null_directions_are_logged_many_are_warned(caplog):
     X -= X.mean(axis=1, keepdims=True)  # every row sums to 0: one exactly-null direction, as after LayerNorm
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with caplog.at_level("INFO", logger="sentflow.whitening"):
+        with caplog.at_level("INFO", logger="sentflow.calibration.whitening"):
             Whitening().fit(X)
     assert "1 of the 200 kept directions" in caplog.text and "post-LayerNorm" in caplog.text
     low_rank = rng.standard_normal((500, 12)) @ rng.standard_normal((12, 32))

@@ -12,8 +12,8 @@ from sentflow.errors import SentflowError
 from sentflow.flows.base import FlowModel
 from sentflow.flows.models import build_model
 from sentflow.flows.train import CHECKPOINT_NAME, model_header
-from sentflow.io import load_tensors, restore_module, save_tensors
-from sentflow.schemas import FlowHeader
+from sentflow.files.io import load_tensors, restore_module, save_tensors
+from sentflow.files.schemas import FlowHeader
 
 __all__ = ["CHECKPOINT_NAME", "Checkpoint", "check_shape", "load_checkpoint", "read_checkpoint", "save_checkpoint"]
 

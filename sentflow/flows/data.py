@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from sentflow.errors import SentflowError
-from sentflow.io import first_line
+from sentflow.files.io import first_line
 
 _IDX_DTYPES = {
     0x08: np.uint8,

@@ -10,7 +10,7 @@ import torch
 from matplotlib.image import imsave
 
 from sentflow.errors import SentflowError
-from sentflow.io import write_atomic
+from sentflow.files.io import write_atomic
 
 MAX_GRID_PIXELS = 1 << 26  # an 8192 x 8192 PNG
 

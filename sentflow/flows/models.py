@@ -22,7 +22,7 @@ from sentflow.flows.nets import MLP, ConvNet
 from sentflow.flows.preprocess import Dequantize, Logit
 from sentflow.flows.priors import PRIORS
 from sentflow.flows.reshape import Flatten, Split, Squeeze, Unsqueeze
-from sentflow.io import first_line
+from sentflow.files.io import first_line
 
 PRIOR_STD = {"logistic": math.pi / math.sqrt(3.0), "normal": 1.0}
 

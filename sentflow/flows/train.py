@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 
 from sentflow.errors import SentflowError
 from sentflow.flows.base import LogdetEstimator, bits_per_dim
-from sentflow.io import check_state, load_tensors, save_tensors
+from sentflow.files.io import check_state, load_tensors, save_tensors
 from sentflow.runtime import default_device, seed_everything, using_threads
-from sentflow.schemas import FLOWS_FORMAT, TrainCounters
+from sentflow.files.schemas import FLOWS_FORMAT, TrainCounters
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
 OPTIMIZER_STATE = ("step", "exp_avg", "exp_avg_sq", "exp_inf")  # per-parameter tensors those optimizers keep

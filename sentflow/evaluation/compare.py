@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from sentflow.calibration import Calibrator
-from sentflow.encoder import Encoder
+from sentflow.calibration.base import Calibrator
+from sentflow.encoding.encoder import Encoder
 from sentflow.errors import SentflowError
-from sentflow.sts import SENTEVAL_TASKS, SPLITS, StsPairs, evaluate_sts, load_sts
+from sentflow.evaluation.sts import SENTEVAL_TASKS, SPLITS, StsPairs, evaluate_sts, load_sts
 
 METHODS = ("none", "whitening", "flow")
 FIT_ON = ("all", *SPLITS)
@@ -52,11 +52,11 @@ def make_calibrator(method: str, dim: int | None = None, power: float = 0.5, **f
     if method == "none":
         return None
     if method == "whitening":
-        from sentflow.whitening import Whitening
+        from sentflow.calibration.whitening import Whitening
 
         return Whitening(n_components=dim, power=power)
     if method == "flow":
-        from sentflow.bertflow import BertFlow
+        from sentflow.calibration.bertflow import BertFlow
 
         return BertFlow(**flow_options)
     raise SentflowError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")

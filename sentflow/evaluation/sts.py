@@ -12,7 +12,7 @@ import numpy as np
 from scipy import stats
 
 from sentflow.errors import SentflowError
-from sentflow.schemas import SCORE, parse_value
+from sentflow.files.schemas import SCORE, parse_value
 
 SPLITS = ("train", "dev", "test")
 SENTEVAL_TASKS = ("sts12", "sts13", "sts14", "sts15", "sts16")

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sentflow.cache import default_cache_dir, model_fingerprint
+from sentflow.encoding.cache import default_cache_dir, model_fingerprint
 from sentflow.extras import require
-from sentflow.io import write_atomic
+from sentflow.files.io import write_atomic
 
 PRECISIONS = {"onnx": "fp32", "onnx-int8": "int8"}
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")

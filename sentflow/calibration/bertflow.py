@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sentflow.calibration import Calibrator
+from sentflow.calibration.base import Calibrator
 from sentflow.errors import SentflowError
 from sentflow.flows.actnorm import ActNorm
 from sentflow.flows.base import Flow, FlowSequential, log_density
@@ -38,15 +38,15 @@ from sentflow.flows.nets import MLP
 from sentflow.flows.priors import StandardNormal
 from sentflow.flows.reshape import Split
 from sentflow.flows.train import DEFAULT_THREADS, TrainConfig, Trainer
-from sentflow.io import restore_module
+from sentflow.files.io import restore_module
 from sentflow.runtime import default_device, using_threads
-from sentflow.schemas import BertFlowParams, CalibrationHeader
-from sentflow.stats import as_matrix
+from sentflow.files.schemas import BertFlowParams, CalibrationHeader
+from sentflow.calibration.stats import as_matrix
 
 WARMUP_STEPS = 50
 CLIP_NORM = 10.0
 INIT_ROWS = 1024  # ActNorm's data-dependent initialisation sees at least this many training rows
-CHECKPOINT_FORMAT = "sentflow.bertflow-fit/1"
+CHECKPOINT_FORMAT = "sentflow.calibration.bertflow-fit/1"
 
 
 def vector_glow(dim: int, levels: int, depth: int, hidden: int) -> Flow:

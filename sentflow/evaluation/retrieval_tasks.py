@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sentflow.errors import SentflowError
-from sentflow.schemas import GRADE, BeirRecord, parse_json, parse_value
-from sentflow.sts import SPLITS, StsPairs, load_sts, read_lines
+from sentflow.files.schemas import GRADE, BeirRecord, parse_json, parse_value
+from sentflow.evaluation.sts import SPLITS, StsPairs, load_sts, read_lines
 
 DUPLICATE_TASKS = ("sts-b", "sick-r")
 DUPLICATE_THRESHOLD = 4.0

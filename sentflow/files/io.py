@@ -20,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from sentflow.errors import SentflowError
-from sentflow.schemas import S, parse_json
+from sentflow.files.schemas import S, parse_json
 
 _META_KEY = "sentflow"
 _SUM_KEY = "sentflow_sha256"

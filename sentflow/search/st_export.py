@@ -13,8 +13,8 @@ import torch
 
 from sentflow.errors import SentflowError
 from sentflow.extras import require
-from sentflow.io import atomic_directory
-from sentflow.models import resolve_model
+from sentflow.files.io import atomic_directory
+from sentflow.encoding.models import resolve_model
 
 if TYPE_CHECKING:
     from sentflow.pipeline import Pipeline

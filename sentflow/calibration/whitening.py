@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from sentflow.calibration import Calibrator
+from sentflow.calibration.base import Calibrator
 from sentflow.errors import SentflowError
-from sentflow.schemas import CalibrationHeader, WhiteningParams
-from sentflow.stats import MomentAccumulator, as_matrix
+from sentflow.files.schemas import CalibrationHeader, WhiteningParams
+from sentflow.calibration.stats import MomentAccumulator, as_matrix
 
 SINGULAR_RTOL = 1e-10
 EXPECTED_NULL_SHARE = 0.01  # up to 1% null directions: a post-LN hyperplane, logged rather than warned about

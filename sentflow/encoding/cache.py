@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sentflow.io import first_line, save_npy
-from sentflow.npyfiles import load_npy
+from sentflow.files.io import first_line, save_npy
+from sentflow.files.npy import load_npy
 
 
 def default_cache_dir() -> Path:

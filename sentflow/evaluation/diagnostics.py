@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from sentflow.errors import SentflowError
-from sentflow.io import write_atomic
-from sentflow.stats import MomentAccumulator, as_matrix
-from sentflow.sts import cosine_scores
+from sentflow.files.io import write_atomic
+from sentflow.calibration.stats import MomentAccumulator, as_matrix
+from sentflow.evaluation.sts import cosine_scores
 
 SIMILAR_GOLD = 4.0  # STS-B and SICK-R: 4 of 5 is "mostly equivalent"
 N_PAIRS = 10_000
@@ -149,8 +149,8 @@ def diagnose(
 
 def task_vectors(encoder, task: str, data_dir: str | os.PathLike | None = None):
     """(vectors of every sentence of an STS task, (first, second) vectors of its test pairs with gold >= 4)."""
-    from sentflow.evaluation import encode_pairs, fit_splits
-    from sentflow.sts import load_sts
+    from sentflow.evaluation.compare import encode_pairs, fit_splits
+    from sentflow.evaluation.sts import load_sts
 
     splits = {name: load_sts(task, name, data_dir) for name in sorted({*fit_splits(task, "all"), "test"})}
     vectors = encode_pairs(encoder, splits)

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from sentflow.calibration import Calibrator
+from sentflow.calibration.base import Calibrator
 from sentflow.errors import SentflowError
-from sentflow.evaluation import encode_pairs, fit_splits, make_calibrator
-from sentflow.schemas import SCORE, parse_value
-from sentflow.stats import MomentAccumulator, as_matrix
-from sentflow.sts import SENTEVAL_TASKS, StsPairs, evaluate_sts, load_sts, read_lines
-from sentflow.whitening import Whitening
+from sentflow.evaluation.compare import encode_pairs, fit_splits, make_calibrator
+from sentflow.files.schemas import SCORE, parse_value
+from sentflow.calibration.stats import MomentAccumulator, as_matrix
+from sentflow.evaluation.sts import SENTEVAL_TASKS, StsPairs, evaluate_sts, load_sts, read_lines
+from sentflow.calibration.whitening import Whitening
 
 POWERS = (0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5)
 DIMS = (256, 128, 64)  # besides the full embedding size and the max_dim budget
@@ -250,8 +250,8 @@ def _tune_sts(encoder, task, select_on, max_dim, pairs_file, with_flow, fit_on, 
 
 
 def _tune_retrieval(encoder, folder: Path, select_on, max_dim, with_flow, flow_options, progress):
-    from sentflow.retrieval import measure_index
-    from sentflow.retrieval_data import load_retrieval_task
+    from sentflow.evaluation.retrieval import measure_index
+    from sentflow.evaluation.retrieval_tasks import load_retrieval_task
 
     if not (folder / "qrels" / f"{select_on}.tsv").is_file():
         other = next((s for s in SELECT_ON if (folder / "qrels" / f"{s}.tsv").is_file()), None)
@@ -335,7 +335,7 @@ def transfer(
 
 def subset_sizes(task: str, data_dir: str | os.PathLike) -> list[int]:
     """Scored pairs per subset of a SemEval STS year, in the order `load_sts` concatenates them."""
-    from sentflow.sts import senteval_dir
+    from sentflow.evaluation.sts import senteval_dir
 
     sizes = []
     for inp in sorted(senteval_dir(Path(data_dir), task).glob("STS.input.*.txt")):

@@ -17,10 +17,10 @@ from tqdm.auto import tqdm
 
 from sentflow.errors import SentflowError
 from sentflow.extras import require
-from sentflow.index import build_index, index_bytes
-from sentflow.retrieval_data import RetrievalTask, load_retrieval_task
-from sentflow.stats import as_matrix
-from sentflow.whitening import Whitening
+from sentflow.search.faiss_index import build_index, index_bytes
+from sentflow.evaluation.retrieval_tasks import RetrievalTask, load_retrieval_task
+from sentflow.calibration.stats import as_matrix
+from sentflow.calibration.whitening import Whitening
 
 POWERS = {"whitening": 0.5, "pca": 0.0}  # pca: centring and rotation only, the dimension-cut baseline
 METHODS = ("none", *POWERS)

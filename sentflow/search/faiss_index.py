@@ -10,8 +10,8 @@ import numpy as np
 
 from sentflow.errors import SentflowError
 from sentflow.extras import require
-from sentflow.io import first_line
-from sentflow.stats import as_matrix
+from sentflow.files.io import first_line
+from sentflow.calibration.stats import as_matrix
 
 
 def _calibration_and_normalize(pipeline_or_calibration, normalize: bool | None):

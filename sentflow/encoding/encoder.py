@@ -11,21 +11,21 @@ import torch
 from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
-from sentflow import onnx_backend
-from sentflow.cache import EmbeddingCache
+from sentflow.encoding import onnx as onnx_backend
+from sentflow.encoding.cache import EmbeddingCache
 from sentflow.errors import SentflowError
 from sentflow.extras import require
-from sentflow.io import first_line
-from sentflow.models import DEFAULT_MODEL, resolve_model
-from sentflow.pooling import parse_pooling, pool
+from sentflow.files.io import first_line
+from sentflow.encoding.models import DEFAULT_MODEL, resolve_model
+from sentflow.encoding.pooling import parse_pooling, pool
 from sentflow.runtime import default_device, resolve_threads, using_threads
-from sentflow.schemas import Int8Recipe, parse
+from sentflow.files.schemas import Int8Recipe, parse
 
 BACKENDS = ("torch", *onnx_backend.PRECISIONS)
 
 
 class Encoder:
-    """Encode sentences with a frozen transformer and one of the `sentflow.pooling` strategies.
+    """Encode sentences with a frozen transformer and one of the `sentflow.encoding.pooling` strategies.
 
     `backend` is "torch" (any device; `half=True` runs float16 on CUDA), "onnx" (ONNX Runtime, fp32) or
     "onnx-int8" (ONNX Runtime, dynamically quantised int8); the ONNX graph is exported once per model and
@@ -37,8 +37,8 @@ class Encoder:
     """
 
     def __new__(cls, model: str = DEFAULT_MODEL, *args, **kwargs):
-        """`Encoder("glove-6b-50d")` is the GloVe average encoder (`sentflow.glove`); any other name a transformer."""
-        from sentflow.glove import GloveEncoder, is_glove
+        """`Encoder("glove-6b-50d")` is the GloVe average encoder (`sentflow.encoding.glove`); any other name a transformer."""
+        from sentflow.encoding.glove import GloveEncoder, is_glove
 
         return GloveEncoder(model, *args, **kwargs) if is_glove(model) else super().__new__(cls)
 

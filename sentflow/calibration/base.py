@@ -11,9 +11,9 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from sentflow._version import __version__
 from sentflow.errors import NotFittedError, SentflowError
-from sentflow.io import first_line, load_tensors, save_tensors
-from sentflow.schemas import CalibrationHeader, Schema, parse
-from sentflow.stats import as_matrix, check_finite
+from sentflow.files.io import first_line, load_tensors, save_tensors
+from sentflow.files.schemas import CalibrationHeader, Schema, parse
+from sentflow.calibration.stats import as_matrix, check_finite
 
 _REGISTRY: dict[str, type[Calibrator]] = {}
 _RUNTIME_PARAMS = ("device", "progress", "threads", "max_minutes", "checkpoint_dir")  # how to run: never saved

@@ -19,8 +19,8 @@ from typing import BinaryIO
 import numpy as np
 
 from sentflow.errors import SentflowError
-from sentflow.io import atomic_path, first_line
-from sentflow.stats import check_finite
+from sentflow.files.io import atomic_path, first_line
+from sentflow.calibration.stats import check_finite
 
 CHUNK_BYTES = 64 << 20  # rows per chunk are chosen so that a float32 chunk is about this large
 _MAX_HEADER_BYTES = 1 << 16

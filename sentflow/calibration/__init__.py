@@ -1,0 +1,1 @@
+"""Calibration: whitening and BERT-flow behind one fit/transform/save/load interface."""

@@ -1,0 +1,1 @@
+"""Encoding: text to sentence vectors (HF models, pooling, ONNX backend, GloVe, embedding cache)."""

@@ -1,0 +1,1 @@
+"""Evaluation: STS and retrieval tasks, their metrics, tuning and diagnostics."""

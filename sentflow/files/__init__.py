@@ -1,0 +1,1 @@
+"""Files and formats: atomic writes, .npy streams, safetensors headers and their schemas."""

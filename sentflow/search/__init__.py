@@ -1,0 +1,1 @@
+"""Search and exports: faiss indexes and the sentence-transformers export."""
