@@ -30,8 +30,8 @@ class Pipeline:
     """Encode texts, calibrate (whitening or BERT-flow, optional) and L2-normalise (optional), as one object."""
 
     def __init__(self, encoder: Encoder, calibration: Calibrator | None = None, normalize: bool = False) -> None:
-        if calibration is not None and not calibration.__sklearn_is_fitted__():
-            raise SentflowError("the pipeline's calibration is not fitted yet; call fit first")
+        if calibration is not None:
+            calibration.check_fitted()
         self.encoder = encoder
         self.calibration = calibration
         self.normalize = bool(normalize)

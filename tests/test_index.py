@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import faiss
 import numpy as np
 import pytest
 
-from sentflow import BertFlow, Encoder, SentflowError, Whitening
+from sentflow import BertFlow, Encoder, Pipeline, SentflowError, Whitening
 from sentflow.search.faiss_index import build_index, index_bytes, search_exact
 from sentflow.evaluation.retrieval_tasks import load_retrieval_task
 
@@ -50,10 +48,11 @@ def test_flat_index_matches_exact_search_on_transformed_vectors(power, k):
     assert_same_top_k(scores, ids, *want, tol=1e-4)
 
 
-def test_pipeline_without_normalisation_searches_raw_inner_products():
-    corpus, queries = corpus_and_queries(500, 20)
+def test_pipeline_without_normalisation_searches_raw_inner_products(tiny_bert_dir):
+    encoder = Encoder(str(tiny_bert_dir), cache=False)
+    corpus, queries = corpus_and_queries(500, 20, d=encoder.dim)
     whitening = Whitening().fit(corpus)
-    pipeline = SimpleNamespace(calibration=whitening, normalize=False)
+    pipeline = Pipeline(encoder, whitening, normalize=False)
     scores, ids = build_index(pipeline, corpus).search(queries, 10)
     want = search_exact(whitening.transform(queries.astype(np.float64)), whitening.transform(corpus), 11)
     assert_same_top_k(scores, ids, *want, tol=1e-4 * np.abs(scores).max())

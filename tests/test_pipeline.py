@@ -30,7 +30,7 @@ def test_pipeline_is_encoder_then_calibration_then_normalisation(corpus_vectors,
     encoder, X = corpus_vectors("last-avg")
     whitening = sentflow.Whitening(n_components=8).fit(X)
     pipeline = sentflow.Pipeline(encoder, whitening, normalize=True)
-    Z = (encoder.encode(SENTENCES).astype(np.float64) - whitening.mean_) @ whitening.components_
+    Z = (encoder.encode(SENTENCES).astype(np.float64) - whitening.mean_) @ whitening.components_.T
     expected = Z / np.linalg.norm(Z, axis=1, keepdims=True)
     np.testing.assert_allclose(pipeline.encode(SENTENCES), expected, atol=1e-5)
     pipeline.save(tmp_path / "pipe")

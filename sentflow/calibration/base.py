@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from pydantic import create_model
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from sentflow._version import __version__
+from sentflow.calibration.stats import as_matrix, check_finite
 from sentflow.errors import NotFittedError, SentflowError
 from sentflow.files.io import first_line, load_tensors, save_tensors
 from sentflow.files.schemas import CalibrationHeader, Schema, parse
-from sentflow.calibration.stats import as_matrix, check_finite
 
 _REGISTRY: dict[str, type[Calibrator]] = {}
 _RUNTIME_PARAMS = ("device", "progress", "threads", "max_minutes", "checkpoint_dir")  # how to run: never saved
@@ -22,22 +24,32 @@ _RUNTIME_PARAMS = ("device", "progress", "threads", "max_minutes", "checkpoint_d
 class Calibrator(TransformerMixin, BaseEstimator):
     """fit / transform / inverse_transform / save / to_torch on (n, d) embeddings.
 
-    Subclasses set `method` and `Params`, implement `_tensors()` and `_restore(tensors, header)`, and keep
-    `n_features_in_` and `n_components_out_` once fitted.
+    Subclasses set `method` (the name files record) and `_parameter_constraints` (a pydantic type per saved
+    constructor parameter, as scikit-learn's estimators declare theirs), implement `_tensors()` and
+    `_restore(tensors, header)`, and keep `n_features_in_` and `n_components_out_` once fitted. The schema of the
+    saved parameters, `Params`, is derived from the constraints and the constructor's defaults.
     """
 
     method: ClassVar[str]
+    _parameter_constraints: ClassVar[dict[str, Any]]
     Params: ClassVar[type[Schema]]  # the saved constructor parameters, validated on load
     fitted_for_: dict[str, str | None]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        _REGISTRY[cls.method] = cls
+        if "_parameter_constraints" in cls.__dict__:
+            cls.Params = params_schema(cls)
+        if "method" in cls.__dict__:  # only a class naming its own method is what files of that method load as
+            _REGISTRY[cls.method] = cls
+
+    def check_fitted(self) -> None:
+        """Raise NotFittedError (a SentflowError and scikit-learn's NotFittedError) unless fitted."""
+        if not self.__sklearn_is_fitted__():
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first")
 
     def _check_input(self, X, name: str = "X") -> np.ndarray:
         """Validate shape and values against what the calibrator was fitted on."""
-        if not self.__sklearn_is_fitted__():
-            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first")
+        self.check_fitted()
         X = as_matrix(X, name)
         if X.shape[1] != self.n_features_in_:
             raise SentflowError(
@@ -53,8 +65,7 @@ class Calibrator(TransformerMixin, BaseEstimator):
 
     def save(self, path: str | os.PathLike, *, model: str | None = None, pooling: str | None = None) -> None:
         """Write the calibration as safetensors + JSON header (method, dims, model, pooling, version)."""
-        if not self.__sklearn_is_fitted__():
-            raise NotFittedError(f"cannot save an unfitted {type(self).__name__}; call fit first")
+        self.check_fitted()
         fitted_for = dict(getattr(self, "fitted_for_", {}))
         fitted_for.update({k: v for k, v in (("model", model), ("pooling", pooling)) if v is not None})
         meta = {
@@ -89,6 +100,15 @@ class Calibrator(TransformerMixin, BaseEstimator):
 
     def to_torch(self) -> torch.nn.Module:
         raise NotImplementedError
+
+
+def params_schema(cls: type[Calibrator]) -> type[Schema]:
+    """The strict schema of a calibrator's saved parameters: its constraints, with its constructor's defaults."""
+    defaults = inspect.signature(cls.__init__).parameters
+    fields: dict[str, Any] = {
+        name: (kind, defaults[name].default) for name, kind in cls._parameter_constraints.items()
+    }
+    return create_model(f"{cls.__name__}Params", __base__=Schema, **fields)
 
 
 def load_calibration(path: str | os.PathLike) -> Calibrator:

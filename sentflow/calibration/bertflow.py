@@ -23,13 +23,18 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from sentflow.calibration.base import Calibrator
+from sentflow.calibration.stats import as_matrix
 from sentflow.errors import SentflowError
+from sentflow.files.io import restore_module
+from sentflow.files.schemas import MAX_DIM, MAX_LR, BatchSize, CalibrationHeader, Epochs, Patience, Seed
 from sentflow.flows.actnorm import ActNorm
 from sentflow.flows.base import Flow, FlowSequential, log_density
 from sentflow.flows.coupling import AffineCoupling
@@ -38,10 +43,7 @@ from sentflow.flows.nets import MLP
 from sentflow.flows.priors import StandardNormal
 from sentflow.flows.reshape import Split
 from sentflow.flows.train import DEFAULT_THREADS, TrainConfig, Trainer
-from sentflow.files.io import restore_module
 from sentflow.runtime import default_device, using_threads
-from sentflow.files.schemas import BertFlowParams, CalibrationHeader
-from sentflow.calibration.stats import as_matrix
 
 WARMUP_STEPS = 50
 CLIP_NORM = 10.0
@@ -75,7 +77,18 @@ class BertFlow(Calibrator):
     """BERT-flow calibration with the `Whitening` interface (fit / transform / save / to_torch)."""
 
     method = "flow"
-    Params = BertFlowParams
+    _parameter_constraints = {
+        "levels": Annotated[int, Field(ge=1, le=16)],
+        "depth": Annotated[int, Field(ge=1, le=256)],
+        "hidden": Annotated[int, Field(ge=1, le=MAX_DIM)],
+        "epochs": Epochs,
+        "lr": Annotated[float, Field(gt=0.0, le=MAX_LR, allow_inf_nan=False)],
+        "batch_size": BatchSize,
+        "seed": Seed,
+        "validation": Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False)],
+        "patience": Patience | None,
+        "noise": Annotated[float, Field(ge=0.0, le=1e3, allow_inf_nan=False)],
+    }
 
     def __init__(
         self,

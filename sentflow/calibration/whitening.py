@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from sentflow.calibration.base import Calibrator
-from sentflow.errors import SentflowError
-from sentflow.files.schemas import CalibrationHeader, WhiteningParams
 from sentflow.calibration.stats import MomentAccumulator, as_matrix
+from sentflow.errors import SentflowError
+from sentflow.files.schemas import CalibrationHeader, Dim, Unit
 
 SINGULAR_RTOL = 1e-10
 EXPECTED_NULL_SHARE = 0.01  # up to 1% null directions: a post-LN hyperplane, logged rather than warned about
@@ -51,7 +51,7 @@ class Whitening(Calibrator):
     """
 
     method = "whitening"
-    Params = WhiteningParams
+    _parameter_constraints = {"n_components": Dim | None, "power": Unit, "eps": Unit}
 
     def __init__(self, n_components: int | None = None, power: float = 0.5, eps: float = 1e-9) -> None:
         self.n_components = n_components
@@ -159,8 +159,14 @@ class Whitening(Calibrator):
 
     @property
     def components_(self) -> np.ndarray:
-        """The (n_features, k) whitening matrix W."""
-        return self._solve()["weight"]
+        """The (k, n_features) whitening matrix, rows as output directions (scikit-learn's `PCA` orientation):
+        `transform(X) == (X - mean_) @ components_.T`."""
+        return self._solve()["weight"].T
+
+    def linear_map(self) -> tuple[np.ndarray, np.ndarray]:
+        """(W, b) with transform(X) = X W + b: W = components_.T (d, k), b = -mean_ W."""
+        sol = self._solve()
+        return sol["weight"], -sol["mean"] @ sol["weight"]
 
     @property
     def eigenvalues_(self) -> np.ndarray:
@@ -199,16 +205,9 @@ class Whitening(Calibrator):
 
     def to_faiss(self):
         """The same map as a faiss `LinearTransform` (y = A x + b with A = Wᵀ, b = −μW) for `IndexPreTransform`."""
-        from sentflow.extras import require
+        from sentflow.search.faiss_index import linear_transform
 
-        faiss = require("faiss", "faiss")
-        sol = self._solve()
-        d_in, d_out = sol["weight"].shape
-        linear = faiss.LinearTransform(d_in, d_out, True)
-        faiss.copy_array_to_vector(np.ascontiguousarray(sol["weight"].T, dtype=np.float32).ravel(), linear.A)
-        faiss.copy_array_to_vector((-sol["mean"] @ sol["weight"]).astype(np.float32), linear.b)
-        linear.is_trained = True
-        return linear
+        return linear_transform(self)
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         sol = self._solve()

@@ -32,6 +32,7 @@ Key = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Int = Annotated[int, Field(ge=-(1 << 63), le=(1 << 63) - 1)]  # 64-bit (seeds); json writes and reads them exactly
 Real = Annotated[float, Field(allow_inf_nan=False)]
 Dim = Annotated[int, Field(ge=1, le=MAX_DIM)]
+Unit = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0, le=MAX_ROWS)]
 Scalar = None | bool | Int | Real | Name
 Value = Scalar | Annotated[list[Scalar], Field(max_length=MAX_ITEMS)]
@@ -127,25 +128,6 @@ class CalibrationHeader(Schema):
     dim_out: Dim
     model: Name | None = None
     pooling: Name | None = None
-
-
-class WhiteningParams(Schema):
-    n_components: Dim | None = None
-    power: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.5
-    eps: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 1e-9
-
-
-class BertFlowParams(Schema):
-    levels: Annotated[int, Field(ge=1, le=16)] = 3
-    depth: Annotated[int, Field(ge=1, le=256)] = 3
-    hidden: Annotated[int, Field(ge=1, le=MAX_DIM)] = 32
-    epochs: Epochs = 1
-    lr: Annotated[float, Field(gt=0.0, le=MAX_LR, allow_inf_nan=False)] = 1e-3
-    batch_size: BatchSize = 32
-    seed: Seed = 0
-    validation: Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False)] = 0.1
-    patience: Patience | None = 2
-    noise: Annotated[float, Field(ge=0.0, le=1e3, allow_inf_nan=False)] = 1e-2
 
 
 # --- pipelines and resumable runs --------------------------------------------------------------------------------

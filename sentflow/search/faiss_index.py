@@ -8,32 +8,42 @@ from __future__ import annotations
 
 import numpy as np
 
+from sentflow.calibration.base import Calibrator
+from sentflow.calibration.stats import as_matrix
 from sentflow.errors import SentflowError
 from sentflow.extras import require
 from sentflow.files.io import first_line
-from sentflow.calibration.stats import as_matrix
+from sentflow.protocols import LinearMap
 
 
 def _calibration_and_normalize(pipeline_or_calibration, normalize: bool | None):
-    """(calibration or None, normalize) from a Pipeline (duck-typed), a calibration, or None."""
+    """(calibration or None, normalize) from a Pipeline, a fitted calibration, or None."""
+    from sentflow.pipeline import Pipeline
+
     obj = pipeline_or_calibration
-    if obj is not None and hasattr(obj, "calibration") and hasattr(obj, "normalize"):
-        return obj.calibration, bool(obj.normalize) if normalize is None else normalize
-    if obj is None or (hasattr(obj, "transform") and hasattr(obj, "method")):
+    if isinstance(obj, Pipeline):
+        return obj.calibration, obj.normalize if normalize is None else normalize
+    if obj is None or isinstance(obj, Calibrator):
         return obj, True if normalize is None else normalize
     raise SentflowError(f"build_index expects a Pipeline, a fitted calibration or None, got {type(obj).__name__}")
 
 
-def _linear_transform(calibration):
-    """The calibration as a faiss LinearTransform; refuses maps that are not linear."""
-    if not hasattr(calibration, "to_faiss"):
+def linear_transform(calibration):
+    """A fitted linear calibration as a faiss `LinearTransform` (y = A x + b, A = Wᵀ, b as `linear_map` gives)."""
+    faiss = require("faiss", "faiss")
+    if not isinstance(calibration, LinearMap):
         raise SentflowError(
             f"the {calibration.method} calibration is not a linear map, so faiss cannot apply it inside the index: "
             "index calibration.transform(vectors) with build_index(None, ...) and transform the queries the same way"
         )
-    if not calibration.__sklearn_is_fitted__():
-        raise SentflowError(f"this {type(calibration).__name__} is not fitted yet; call fit first")
-    return calibration.to_faiss()
+    calibration.check_fitted()
+    weight, bias = calibration.linear_map()
+    d_in, d_out = weight.shape
+    linear = faiss.LinearTransform(d_in, d_out, True)
+    faiss.copy_array_to_vector(np.ascontiguousarray(weight.T, dtype=np.float32).ravel(), linear.A)
+    faiss.copy_array_to_vector(np.ascontiguousarray(bias, dtype=np.float32), linear.b)
+    linear.is_trained = True
+    return linear
 
 
 def build_index(pipeline_or_calibration, vectors, factory: str = "Flat", normalize: bool | None = None):
@@ -51,7 +61,7 @@ def build_index(pipeline_or_calibration, vectors, factory: str = "Flat", normali
     transforms = []
     dim = vectors.shape[1]
     if calibration is not None:
-        linear = _linear_transform(calibration)
+        linear = linear_transform(calibration)
         if linear.d_in != dim:
             raise SentflowError(
                 f"vectors have {dim} features but the {calibration.method} calibration was fitted on "

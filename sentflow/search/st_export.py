@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from sentflow.encoding.models import resolve_model
 from sentflow.errors import SentflowError
 from sentflow.extras import require
 from sentflow.files.io import atomic_directory
-from sentflow.encoding.models import resolve_model
+from sentflow.protocols import Calibration, LinearMap
 
 if TYPE_CHECKING:
     from sentflow.pipeline import Pipeline
@@ -37,18 +38,17 @@ def st_pooling_mode(pooling: str) -> str:
     return mode
 
 
-def dense_parameters(pipeline: Pipeline) -> tuple[torch.Tensor, torch.Tensor] | None:
+def dense_parameters(calibration: Calibration | None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(weight (k, d), bias (k,)) of the linear map, or None without calibration; refuses non-linear maps."""
-    calibration = pipeline.calibration
     if calibration is None:
         return None
-    if calibration.method != "whitening":
+    if not isinstance(calibration, LinearMap):
         raise SentflowError(
             f"a {calibration.method} calibration is not linear, so no Dense layer can hold it; export a whitening "
             "pipeline, or serve Pipeline.encode"
         )
-    weight, mean = calibration.components_, calibration.mean_
-    return torch.tensor(weight.T, dtype=torch.float32), torch.tensor(-mean @ weight, dtype=torch.float32)
+    weight, bias = calibration.linear_map()
+    return torch.tensor(weight.T, dtype=torch.float32), torch.tensor(bias, dtype=torch.float32)
 
 
 def export_sentence_transformer(pipeline: Pipeline, directory: Path) -> Path:
@@ -58,7 +58,7 @@ def export_sentence_transformer(pipeline: Pipeline, directory: Path) -> Path:
     from sentence_transformers.sentence_transformer import modules
 
     mode = st_pooling_mode(pipeline.encoder.pooling)
-    dense = dense_parameters(pipeline)
+    dense = dense_parameters(pipeline.calibration)
     transformer = modules.Transformer(
         resolve_model(pipeline.encoder.model_name), max_seq_length=pipeline.encoder.max_length
     )

@@ -1,0 +1,70 @@
+"""The capabilities parts are told apart by (protocols, not hasattr), and the rules declared beside each class."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.decomposition import PCA
+
+import sentflow
+from sentflow import BertFlow, Encoder, Pipeline, SentflowError, Whitening
+from sentflow.errors import NotFittedError
+from sentflow.protocols import Calibration, LinearMap, TextEncoder
+
+
+def data(n: int = 300, d: int = 6, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) + 3.0
+
+
+def test_a_subclass_without_its_own_method_does_not_take_over_loading(tmp_path):
+    class Tweaked(Whitening):
+        """A user's subclass that keeps the inherited method name."""
+
+    Whitening(n_components=3).fit(data()).save(tmp_path / "w.safetensors")
+    assert type(sentflow.load(tmp_path / "w.safetensors")) is Whitening
+
+
+def test_components_follow_scikit_learn_orientation():
+    X = data()
+    whitening = Whitening(n_components=4, power=0.0).fit(X)
+    pca = PCA(n_components=4).fit(X)
+    assert whitening.components_.shape == pca.components_.shape == (4, 6)
+    signs = np.sign((whitening.components_ * pca.components_).sum(axis=1))
+    np.testing.assert_allclose(whitening.components_ * signs[:, None], pca.components_, atol=1e-8)
+    np.testing.assert_allclose(whitening.transform(X), (X - whitening.mean_) @ whitening.components_.T, atol=1e-9)
+
+
+def test_linear_map_is_the_transform_and_only_linear_calibrations_have_one():
+    X = data()
+    whitening = Whitening(n_components=3).fit(X)
+    weight, bias = whitening.linear_map()
+    np.testing.assert_allclose(X @ weight + bias, whitening.transform(X), atol=1e-9)
+    assert isinstance(whitening, LinearMap) and isinstance(whitening, Calibration)
+    assert not isinstance(BertFlow(), LinearMap) and isinstance(BertFlow(), Calibration)
+
+
+def test_encoders_and_pipelines_are_text_encoders(tiny_bert_dir):
+    encoder = Encoder(str(tiny_bert_dir), cache=False)
+    assert isinstance(encoder, TextEncoder)
+    assert isinstance(Pipeline(encoder), TextEncoder)
+    assert not isinstance(Whitening(), TextEncoder)
+
+
+def test_saved_parameter_schema_comes_from_the_class_constraints_and_defaults():
+    assert Whitening.Params().model_dump() == {"n_components": None, "power": 0.5, "eps": 1e-9}
+    assert BertFlow.Params().model_dump()["levels"] == BertFlow().levels
+    with pytest.raises(SentflowError, match="power"):
+        Whitening(power=2.0).fit(data())
+
+
+@pytest.mark.parametrize("use", ["transform", "save", "linear_map"])
+def test_one_not_fitted_error_everywhere(use, tmp_path):
+    whitening = Whitening()
+    call = {
+        "transform": lambda: whitening.transform(data()),
+        "save": lambda: whitening.save(tmp_path / "w.safetensors"),
+        "linear_map": lambda: sentflow.build_index(whitening, data().astype(np.float32)),
+    }[use]
+    with pytest.raises(NotFittedError, match="not fitted"):
+        call()
