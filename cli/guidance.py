@@ -114,11 +114,13 @@ def diagnose(
     import sentflow
     from sentflow.evaluation.diagnostics import diagnose as run_diagnose
     from sentflow.evaluation.diagnostics import save_plots, task_vectors
-    from sentflow.files.npy import load_npy
+    from sentflow.files.npy import NpyShards
+    from sentflow.sources import EmbeddingSource, StsTaskSource, resolve_source
 
     with threads_from(threads):
-        if source.endswith(".npy") or Path(source).is_file():
-            vectors, similar, title = load_npy(source), None, Path(source).name
+        kind = resolve_source(source, (StsTaskSource, EmbeddingSource), role="diagnose")
+        if isinstance(kind, EmbeddingSource):
+            vectors, similar, title = NpyShards.from_spec(kind.spec).read_all(), None, Path(source).name
         else:
             encoder = make_encoder(model, pooling, batch_size)
             vectors, similar = task_vectors(encoder, source, data_dir)

@@ -104,8 +104,13 @@ def fit(
     dim: Dim = None,
     power: Power = 0.5,
     normalize: Annotated[bool, typer.Option(help="Pipeline: L2-normalise the final vectors.")] = False,
-    model: Model = "all-MiniLM-L6-v2",
-    pooling: Pooling = "last-avg",
+    model: Annotated[
+        str | None,
+        typer.Option(help="Encoder of the data (default all-MiniLM-L6-v2); with .npy data, the one that made them."),
+    ] = None,
+    pooling: Annotated[
+        str | None, typer.Option(help="Pooling of that encoder (default last-avg); see `encode --help`.")
+    ] = None,
     batch_size: BatchSize = 64,
     max_length: MaxLength = 256,
     backend: Backend = "torch",
@@ -121,53 +126,48 @@ def fit(
     threads: Threads = None,
 ) -> None:
     """Fit a calibration (no labels used) and save it, alone or as a pipeline with its encoder settings."""
-    from sentflow.evaluation.compare import make_calibrator
-    from sentflow.streaming import data_width, fit_calibration, is_embedding_source
+    from sentflow.calibration.factory import make_calibrator
+    from sentflow.encoding.models import DEFAULT_MODEL
+    from sentflow.pipeline import check_encoder_known, is_calibration_path, save_fitted
+    from sentflow.sources import EmbeddingSource
+    from sentflow.streaming import data_width, fit_calibration, fit_source
 
     if method not in ("whitening", "flow"):
         raise SentflowError(f"unknown --method {method!r}; choose whitening or flow")
     if method == "flow" and (dim is not None or power != 0.5):
         raise SentflowError("--dim and --power apply to whitening; a flow keeps every dimension")
-    if normalize and out.suffix == ".safetensors":
+    if normalize and is_calibration_path(out):
         raise SentflowError("--normalize is a pipeline setting: give --out a directory name, not a .safetensors file")
-    if out.suffix == ".safetensors":
+    if is_calibration_path(out):
         check_output(out, [data])  # before any work: never the data file itself, not even through a hard link
     else:
         check_inputs(out, [data])  # a pipeline directory never holds, or lies inside, the data
+    source = fit_source(data)
+    named = not isinstance(source, EmbeddingSource) or model is not None or pooling is not None
+    check_encoder_known(out, named)  # before any work
     with threads_from(threads):
-        encoder = make_encoder(model, pooling, batch_size, max_length, backend)
-        width = data_width(data, encoder)
+        encoder = make_encoder(model or DEFAULT_MODEL, pooling or "last-avg", batch_size, max_length, backend)
+        width = data_width(source, encoder)
         if dim is not None and dim > width:
             raise SentflowError(f"--dim {dim} is larger than the embedding size {width}")
         calibrator = make_calibrator(method, dim, power, **_flow_options(levels, depth, hidden, epochs, lr, seed))
         if scheduler is not None:
-            calibrator, rows = _fit_on_cluster(scheduler, data, method, dim, power)
+            calibrator, rows = _fit_on_cluster(scheduler, source, method, dim, power)
         else:
-            rows = fit_calibration(calibrator, data, encoder, data_dir)
-        _save_fit(calibrator, out, encoder, normalize, from_embeddings=is_embedding_source(data))
+            rows = fit_calibration(calibrator, source, encoder, data_dir)
+        save_fitted(calibrator, out, encoder if named else None, normalize)
     typer.echo(f"wrote {out}: {method} {width} -> {calibrator.n_components_out_} dims, fitted on {rows} rows", err=True)
 
 
-def _fit_on_cluster(scheduler: str, data: str, method: str, dim: int | None, power: float):
+def _fit_on_cluster(scheduler: str, source, method: str, dim: int | None, power: float):
     """A whitening fitted on a Dask cluster from .npy shards; (calibrator, rows)."""
     from sentflow import distributed
-    from sentflow.streaming import is_embedding_source
+    from sentflow.sources import EmbeddingSource
 
-    if method != "whitening" or not is_embedding_source(data):
+    if method != "whitening" or not isinstance(source, EmbeddingSource):
         raise SentflowError("--scheduler fits a whitening on .npy embeddings (a file, directory or glob)")
-    whitening = distributed.fit_shards(data, scheduler, n_components=dim, power=power, progress=True)
+    whitening = distributed.fit_shards(source.spec, scheduler, n_components=dim, power=power, progress=True)
     return whitening, whitening.n_samples_seen_
-
-
-def _save_fit(calibrator, out: Path, encoder, normalize: bool, from_embeddings: bool) -> None:
-    """A .safetensors path gets the calibration alone; any other path a pipeline directory."""
-    from sentflow.pipeline import Pipeline
-
-    if out.suffix == ".safetensors":
-        model, pooling = (None, None) if from_embeddings else (encoder.model_name, encoder.pooling)
-        calibrator.save(out, model=model, pooling=pooling)
-    else:
-        Pipeline(encoder, calibrator, normalize).save(out)
 
 
 @app.command()

@@ -14,18 +14,16 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import table, write_report  # noqa: E402
 
 import sentflow  # noqa: E402
 from sentflow.calibration.bertflow import BertFlow  # noqa: E402
-from sentflow.evaluation.compare import compare, encode_pairs, fit_splits  # noqa: E402
+from sentflow.calibration.whitening import SingularCovarianceWarning  # noqa: E402
+from sentflow.evaluation.compare import compare  # noqa: E402
+from sentflow.evaluation.sts_task import encode_sts_task, load_sts_task  # noqa: E402
 from sentflow.flows.train import DEFAULT_THREADS  # noqa: E402
 from sentflow.runtime import resolve_threads  # noqa: E402
-from sentflow.evaluation.sts import load_sts  # noqa: E402
-from sentflow.calibration.whitening import SingularCovarianceWarning  # noqa: E402
 
 warnings.simplefilter("ignore", SingularCovarianceWarning)  # cls/last-avg null directions: see README
 
@@ -38,8 +36,7 @@ def spread(values: list[float]) -> str:
 
 def warm_fit_seconds(encoder: sentflow.Encoder, repeats: int = 7) -> float:
     """Median time of a full whitening fit on the rows `compare` fits on (cached encodings), after a warm-up fit."""
-    splits = {name: load_sts("sts-b", name) for name in fit_splits("sts-b", "all")}
-    fit_rows = np.concatenate(list(encode_pairs(encoder, splits).values()))
+    fit_rows = encode_sts_task(encoder, load_sts_task("sts-b", "all")).fit_rows
     sentflow.Whitening().fit(fit_rows)
     times = []
     for _ in range(repeats):

@@ -82,6 +82,45 @@ class Pipeline:
         return export_sentence_transformer(self, Path(directory))
 
 
+def is_calibration_path(path: str | os.PathLike) -> bool:
+    """Whether an output path names a bare calibration file (`.safetensors`, any case) rather than a pipeline."""
+    return Path(path).suffix.lower() == ".safetensors"
+
+
+def check_encoder_known(out: str | os.PathLike, known: bool) -> None:
+    """Refuse to write a pipeline directory whose encoder is unknown (vectors read from .npy files)."""
+    if not known and not is_calibration_path(out):
+        raise SentflowError(
+            f"{out}: a pipeline directory names the encoder that made its vectors, and these came from .npy files: "
+            "name it with --model and --pooling, or write a .safetensors calibration instead"
+        )
+
+
+def save_fitted(
+    calibration: Calibrator, out: str | os.PathLike, encoder: Encoder | None = None, normalize: bool = False
+) -> Path:
+    """Write a fitted calibration: a `.safetensors` path gets the calibration alone, any other a pipeline directory.
+
+    `encoder` is the encoder that made the vectors the calibration was fitted on, or None when that is unknown
+    (vectors read from .npy files): a calibration file then records no model, and a pipeline is refused, since a
+    pipeline that names the wrong encoder would silently give wrong vectors.
+    """
+    if is_calibration_path(out):
+        if normalize:
+            raise SentflowError("normalize is a pipeline setting: give a directory name, not a .safetensors file")
+        model, pooling = (encoder.model_name, encoder.pooling) if encoder is not None else (None, None)
+        calibration.save(out, model=model, pooling=pooling)
+        return Path(out)
+    check_encoder_known(out, encoder is not None)
+    assert encoder is not None
+    if encoder.dim != calibration.n_features_in_:
+        raise SentflowError(
+            f"the calibration was fitted on {calibration.n_features_in_}-d vectors but {encoder.model_name!r} "
+            f"({encoder.pooling}) makes {encoder.dim}-d ones: name the encoder that made them (--model, --pooling)"
+        )
+    return Pipeline(encoder, calibration, normalize).save(out)
+
+
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     """Rows divided by their Euclidean norm (a zero row stays zero)."""
     norms = np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)
@@ -129,4 +168,7 @@ def check_fitted_for(calibration: Calibrator, config: PipelineConfig, directory:
 
 def load(path: str | os.PathLike) -> Calibrator | Pipeline:
     """Load a pipeline directory or a calibration file written by sentflow (JSON and safetensors only)."""
-    return load_pipeline(path) if Path(path).is_dir() else load_calibration(path)
+    from sentflow.sources import CalibrationSource, PipelineSource, resolve_source
+
+    source = resolve_source(path, (PipelineSource, CalibrationSource), role="sentflow.load")
+    return load_pipeline(source.path) if isinstance(source, PipelineSource) else load_calibration(source.path)

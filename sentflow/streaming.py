@@ -18,53 +18,65 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sentflow.calibration.base import Calibrator
+from sentflow.calibration.stats import check_finite
+from sentflow.calibration.whitening import Whitening
 from sentflow.encoding.encoder import Encoder
 from sentflow.errors import SentflowError
+from sentflow.evaluation.sts_task import encode_sts_task, load_sts_task
 from sentflow.files.io import check_output, first_line, write_atomic
 from sentflow.files.npy import NpyShards, npy_writer, open_shard, write_header
-from sentflow.pipeline import Pipeline
 from sentflow.files.schemas import ResumeState, parse_json
-from sentflow.calibration.stats import check_finite
-from sentflow.evaluation.sts import TASKS, load_sts
+from sentflow.pipeline import Pipeline
+from sentflow.protocols import TextEncoder
+from sentflow.sources import EmbeddingSource, Source, StsTaskSource, TextSource, resolve_source
 
 CHUNK_LINES = 8192
 STATE_SUFFIX = ".partial.json"
 
 
-def is_embedding_source(source: str) -> bool:
-    """Whether a data argument names .npy embeddings (a file, a shard directory or a glob) rather than text."""
-    path = Path(source)
-    if path.suffix.lower() == ".npz":
-        raise SentflowError(f"{source}: .npz archives are not read; save each array as its own .npy file")
-    return path.suffix.lower() == ".npy" or path.is_dir() or any(c in source for c in "*?[")
+FIT_SOURCES = (StsTaskSource, EmbeddingSource, TextSource)
+
+
+def fit_source(data: str | os.PathLike | Source) -> Source:
+    """The typed source a fit reads: an STS task's sentences, .npy embeddings or a text file."""
+    return data if isinstance(data, FIT_SOURCES) else resolve_source(str(data), FIT_SOURCES, role="a fit")
 
 
 def fit_calibration(
-    calibrator: Calibrator, source: str, encoder: Encoder, data_dir: str | os.PathLike | None = None
+    calibrator: Calibrator,
+    data: str | os.PathLike | Source,
+    encoder: TextEncoder | None,
+    data_dir: str | os.PathLike | None = None,
 ) -> int:
     """Fit `calibrator` without labels on a task's sentences (all splits), .npy shards or a text file.
 
     Returns the number of rows fitted on. Whitening streams chunks; other calibrators get every row at once.
+    `encoder` may be None only for .npy embeddings.
     """
-    if source in TASKS:
-        from sentflow.evaluation.compare import fit_splits
-
-        sentences = [s for split in fit_splits(source, "all") for s in load_sts(source, split, data_dir).sentences]
-        return _fit_chunks(calibrator, iter([encoder.encode(sentences)]))
-    if is_embedding_source(source):
-        shards = NpyShards.from_spec(source)
+    source = fit_source(data)
+    if isinstance(source, EmbeddingSource):
+        shards = NpyShards.from_spec(source.spec)
         return _fit_chunks(calibrator, (chunk for _, _, chunk in shards.chunks()))
-    check_text_file(source)
-    return _fit_chunks(calibrator, (encoder.encode(chunk) for chunk in text_chunks(source, 0, CHUNK_LINES)))
+    if encoder is None:
+        raise SentflowError(f"{data}: is {source.kind}; encoding it needs an encoder")
+    if isinstance(source, StsTaskSource):
+        task = load_sts_task(source.name, "all", data_dir)
+        return _fit_chunks(calibrator, iter([encode_sts_task(encoder, task).fit_rows]))
+    return _fit_chunks(calibrator, (encoder.encode(chunk) for chunk in text_chunks(source.path, 0, CHUNK_LINES)))
 
 
-def data_width(source: str, encoder: Encoder) -> int:
-    """The embedding width a fit on `source` sees: the shards' columns, else the encoder's dimension."""
-    return NpyShards.from_spec(source).cols if source not in TASKS and is_embedding_source(source) else encoder.dim
+def data_width(data: str | os.PathLike | Source, encoder: TextEncoder | None) -> int:
+    """The embedding width a fit on `data` sees: the shards' columns, else the encoder's dimension."""
+    source = fit_source(data)
+    if isinstance(source, EmbeddingSource):
+        return NpyShards.from_spec(source.spec).cols
+    if encoder is None:
+        raise SentflowError(f"{data}: is {source.kind}; encoding it needs an encoder")
+    return encoder.dim
 
 
 def _fit_chunks(calibrator: Calibrator, chunks: Iterator[np.ndarray]) -> int:
-    if hasattr(calibrator, "fit_chunks"):
+    if isinstance(calibrator, Whitening):  # the one calibrator whose statistics stream
         return calibrator.fit_chunks(chunks).n_samples_seen_
     rows = np.concatenate(list(chunks))
     calibrator.fit(rows)
@@ -79,7 +91,7 @@ def transform_file(
     `inputs`: other files the output must not replace (e.g. the calibration file it was loaded from)."""
     shards = NpyShards.from_spec(source)
     check_output(out, [*shards.paths, *inputs])
-    dim = transformer.dim if hasattr(transformer, "encoder") else transformer.n_components_out_
+    dim = transformer.dim if isinstance(transformer, Pipeline) else transformer.n_components_out_
     with npy_writer(out, shards.rows, dim) as writer:
         for _, _, chunk in shards.chunks():
             writer.write(transformer.transform(chunk))

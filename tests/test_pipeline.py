@@ -76,7 +76,7 @@ def test_bad_pipeline_directories_are_refused(corpus_vectors, tmp_path):
     (pipe / "pipeline.json").write_text("[" * 50_000)
     with pytest.raises(SentflowError, match="Invalid JSON: recursion limit exceeded"):
         sentflow.load(pipe)
-    with pytest.raises(SentflowError, match="not a sentflow pipeline directory"):
+    with pytest.raises(SentflowError, match="cannot tell what this directory is: it holds no pipeline.json"):
         sentflow.load(tmp_path)
     unrelated = tmp_path / "photos"
     unrelated.mkdir()

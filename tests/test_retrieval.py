@@ -105,7 +105,7 @@ def test_a_missing_beir_file_is_named(tmp_path, missing):
 
 
 def test_unknown_task_names_the_choices():
-    with pytest.raises(SentflowError, match="unknown retrieval task 'nope'.*sts-b or sick-r.*BEIR folder"):
+    with pytest.raises(SentflowError, match="nope: no such file or directory, and not a task name.*give an STS task or a BEIR folder"):
         load_retrieval_task("nope")
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sentflow.errors import SentflowError
-from sentflow.files.io import write_atomic
 from sentflow.calibration.stats import MomentAccumulator, as_matrix
+from sentflow.errors import SentflowError
 from sentflow.evaluation.sts import cosine_scores
+from sentflow.files.io import write_atomic
 
 SIMILAR_GOLD = 4.0  # STS-B and SICK-R: 4 of 5 is "mostly equivalent"
 N_PAIRS = 10_000
@@ -149,15 +149,12 @@ def diagnose(
 
 def task_vectors(encoder, task: str, data_dir: str | os.PathLike | None = None):
     """(vectors of every sentence of an STS task, (first, second) vectors of its test pairs with gold >= 4)."""
-    from sentflow.evaluation.compare import encode_pairs, fit_splits
-    from sentflow.evaluation.sts import load_sts
+    from sentflow.evaluation.sts_task import encode_sts_task, load_sts_task
 
-    splits = {name: load_sts(task, name, data_dir) for name in sorted({*fit_splits(task, "all"), "test"})}
-    vectors = encode_pairs(encoder, splits)
-    test = splits["test"]
-    keep = np.flatnonzero(test.scores >= SIMILAR_GOLD)
-    pairs = (vectors["test"][keep], vectors["test"][len(test) + keep])
-    return np.concatenate([vectors[name] for name in sorted(splits)]), pairs
+    encoded = encode_sts_task(encoder, load_sts_task(task, "all", data_dir))
+    first, second = encoded.pair_vectors("test")
+    keep = np.flatnonzero(encoded.task.pairs("test").scores >= SIMILAR_GOLD)
+    return encoded.fit_rows, (first[keep], second[keep])
 
 
 def _figure(width: float = 9.0, height: float = 3.6):

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sentflow.errors import SentflowError
-from sentflow.files.schemas import GRADE, BeirRecord, parse_json, parse_value
 from sentflow.evaluation.sts import SPLITS, StsPairs, load_sts, read_lines
+from sentflow.files.schemas import GRADE, BeirRecord, parse_json, parse_value
 
 DUPLICATE_TASKS = ("sts-b", "sick-r")
 DUPLICATE_THRESHOLD = 4.0
@@ -32,17 +32,17 @@ def load_retrieval_task(
     task: str | os.PathLike, split: str = "test", data_dir: str | os.PathLike | None = None
 ) -> RetrievalTask:
     """`sts-b` (shipped), `sick-r` (with `data_dir`) as duplicate retrieval, or the path of a BEIR folder."""
-    if str(task) in DUPLICATE_TASKS:
-        if split not in SPLITS:
-            raise SentflowError(f"unknown split {split!r} for {task}; choose one of {', '.join(SPLITS)}")
-        pairs = {s: load_sts(str(task), s, data_dir) for s in SPLITS}
-        return duplicate_task(str(task), pairs, split)
-    path = Path(task)
-    if not path.is_dir():
-        raise SentflowError(
-            f"unknown retrieval task {str(task)!r}: use {' or '.join(DUPLICATE_TASKS)}, or the path of a BEIR folder"
-        )
-    return load_beir(path, split)
+    from sentflow.sources import BeirSource, StsTaskSource, resolve_source
+
+    source = resolve_source(task, (StsTaskSource, BeirSource), role="a retrieval task")
+    if isinstance(source, BeirSource):
+        return load_beir(source.path, split)
+    if source.name not in DUPLICATE_TASKS:
+        raise SentflowError(f"{source.name} has no duplicate retrieval: use {' or '.join(DUPLICATE_TASKS)}, or a BEIR folder")
+    if split not in SPLITS:
+        raise SentflowError(f"unknown split {split!r} for {task}; choose one of {', '.join(SPLITS)}")
+    pairs = {s: load_sts(source.name, s, data_dir) for s in SPLITS}
+    return duplicate_task(source.name, pairs, split)
 
 
 def duplicate_task(name: str, pairs: dict[str, StsPairs], split: str) -> RetrievalTask:

@@ -4,7 +4,7 @@ and their metric: Spearman and Pearson x100 of cosine scores against gold."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -27,6 +27,7 @@ class StsPairs:
     sentences1: list[str]
     sentences2: list[str]
     scores: np.ndarray
+    subsets: tuple[int, ...] = ()  # scored pairs per subset, in order, when the split joins several (SemEval years)
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -60,8 +61,9 @@ def read_senteval_task(directory: str | os.PathLike) -> StsPairs:
     inputs = sorted(directory.glob("STS.input.*.txt"))
     if not inputs:
         raise SentflowError(f"{directory}: no STS.input.*.txt files")
-    s1, s2, scores = [], [], []
+    s1, s2, scores, sizes = [], [], [], []
     for inp in inputs:
+        sizes.append(len(scores))
         gold_path = inp.with_name(inp.name.replace("STS.input.", "STS.gs."))
         gold = read_lines(gold_path)
         for lineno, fields in _tab_lines(inp):
@@ -75,7 +77,8 @@ def read_senteval_task(directory: str | os.PathLike) -> StsPairs:
             s1.append(fields[0])
             s2.append(fields[1])
             scores.append(_score(score, gold_path, lineno))
-    return _pairs(s1, s2, scores, directory)
+    pairs = _pairs(s1, s2, scores, directory)
+    return replace(pairs, subsets=tuple(np.diff([*sizes, len(scores)]).tolist()))
 
 
 def read_sick_file(path: str | os.PathLike) -> StsPairs:

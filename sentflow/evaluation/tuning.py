@@ -17,11 +17,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sentflow.calibration.base import Calibrator
+from sentflow.calibration.factory import make_calibrator
 from sentflow.calibration.stats import MomentAccumulator, as_matrix
 from sentflow.calibration.whitening import Whitening
 from sentflow.errors import SentflowError
-from sentflow.evaluation.compare import encode_pairs, fit_splits, make_calibrator
-from sentflow.evaluation.sts import SENTEVAL_TASKS, StsPairs, evaluate_sts, load_sts, read_lines
+from sentflow.evaluation.sts import SENTEVAL_TASKS, StsPairs, evaluate_sts, read_lines
+from sentflow.evaluation.sts_task import encode_sts_task, fit_splits, load_sts_task
 from sentflow.files.schemas import SCORE, parse_value
 from sentflow.protocols import LinearMap
 
@@ -214,7 +215,9 @@ def tune(
     """
     if select_on not in SELECT_ON:
         raise SentflowError(f"select_on={select_on!r}: choose on {' or '.join(SELECT_ON)}, never on the test labels")
-    if Path(task).is_dir():
+    from sentflow.sources import BeirSource, StsTaskSource, resolve_source
+
+    if isinstance(resolve_source(task, (StsTaskSource, BeirSource), role="tune"), BeirSource):
         if pairs_file is not None:
             raise SentflowError("pairs_file selects on STS pairs; a BEIR folder selects on its qrels (select_on=)")
         return _tune_retrieval(encoder, Path(task), select_on, max_dim, with_flow, flow_options, progress)
@@ -225,22 +228,23 @@ def tune(
 
 def _tune_sts(encoder, task, select_on, max_dim, pairs_file, with_flow, fit_on, data_dir, flow_options, progress):
     data_dir = str(data_dir) if data_dir else None
-    fitted = fit_splits(task, fit_on)
+    fit_splits(task, fit_on)  # a bad fit_on fails before the selection check
     if pairs_file is None and task in SENTEVAL_TASKS:
         raise SentflowError(
             f"{task} has no {select_on} split to select on: pass pairs_file= (your labelled pairs), "
             "or tune on sts-b and transfer the setting"
         )
-    splits = {name: load_sts(task, name, data_dir) for name in sorted({*fitted, "test"})}
     select_name = "pairs" if pairs_file is not None else select_on
-    splits[select_name] = read_pairs_file(pairs_file) if pairs_file is not None else load_sts(task, select_on, data_dir)
-    vectors = encode_pairs(encoder, splits)
-    fit_rows = np.concatenate([vectors[name] for name in fitted])
+    extra = {select_name: read_pairs_file(pairs_file)} if pairs_file is not None else None
+    also = ("test",) if pairs_file is not None else ("test", select_on)
+    sts = load_sts_task(task, fit_on, data_dir, also=also, extra=extra)
+    encoded = encode_sts_task(encoder, sts)
+    fit_rows = encoded.fit_rows
     candidates, selected, calibrator = search(
         settings_for(int(fit_rows.shape[1]), max_dim, with_flow),
         fit_rows,
-        select=sts_scorer(vectors[select_name], splits[select_name].scores),
-        test=sts_scorer(vectors["test"], splits["test"].scores),
+        select=sts_scorer(encoded.vectors[select_name], sts.pairs(select_name).scores),
+        test=sts_scorer(encoded.vectors["test"], sts.pairs("test").scores),
         flow_options=flow_options,
         progress=progress,
         max_dim=max_dim,
@@ -315,15 +319,13 @@ def transfer(
     encoder, setting: Setting, task: str, data_dir: str | os.PathLike | None = None, flow_options: dict | None = None
 ) -> TransferScore:
     """Apply a chosen setting to `task`: fit it on the task's own sentences (no labels), score its test split."""
-    data_dir = str(data_dir) if data_dir else None
-    fitted = fit_splits(task, "all")
-    splits = {name: load_sts(task, name, data_dir) for name in sorted({*fitted, "test"})}
-    vectors = encode_pairs(encoder, splits)
-    calibrator = fit_setting(setting, np.concatenate([vectors[name] for name in fitted]), flow_options=flow_options)
-    test = splits["test"]
-    rows = vectors["test"] if calibrator is None else calibrator.transform(vectors["test"])
+    sts = load_sts_task(task, "all", str(data_dir) if data_dir else None)
+    encoded = encode_sts_task(encoder, sts)
+    calibrator = fit_setting(setting, encoded.fit_rows, flow_options=flow_options)
+    test = sts.pairs("test")
+    rows = encoded.vectors["test"] if calibrator is None else calibrator.transform(encoded.vectors["test"])
     first, second = rows[: len(test)], rows[len(test) :]
-    sizes = subset_sizes(task, data_dir) if task in SENTEVAL_TASKS else [len(test)]
+    sizes = list(sts.subsets)
     bounds = np.cumsum([0, *sizes])
     if bounds[-1] != len(test):
         raise SentflowError(f"{task}: subsets hold {bounds[-1]} scored pairs but the task has {len(test)}")
@@ -332,15 +334,3 @@ def transfer(
     wmean = float(np.average(per_subset, weights=sizes))
     overall = evaluate_sts(first, second, test.scores)["spearman"]
     return TransferScore(task, len(test), _finite(overall, setting), _finite(wmean, setting))
-
-
-def subset_sizes(task: str, data_dir: str | os.PathLike) -> list[int]:
-    """Scored pairs per subset of a SemEval STS year, in the order `load_sts` concatenates them."""
-    from sentflow.evaluation.sts import senteval_dir
-
-    sizes = []
-    for inp in sorted(senteval_dir(Path(data_dir), task).glob("STS.input.*.txt")):
-        gold = read_lines(inp.with_name(inp.name.replace("STS.input.", "STS.gs.")))
-        lines = read_lines(inp)
-        sizes.append(sum(1 for i, line in enumerate(lines) if line.strip() and i < len(gold) and gold[i].strip()))
-    return sizes

@@ -1,0 +1,138 @@
+"""What a user's data argument names, decided once by one set of rules at every entry point.
+
+A data argument is an STS task name, a BEIR folder, a pipeline directory, a calibration file, `.npy` embeddings
+(a file, a directory of shards or a glob) or a text file with one sentence per line. `resolve_source` turns it
+into one of the typed sources below, or fails with one line saying what it could not tell.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from sentflow.errors import SentflowError
+from sentflow.evaluation.sts import TASKS
+
+PIPELINE_MARKER = "pipeline.json"
+BEIR_MARKERS = ("corpus.jsonl", "queries.jsonl", "qrels")
+
+
+@dataclass(frozen=True)
+class StsTaskSource:
+    """An STS task by name (`sts-b` is shipped; the others are read from a data directory)."""
+
+    name: str
+    kind = "an STS task"
+
+
+@dataclass(frozen=True)
+class BeirSource:
+    """A BEIR folder: corpus.jsonl, queries.jsonl and qrels/*.tsv."""
+
+    path: Path
+    kind = "a BEIR folder"
+
+
+@dataclass(frozen=True)
+class PipelineSource:
+    """A pipeline directory written by `sentflow fit` (it holds pipeline.json)."""
+
+    path: Path
+    kind = "a pipeline directory"
+
+
+@dataclass(frozen=True)
+class CalibrationSource:
+    """A calibration file written by `Calibrator.save` (safetensors)."""
+
+    path: Path
+    kind = "a calibration file"
+
+
+@dataclass(frozen=True)
+class EmbeddingSource:
+    """`.npy` embeddings: one file, a directory of shards, or a glob of files."""
+
+    spec: str
+    kind = ".npy embeddings"
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """A text file, one sentence (or document) per line."""
+
+    path: Path
+    kind = "a text file"
+
+
+ALL_KINDS = (StsTaskSource, BeirSource, PipelineSource, CalibrationSource, EmbeddingSource, TextSource)
+Source = StsTaskSource | BeirSource | PipelineSource | CalibrationSource | EmbeddingSource | TextSource
+
+
+def resolve_source(argument: str | os.PathLike, accept: tuple[type, ...] | None = None, role: str = "data") -> Source:
+    """The typed source `argument` names; `accept` limits the kinds the caller can use (`role` names it in errors).
+
+    Rules, in order: an STS task name; an existing directory (pipeline.json: a pipeline, corpus.jsonl: a BEIR
+    folder, only .npy files: embedding shards); an existing file (.npy: embeddings, a safetensors file:
+    a calibration, anything else: text); a pattern matching existing files: embeddings. An existing path always
+    wins over a pattern, so `x[1].npy` is that file.
+    """
+    wanted = " or ".join(kind.kind for kind in accept or ALL_KINDS)
+    source = _classify(str(argument), wanted)
+    if accept is not None and not isinstance(source, accept):
+        raise SentflowError(f"{argument}: is {source.kind}, but {role} takes {wanted}")
+    return source
+
+
+def _classify(text: str, wanted: str) -> Source:
+    if text in TASKS:
+        return StsTaskSource(text)
+    path = Path(text)
+    if path.is_dir():
+        return _classify_directory(path)
+    if path.exists():
+        return _classify_file(path)
+    if glob.has_magic(text) and glob.glob(text):
+        return EmbeddingSource(text)
+    raise SentflowError(f"{text}: no such file or directory, and not a task name ({', '.join(TASKS)}); give {wanted}")
+
+
+def _classify_directory(path: Path) -> Source:
+    if (path / PIPELINE_MARKER).is_file():
+        return PipelineSource(path)
+    if any((path / marker).exists() for marker in BEIR_MARKERS):
+        return BeirSource(path)  # loading it names any BEIR file that is missing
+    entries = [e for e in path.iterdir() if not e.name.startswith(".")]
+    if entries and all(e.suffix.lower() == ".npy" for e in entries):
+        return EmbeddingSource(str(path))
+    raise SentflowError(
+        f"{path}: cannot tell what this directory is: it holds no {PIPELINE_MARKER} (a pipeline), "
+        "no corpus.jsonl (a BEIR folder) and not only .npy shards"
+    )
+
+
+def _classify_file(path: Path) -> Source:
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        raise SentflowError(f"{path}: .npz archives are not read; save each array as its own .npy file")
+    if suffix == ".npy":
+        return EmbeddingSource(str(path))
+    if suffix == ".safetensors" or _looks_like_safetensors(path):
+        return CalibrationSource(path)
+    if not path.is_file():
+        raise SentflowError(f"{path}: not a regular file")
+    return TextSource(path)
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file opens with an 8-byte little-endian header length and then a JSON object."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+        size = path.stat().st_size
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 0 < struct.unpack("<Q", head[:8])[0] < size
