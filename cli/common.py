@@ -28,13 +28,14 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 @contextmanager
 def threads_from(threads: int | None) -> Iterator[None]:
     """Make `--threads` the thread count of everything the command runs ($SENTFLOW_THREADS), then restore."""
-    from sentflow.runtime import THREADS_ENV, resolve_threads
+    from sentflow.runtime import THREADS_ENV, blas_threads, resolve_threads
 
     old = os.environ.get(THREADS_ENV)
     if threads is not None:
         os.environ[THREADS_ENV] = str(resolve_threads(threads))
     try:
-        yield
+        with blas_threads():
+            yield
     finally:
         if old is None:
             os.environ.pop(THREADS_ENV, None)

@@ -79,17 +79,9 @@ def _print_tune(report) -> None:
 
 def _save(report, encoder, out: Path, normalize: bool) -> None:
     """The chosen calibration as a .safetensors file, or a pipeline directory (which may hold no calibration)."""
-    from sentflow.pipeline import Pipeline
+    from sentflow.pipeline import save_fitted
 
-    if out.suffix != ".safetensors":
-        Pipeline(encoder, report.calibrator, normalize).save(out)
-    elif report.calibrator is None:
-        raise SentflowError(
-            f"the chosen setting is no calibration, so there is nothing to write to {out}; give a directory name "
-            "to write a pipeline"
-        )
-    else:
-        report.calibrator.save(out, model=encoder.model_name, pooling=encoder.pooling)
+    save_fitted(report.calibrator, out, encoder, normalize)
 
 
 @user_errors

@@ -42,6 +42,6 @@ def make_encoder(
     model: str, pooling: str, batch_size: int, max_length: int = 256, backend: str = "torch", cache: bool = True
 ):
     """The encoder the options describe (GloVe or a transformer)."""
-    from sentflow.encoding.encoder import Encoder
+    from sentflow.encoding.factory import make_encoder as make
 
-    return Encoder(model, pooling, batch_size=batch_size, max_length=max_length, backend=backend, cache=cache)
+    return make(model, pooling, batch_size=batch_size, max_length=max_length, backend=backend, cache=cache)

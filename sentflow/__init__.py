@@ -1,18 +1,19 @@
 """sentflow: make sentence embeddings isotropic (BERT-whitening, BERT-flow) for similarity and search."""
 
 from sentflow._version import __version__
-from sentflow.calibration.bertflow import BertFlow
 from sentflow.calibration.base import Calibrator
+from sentflow.calibration.bertflow import BertFlow
+from sentflow.calibration.whitening import Whitening
 from sentflow.encoding.encoder import Encoder
+from sentflow.encoding.factory import make_encoder
 from sentflow.errors import SentflowError
 from sentflow.evaluation.compare import compare
-from sentflow.search.faiss_index import build_index
-from sentflow.pipeline import Pipeline, load
 from sentflow.evaluation.retrieval import RetrievalReport, evaluate_retrieval
 from sentflow.evaluation.retrieval_tasks import RetrievalTask, load_beir, load_retrieval_task
 from sentflow.evaluation.sts import StsPairs, cosine_scores, evaluate_sts, load_sts
 from sentflow.evaluation.tuning import tune
-from sentflow.calibration.whitening import Whitening
+from sentflow.pipeline import Pipeline, load
+from sentflow.search.faiss_index import build_index
 
 __all__ = [
     "BertFlow",
@@ -34,5 +35,6 @@ __all__ = [
     "load_beir",
     "load_retrieval_task",
     "load_sts",
+    "make_encoder",
     "tune",
 ]

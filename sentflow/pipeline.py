@@ -16,10 +16,11 @@ import numpy as np
 
 from sentflow._version import __version__
 from sentflow.calibration.base import Calibrator, load_calibration
-from sentflow.encoding.encoder import Encoder
+from sentflow.encoding.factory import make_encoder
 from sentflow.errors import SentflowError
 from sentflow.files.io import atomic_directory
 from sentflow.files.schemas import PIPELINE_FORMAT, PipelineConfig, parse, parse_json
+from sentflow.protocols import ModelEncoder
 
 CONFIG_NAME = "pipeline.json"
 CALIBRATION_NAME = "calibration.safetensors"
@@ -29,7 +30,7 @@ _MAX_CONFIG_BYTES = 64 * 1024
 class Pipeline:
     """Encode texts, calibrate (whitening or BERT-flow, optional) and L2-normalise (optional), as one object."""
 
-    def __init__(self, encoder: Encoder, calibration: Calibrator | None = None, normalize: bool = False) -> None:
+    def __init__(self, encoder: ModelEncoder, calibration: Calibrator | None = None, normalize: bool = False) -> None:
         if calibration is not None:
             calibration.check_fitted()
         self.encoder = encoder
@@ -97,15 +98,21 @@ def check_encoder_known(out: str | os.PathLike, known: bool) -> None:
 
 
 def save_fitted(
-    calibration: Calibrator, out: str | os.PathLike, encoder: Encoder | None = None, normalize: bool = False
+    calibration: Calibrator | None, out: str | os.PathLike, encoder: ModelEncoder | None = None, normalize: bool = False
 ) -> Path:
     """Write a fitted calibration: a `.safetensors` path gets the calibration alone, any other a pipeline directory.
 
     `encoder` is the encoder that made the vectors the calibration was fitted on, or None when that is unknown
     (vectors read from .npy files): a calibration file then records no model, and a pipeline is refused, since a
-    pipeline that names the wrong encoder would silently give wrong vectors.
+    pipeline that names the wrong encoder would silently give wrong vectors. `calibration` None (a tuning that
+    chose no calibration) writes a pipeline of the encoder alone.
     """
     if is_calibration_path(out):
+        if calibration is None:
+            raise SentflowError(
+                f"the chosen setting is no calibration, so there is nothing to write to {out}; give a directory "
+                "name to write a pipeline"
+            )
         if normalize:
             raise SentflowError("normalize is a pipeline setting: give a directory name, not a .safetensors file")
         model, pooling = (encoder.model_name, encoder.pooling) if encoder is not None else (None, None)
@@ -113,7 +120,7 @@ def save_fitted(
         return Path(out)
     check_encoder_known(out, encoder is not None)
     assert encoder is not None
-    if encoder.dim != calibration.n_features_in_:
+    if calibration is not None and encoder.dim != calibration.n_features_in_:
         raise SentflowError(
             f"the calibration was fitted on {calibration.n_features_in_}-d vectors but {encoder.model_name!r} "
             f"({encoder.pooling}) makes {encoder.dim}-d ones: name the encoder that made them (--model, --pooling)"
@@ -151,7 +158,7 @@ def load_pipeline(directory: str | os.PathLike, **encoder_options) -> Pipeline:
     if config.calibration is not None:
         calibration = load_calibration(directory / config.calibration)
         check_fitted_for(calibration, config, directory)
-    encoder = Encoder(config.model, config.pooling, max_length=config.max_length, **encoder_options)
+    encoder = make_encoder(config.model, config.pooling, max_length=config.max_length, **encoder_options)
     return Pipeline(encoder, calibration, config.normalize)
 
 

@@ -23,6 +23,15 @@ class TextEncoder(Protocol):
 
 
 @runtime_checkable
+class ModelEncoder(TextEncoder, Protocol):
+    """A text encoder that is a model with settings a pipeline records (`Encoder`, the GloVe encoder)."""
+
+    model_name: str
+    pooling: str
+    max_length: int
+
+
+@runtime_checkable
 class Calibration(Protocol):
     """A fitted map from raw embeddings to calibrated ones (`Whitening`, `BertFlow`)."""
 

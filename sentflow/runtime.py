@@ -63,6 +63,20 @@ def using_threads(threads: int | None = None, default: int | None = None) -> Ite
             torch.set_num_threads(before)
 
 
+@contextmanager
+def blas_threads(threads: int | None = None) -> Iterator[int]:
+    """Run the block with numpy's BLAS (OpenBLAS, MKL) on `resolve_threads(threads)` threads, then restore.
+
+    numpy's BLAS keeps its own thread pool, which torch's setting does not reach: whitening fits and transforms
+    run there. threadpoolctl sets and restores it.
+    """
+    from threadpoolctl import threadpool_limits
+
+    wanted = resolve_threads(threads)
+    with threadpool_limits(limits=wanted, user_api="blas"):
+        yield wanted
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, numpy's and torch's global generators (for scripts; the library uses local generators)."""
     random.seed(seed)

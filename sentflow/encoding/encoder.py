@@ -13,13 +13,13 @@ from tqdm.auto import tqdm
 
 from sentflow.encoding import onnx as onnx_backend
 from sentflow.encoding.cache import EmbeddingCache
+from sentflow.encoding.models import DEFAULT_MODEL, resolve_model
+from sentflow.encoding.pooling import parse_pooling, pool
 from sentflow.errors import SentflowError
 from sentflow.extras import require
 from sentflow.files.io import first_line
-from sentflow.encoding.models import DEFAULT_MODEL, resolve_model
-from sentflow.encoding.pooling import parse_pooling, pool
-from sentflow.runtime import default_device, resolve_threads, using_threads
 from sentflow.files.schemas import Int8Recipe, parse
+from sentflow.runtime import default_device, resolve_threads, using_threads
 
 BACKENDS = ("torch", *onnx_backend.PRECISIONS)
 
@@ -36,12 +36,6 @@ class Encoder:
     disable it; re-encoding the same texts with the same model, pooling and backend then costs nothing.
     """
 
-    def __new__(cls, model: str = DEFAULT_MODEL, *args, **kwargs):
-        """`Encoder("glove-6b-50d")` is the GloVe average encoder (`sentflow.encoding.glove`); any other name a transformer."""
-        from sentflow.encoding.glove import GloveEncoder, is_glove
-
-        return GloveEncoder(model, *args, **kwargs) if is_glove(model) else super().__new__(cls)
-
     def __init__(
         self,
         model: str = DEFAULT_MODEL,
@@ -56,6 +50,12 @@ class Encoder:
         half: bool = False,
         int8_recipe: Mapping | None = None,
     ) -> None:
+        from sentflow.encoding.glove import is_glove
+
+        if is_glove(model):
+            raise SentflowError(
+                f"{model!r} averages word vectors and is no transformer: use sentflow.make_encoder({model!r})"
+            )
         self._pooling = parse_pooling(pooling)
         if batch_size < 1 or max_length < 2:
             raise SentflowError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size}, {max_length}")

@@ -67,7 +67,7 @@ class GloveEncoder:
     """Sentence vectors as the mean of GloVe word vectors; the `Encoder` interface (encode, dim, model_name...).
 
     `pooling` must be avg (aliases: mean, last-avg); the other Encoder options are accepted so that
-    `Encoder("glove-6b-50d", ...)` can hand its arguments over, and have no effect (no model runs).
+    `sentflow.make_encoder("glove-6b-50d", ...)` can hand its arguments over, and have no effect (no model runs).
     """
 
     def __init__(
