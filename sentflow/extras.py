@@ -14,6 +14,9 @@ _PACKAGES = {
     "distributed": "distributed",
     "onnxruntime": "onnxruntime",
     "onnx": "onnx",
+    "mteb": "mteb",
+    "chromadb": "chromadb",
+    "langchain_core": "langchain-core",
 }
 
 
