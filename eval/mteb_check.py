@@ -117,8 +117,8 @@ def write_results(result: dict, beir_dir: Path) -> None:
     rows = []
     for method in METHODS:
         f = result[method]
-        rows.append([method, *(f"{f[k]:.2f}" for k in ("mteb_ndcg@10", "sentflow_ndcg@10")),
-                     *(f"{f[k]:.2f}" for k in ("mteb_stsb_spearman", "sentflow_stsb_spearman")), f["agree"]])
+        rows.append([method, *(f"{f[k]:.3f}" for k in ("mteb_ndcg@10", "sentflow_ndcg@10")),
+                     *(f"{f[k]:.3f}" for k in ("mteb_stsb_spearman", "sentflow_stsb_spearman")), f["agree"]])
     header = ["method", "mteb nDCG@10", "sentflow nDCG@10", "mteb STS-B Spearman", "sentflow STS-B Spearman",
               f"agree to {TOLERANCE}"]
     none = result["none"]
