@@ -96,13 +96,13 @@ def fit(
     out: Annotated[
         Path, typer.Option(help="A .safetensors calibration file, or a pipeline directory (any other name).")
     ],
-    method: Annotated[str, typer.Option(help="whitening | flow")] = "whitening",
+    method: Annotated[str, typer.Option(help="whitening | pca | flow")] = "whitening",
     data: Annotated[
         str, typer.Option(help="sts-b, sick-r, sts12..16, a text file, or .npy embeddings (a file, directory or glob).")
     ] = "sts-b",
     data_dir: Annotated[Path | None, typer.Option(help="Directory of a task not shipped with sentflow.")] = None,
     dim: Dim = None,
-    power: Power = 0.5,
+    power: Power = None,
     normalize: Annotated[bool, typer.Option(help="Pipeline: L2-normalise the final vectors.")] = False,
     model: Annotated[
         str | None,
@@ -126,16 +126,16 @@ def fit(
     threads: Threads = None,
 ) -> None:
     """Fit a calibration (no labels used) and save it, alone or as a pipeline with its encoder settings."""
-    from sentflow.calibration.factory import make_calibrator
+    from sentflow.calibration.factory import METHODS, make_calibrator
     from sentflow.encoding.models import DEFAULT_MODEL
     from sentflow.pipeline import check_encoder_known, is_calibration_path, save_fitted
     from sentflow.sources import EmbeddingSource
     from sentflow.streaming import data_width, fit_calibration, fit_source
 
-    if method not in ("whitening", "flow"):
-        raise SentflowError(f"unknown --method {method!r}; choose whitening or flow")
-    if method == "flow" and (dim is not None or power != 0.5):
-        raise SentflowError("--dim and --power apply to whitening; a flow keeps every dimension")
+    if method not in METHODS or method == "none":
+        raise SentflowError(f"unknown --method {method!r}; choose whitening, pca or flow")
+    if method == "flow" and (dim is not None or power is not None):
+        raise SentflowError("--dim and --power apply to whitening and pca; a flow keeps every dimension")
     if normalize and is_calibration_path(out):
         raise SentflowError("--normalize is a pipeline setting: give --out a directory name, not a .safetensors file")
     if is_calibration_path(out):
@@ -159,13 +159,16 @@ def fit(
     typer.echo(f"wrote {out}: {method} {width} -> {calibrator.n_components_out_} dims, fitted on {rows} rows", err=True)
 
 
-def _fit_on_cluster(scheduler: str, source, method: str, dim: int | None, power: float):
+def _fit_on_cluster(scheduler: str, source, method: str, dim: int | None, power: float | None):
     """A whitening fitted on a Dask cluster from .npy shards; (calibrator, rows)."""
     from sentflow import distributed
     from sentflow.sources import EmbeddingSource
 
-    if method != "whitening" or not isinstance(source, EmbeddingSource):
-        raise SentflowError("--scheduler fits a whitening on .npy embeddings (a file, directory or glob)")
+    from sentflow.calibration.factory import POWERS
+
+    if method not in POWERS or not isinstance(source, EmbeddingSource):
+        raise SentflowError("--scheduler fits a whitening or pca on .npy embeddings (a file, directory or glob)")
+    power = POWERS[method] if power is None else power
     whitening = distributed.fit_shards(source.spec, scheduler, n_components=dim, power=power, progress=True)
     return whitening, whitening.n_samples_seen_
 
@@ -210,7 +213,7 @@ def evaluate(
     index: Annotated[str, typer.Option(help="Retrieval: faiss factory string of the scored index.")] = "Flat",
     approx_index: Annotated[str, typer.Option(help="Retrieval: a second, approximate index ('' for none).")] = "HNSW32",
     split: Annotated[str, typer.Option(help="Retrieval: the qrels split of a BEIR folder.")] = "test",
-    power: Power = 0.5,
+    power: Power = None,
     fit_on: Annotated[str, typer.Option(help="Sentences to fit on (no labels): all, train, dev or test.")] = "all",
     data_dir: Annotated[Path | None, typer.Option(help="Directory of a task not shipped with sentflow.")] = None,
     batch_size: BatchSize = 64,

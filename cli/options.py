@@ -19,7 +19,9 @@ MaxLength = Annotated[
 ]
 Backend = Annotated[str, typer.Option(help="torch | onnx | onnx-int8 (the onnx ones need sentflow[onnx]).")]
 Dim = Annotated[int | None, typer.Option(help="Keep the first K whitened dimensions.", min=1, max=MAX_DIM)]
-Power = Annotated[float, typer.Option(help="Whitening power: 0.5 full, 0 centring only.")]
+Power = Annotated[
+    float | None, typer.Option(help="Whitening power: 0.5 full, 0 centring only (default: 0.5, or 0 for pca).")
+]
 Levels = Annotated[int | None, typer.Option(help="Flow: levels (multi-scale); default 3 as in BERT-flow.")]
 Depth = Annotated[int | None, typer.Option(help="Flow: steps per level; default 3.")]
 Hidden = Annotated[int | None, typer.Option(help="Flow: coupling network width; default 32.")]

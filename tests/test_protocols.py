@@ -104,3 +104,20 @@ def test_threads_govern_numpy_blas_while_a_command_runs(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert seen and set(seen[0].values()) == {1}
     assert blas_pools() == before
+
+
+def test_one_list_of_method_names_for_fit_compare_and_retrieval(stsb_slice_dir, tiny_bert_dir):
+    from sentflow.calibration.factory import METHODS, make_calibrator
+    from sentflow.evaluation.compare import compare
+    from sentflow.evaluation.retrieval import evaluate_retrieval
+
+    assert METHODS == ("none", "whitening", "pca", "flow")
+    assert make_calibrator("pca", 4).power == 0.0 and make_calibrator("whitening", 4).power == 0.5
+    encoder = Encoder(str(tiny_bert_dir), cache=False)
+    sts = compare(encoder, "sts-b", ["none", "pca"], dim=8, data_dir=str(stsb_slice_dir))
+    assert [(r.method, r.dim) for r in sts.results] == [("none", 32), ("pca", 8)]
+    report = evaluate_retrieval(
+        encoder, "sts-b", ["none", "flow"], dims=[8], approx_index=None, data_dir=stsb_slice_dir, repeats=1
+    )
+    assert [(r.method, r.dim) for r in report.results] == [("none", 32), ("flow", 32)]
+    assert all(0 <= r.main.metrics["ndcg@10"] <= 100 for r in report.results)

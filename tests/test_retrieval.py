@@ -211,7 +211,7 @@ def test_a_query_never_finds_its_own_sentence_in_duplicate_tasks():
     ("options", "message"),
     [
         ({"dims": (13,)}, "dims=13 must be between 1 and the embedding size 12"),
-        ({"methods": ("flow",)}, "unknown methods \\['flow'\\]"),
+        ({"methods": ("glow",)}, "unknown methods \\[.glow.\\]"),
         ({"index": "IVF4,PQ5"}, "faiss cannot build index 'IVF4,PQ5'"),
     ],
 )

@@ -5,17 +5,27 @@ from __future__ import annotations
 from sentflow.calibration.base import Calibrator
 from sentflow.errors import SentflowError
 
-METHODS = ("none", "whitening", "flow")
+METHODS = ("none", "whitening", "pca", "flow")
+POWERS = {"whitening": 0.5, "pca": 0.0}  # pca: centring and rotation only, the dimension-cut baseline
 
 
-def make_calibrator(method: str, dim: int | None = None, power: float = 0.5, **flow_options) -> Calibrator | None:
-    """The calibrator a method name stands for (None for `none`)."""
+def make_calibrator(
+    method: str, dim: int | None = None, power: float | None = None, **flow_options
+) -> Calibrator | None:
+    """The calibrator a method name stands for (None for `none`).
+
+    Args:
+        method: `none`, `whitening` (BERT-whitening), `pca` (centring and rotation only) or `flow` (BERT-flow).
+        dim: Dimensions kept by whitening or pca (None: all); a flow keeps every dimension.
+        power: Whitening power, overriding the method's own (0.5 for whitening, 0 for pca).
+        **flow_options: BertFlow parameters.
+    """
     if method == "none":
         return None
-    if method == "whitening":
+    if method in POWERS:
         from sentflow.calibration.whitening import Whitening
 
-        return Whitening(n_components=dim, power=power)
+        return Whitening(n_components=dim, power=POWERS[method] if power is None else power)
     if method == "flow":
         from sentflow.calibration.bertflow import BertFlow
 

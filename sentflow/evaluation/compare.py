@@ -46,8 +46,10 @@ class StsReport:
         }
 
 
-def score(calibrator: Calibrator | None, fit_rows: np.ndarray, test_rows: np.ndarray, gold: np.ndarray) -> MethodResult:
-    """Fit `calibrator` on fit_rows, transform the test pairs and report the correlations."""
+def score(
+    method: str, calibrator: Calibrator | None, fit_rows: np.ndarray, test_rows: np.ndarray, gold: np.ndarray
+) -> MethodResult:
+    """Fit `calibrator` (what `method` names) on fit_rows, transform the test pairs and report the correlations."""
     seconds = 0.0
     if calibrator is not None:
         start = time.perf_counter()
@@ -56,7 +58,6 @@ def score(calibrator: Calibrator | None, fit_rows: np.ndarray, test_rows: np.nda
         test_rows = calibrator.transform(test_rows)
     n = len(gold)
     metrics = evaluate_sts(test_rows[:n], test_rows[n:], gold)
-    method = calibrator.method if calibrator is not None else "none"
     return MethodResult(method, int(test_rows.shape[1]), metrics["spearman"], metrics["pearson"], seconds)
 
 
@@ -65,7 +66,7 @@ def compare(
     task: str = "sts-b",
     methods: Sequence[str] = ("none", "whitening"),
     dim: int | None = None,
-    power: float = 0.5,
+    power: float | None = None,
     fit_on: str = "all",
     data_dir: str | None = None,
     flow_options: dict | None = None,
@@ -77,5 +78,6 @@ def compare(
     calibrators = [make_calibrator(m, dim, power, **(flow_options or {})) for m in methods]
     encoded = encode_sts_task(encoder, sts)
     fit_rows = encoded.fit_rows
-    results = [score(c, fit_rows, encoded.vectors["test"], sts.pairs("test").scores) for c in calibrators]
+    gold = sts.pairs("test").scores
+    results = [score(m, c, fit_rows, encoded.vectors["test"], gold) for m, c in zip(methods, calibrators, strict=True)]
     return StsReport(task, str(encoder.model_name), encoder.pooling, fit_on, int(len(fit_rows)), tuple(results))

@@ -15,15 +15,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from sentflow.errors import SentflowError
-from sentflow.extras import require
-from sentflow.search.faiss_index import build_index, index_bytes
-from sentflow.evaluation.retrieval_tasks import RetrievalTask, load_retrieval_task
+from sentflow.calibration.factory import METHODS, make_calibrator
 from sentflow.calibration.stats import as_matrix
-from sentflow.calibration.whitening import Whitening
+from sentflow.errors import SentflowError
+from sentflow.evaluation.retrieval_tasks import RetrievalTask, load_retrieval_task
+from sentflow.extras import require
+from sentflow.protocols import LinearMap
+from sentflow.search.faiss_index import build_index, index_bytes
 
-POWERS = {"whitening": 0.5, "pca": 0.0}  # pca: centring and rotation only, the dimension-cut baseline
-METHODS = ("none", *POWERS)
 METRICS = ("ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100")
 TOP_K = 100  # the largest cutoff: every metric is computed on the top 100 results of each query
 _TREC_MEASURES = {
@@ -85,7 +84,8 @@ class RetrievalReport:
 def retrieval_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
     """nDCG@10, MRR@10 and recall@1/10/100 x100, averaged over every judged query (a query missing from `run`
     counts 0). `run` maps a query id to {doc id: score}, best first; MRR@10 reads its first 10 entries."""
-    pytrec_eval = require("pytrec_eval", "pytrec_eval")
+    import pytrec_eval  # a core dependency (pytrec-eval-terrier)
+
     measures = {"ndcg_cut.10", "recall.1,10,100"}
     per_query = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
     top10 = {q: dict(list(docs.items())[:10]) for q, docs in run.items()}
@@ -116,7 +116,11 @@ def search_run(index, task: RetrievalTask, query_vectors: np.ndarray, k: int = T
 
 
 def measure_index(calibration, corpus, queries, task: RetrievalTask, factory: str, normalize: bool, repeats: int):
-    """Build one index over the corpus vectors, search the queries, and score the results."""
+    """Build one index over the corpus vectors, search the queries, and score the results.
+
+    A linear calibration goes inside the faiss index; any other (a flow) transforms the vectors before indexing."""
+    if calibration is not None and not isinstance(calibration, LinearMap):
+        corpus, queries, calibration = calibration.transform(corpus), calibration.transform(queries), None
     start = time.perf_counter()
     index = build_index(calibration, corpus, factory, normalize=normalize)
     seconds = time.perf_counter() - start
@@ -145,7 +149,7 @@ def _check_options(methods: Sequence[str], dims: Sequence[int | None], factories
 def evaluate_retrieval(
     encoder,
     task: str | os.PathLike | RetrievalTask,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = ("none", "whitening", "pca"),
     dims: Sequence[int | None] = (None,),
     index: str = "Flat",
     approx_index: str | None = "HNSW32",
@@ -157,9 +161,10 @@ def evaluate_retrieval(
     """Retrieval quality and index cost of each method at each dimension (None = the full embedding size).
 
     `task` is `sts-b`, `sick-r` (with `data_dir`), a BEIR folder or a loaded RetrievalTask. Calibrations are fitted
-    on the corpus vectors only. `none` is the uncalibrated baseline at full size (one row whatever `dims` says);
-    `whitening` is BERT-whitening and `pca` centres and rotates only, both cut to each dim. `index` is the faiss
-    factory whose results are scored; `approx_index` (None to skip) is a second index measured in the same run.
+    on the corpus vectors only. `none` is the uncalibrated baseline and `flow` BERT-flow, each one row at full size
+    whatever `dims` says; `whitening` is BERT-whitening and `pca` centres and rotates only, both cut to each dim.
+    `index` is the faiss factory whose results are scored; `approx_index` (None to skip) is a second index
+    measured in the same run.
     """
     size = int(encoder.dim)
     factories = [index] + ([approx_index] if approx_index else [])
@@ -168,14 +173,15 @@ def evaluate_retrieval(
         task = load_retrieval_task(task, split, data_dir)
     corpus = np.ascontiguousarray(as_matrix(encoder.encode(task.corpus_texts), "corpus embeddings"), np.float32)
     queries = np.ascontiguousarray(as_matrix(encoder.encode(task.query_texts), "query embeddings"), np.float32)
-    configs = [("none", size)] if "none" in methods else []
-    configs += [(m, d or size) for m in methods if m != "none" for d in dict.fromkeys(d or size for d in dims)]
+    full = [m for m in methods if m in ("none", "flow")]  # one row at full size, whatever `dims` says
+    configs = [(m, size) for m in full]
+    configs += [(m, d or size) for m in methods if m not in full for d in dict.fromkeys(d or size for d in dims)]
     rows = []
     for method, dim in tqdm(configs, desc="retrieval", unit="config", disable=len(configs) < 2):
         calibration, fit_seconds = None, 0.0
         if method != "none":
             start = time.perf_counter()
-            calibration = Whitening(n_components=dim, power=POWERS[method]).fit(corpus)
+            calibration = make_calibrator(method, None if method == "flow" else dim).fit(corpus)
             fit_seconds = time.perf_counter() - start
         results = [measure_index(calibration, corpus, queries, task, f, normalize, repeats) for f in factories]
         rows.append(RetrievalRow(method, dim, fit_seconds, *results))

@@ -38,7 +38,8 @@ def load_retrieval_task(
     if isinstance(source, BeirSource):
         return load_beir(source.path, split)
     if source.name not in DUPLICATE_TASKS:
-        raise SentflowError(f"{source.name} has no duplicate retrieval: use {' or '.join(DUPLICATE_TASKS)}, or a BEIR folder")
+        choices = " or ".join(DUPLICATE_TASKS)
+        raise SentflowError(f"{source.name} has no duplicate retrieval: use {choices}, or a BEIR folder")
     if split not in SPLITS:
         raise SentflowError(f"unknown split {split!r} for {task}; choose one of {', '.join(SPLITS)}")
     pairs = {s: load_sts(source.name, s, data_dir) for s in SPLITS}

@@ -24,7 +24,6 @@ from sentflow.errors import SentflowError
 from sentflow.evaluation.sts import SENTEVAL_TASKS, StsPairs, evaluate_sts, read_lines
 from sentflow.evaluation.sts_task import encode_sts_task, fit_splits, load_sts_task
 from sentflow.files.schemas import SCORE, parse_value
-from sentflow.protocols import LinearMap
 
 POWERS = (0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5)
 DIMS = (256, 128, 64)  # besides the full embedding size and the max_dim budget
@@ -268,10 +267,7 @@ def _tune_retrieval(encoder, folder: Path, select_on, max_dim, with_flow, flow_o
 
     def scorer(split: str) -> Scorer:
         def ndcg(calibrator: Calibrator | None) -> float:
-            docs, asked = corpus, queries[split]
-            if calibrator is not None and not isinstance(calibrator, LinearMap):  # a flow: index transformed vectors
-                docs, asked, calibrator = calibrator.transform(docs), calibrator.transform(asked), None
-            result = measure_index(calibrator, docs, asked, tasks[split], "Flat", normalize=True, repeats=1)
+            result = measure_index(calibrator, corpus, queries[split], tasks[split], "Flat", normalize=True, repeats=1)
             return result.metrics[RETRIEVAL_METRIC]
 
         return ndcg
