@@ -80,7 +80,7 @@ class Pipeline:
         """Write a standard sentence-transformers model directory computing the same vectors."""
         from sentflow.search.st_export import export_sentence_transformer
 
-        return export_sentence_transformer(self, Path(directory))
+        return export_sentence_transformer(self.encoder, self.calibration, self.normalize, Path(directory))
 
 
 def is_calibration_path(path: str | os.PathLike) -> bool:

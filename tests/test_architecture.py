@@ -53,3 +53,39 @@ def test_every_documented_flows_name_resolves() -> None:
     assert all(getattr(sentflow.flows, name) is not None for name in sentflow.flows.__all__)
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         _ = sentflow.flows.Nope
+
+
+def sentflow_import_graph() -> dict[str, set[str]]:
+    """Every sentflow module and the sentflow modules it imports anywhere (top level or inside functions)."""
+    root = Path(sentflow.__file__).parent
+    modules = {
+        ".".join(("sentflow", *p.relative_to(root).with_suffix("").parts)).removesuffix(".__init__"): p
+        for p in root.rglob("*.py")
+    }
+    graph = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        found = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        found |= {f"{node.module}.{a.name}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                  and node.module for a in node.names}
+        found |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+        graph[name] = {m for m in found if m in modules and m != name and m != "sentflow"}
+    return graph
+
+
+def test_no_module_imports_form_a_cycle() -> None:
+    graph = sentflow_import_graph()
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join([*path[path.index(nxt):], nxt]))
+            if nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])

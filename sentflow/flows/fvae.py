@@ -53,7 +53,7 @@ class ConditionalAffine(Flow):
         return z * log_s.exp() + shift
 
 
-class Encoder(nn.Module):
+class GaussianEncoder(nn.Module):
     """q(z|x) = N(mu, diag exp(2 log_sigma)) from an MLP on the flattened, centred image (starts as N(0, I))."""
 
     def __init__(self, features: int, latent: int, net: NetFactory) -> None:
@@ -108,7 +108,7 @@ class FVAE(FlowModel):
         }
         super().__init__(FlowSequential(*layers), StandardNormal(), data_shape, n_bins, config, latent_shape=(d,))
         self.dequantize = Dequantize(n_bins)
-        self.encoder = Encoder(d, latent, net)
+        self.encoder = GaussianEncoder(d, latent, net)
         self.latent = latent
 
     def decoder_log_prob(self, y: Tensor, z: Tensor) -> Tensor:

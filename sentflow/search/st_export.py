@@ -7,7 +7,6 @@ never imports sentflow. The whitening becomes one Dense layer: y = x W + b with 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,10 +14,7 @@ from sentflow.encoding.models import resolve_model
 from sentflow.errors import SentflowError
 from sentflow.extras import require
 from sentflow.files.io import atomic_directory
-from sentflow.protocols import Calibration, LinearMap
-
-if TYPE_CHECKING:
-    from sentflow.pipeline import Pipeline
+from sentflow.protocols import Calibration, LinearMap, ModelEncoder
 
 _ST_POOLING = {
     "cls": "cls",
@@ -51,17 +47,18 @@ def dense_parameters(calibration: Calibration | None) -> tuple[torch.Tensor, tor
     return torch.tensor(weight.T, dtype=torch.float32), torch.tensor(bias, dtype=torch.float32)
 
 
-def export_sentence_transformer(pipeline: Pipeline, directory: Path) -> Path:
-    """Build the equivalent SentenceTransformer and save it to `directory` (atomically: staged, then renamed)."""
+def export_sentence_transformer(
+    encoder: ModelEncoder, calibration: Calibration | None, normalize: bool, directory: Path
+) -> Path:
+    """Build the SentenceTransformer equivalent to encoder -> calibration -> (normalize) and save it to `directory`
+    (atomically: staged, then renamed)."""
     require("sentence_transformers", "st")
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import modules
 
-    mode = st_pooling_mode(pipeline.encoder.pooling)
-    dense = dense_parameters(pipeline.calibration)
-    transformer = modules.Transformer(
-        resolve_model(pipeline.encoder.model_name), max_seq_length=pipeline.encoder.max_length
-    )
+    mode = st_pooling_mode(encoder.pooling)
+    dense = dense_parameters(calibration)
+    transformer = modules.Transformer(resolve_model(encoder.model_name), max_seq_length=encoder.max_length)
     dim = transformer.get_embedding_dimension()
     stack = [transformer, modules.Pooling(dim, pooling_mode=mode)]
     if dense is not None:
@@ -69,7 +66,7 @@ def export_sentence_transformer(pipeline: Pipeline, directory: Path) -> Path:
         stack.append(
             modules.Dense(dim, len(bias), activation_function=torch.nn.Identity(), init_weight=weight, init_bias=bias)
         )
-    if pipeline.normalize:
+    if normalize:
         stack.append(modules.Normalize())
     model = SentenceTransformer(modules=stack, device="cpu")
     with atomic_directory(directory, marker="modules.json") as staging:
