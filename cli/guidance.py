@@ -39,8 +39,9 @@ def tune(
 ) -> None:
     """Choose none / whitening (power x dimension) / BERT-flow on labels that are not the test set; report test."""
     from sentflow.evaluation.tuning import tune as run_tune
+    from sentflow.pipeline import is_calibration_path
 
-    if normalize and out is not None and out.suffix == ".safetensors":
+    if normalize and out is not None and is_calibration_path(out):
         raise SentflowError("--normalize is a pipeline setting: give --out a directory name, not a .safetensors file")
     with threads_from(threads):
         encoder = make_encoder(model, pooling, batch_size)

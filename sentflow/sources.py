@@ -68,6 +68,7 @@ class TextSource:
     kind = "a text file"
 
 
+DIRECTORY_KINDS = (BeirSource, PipelineSource, EmbeddingSource)
 ALL_KINDS = (StsTaskSource, BeirSource, PipelineSource, CalibrationSource, EmbeddingSource, TextSource)
 Source = StsTaskSource | BeirSource | PipelineSource | CalibrationSource | EmbeddingSource | TextSource
 
@@ -81,6 +82,8 @@ def resolve_source(argument: str | os.PathLike, accept: tuple[type, ...] | None 
     wins over a pattern, so `x[1].npy` is that file.
     """
     wanted = " or ".join(kind.kind for kind in accept or ALL_KINDS)
+    if accept is not None and not set(accept) & set(DIRECTORY_KINDS) and Path(argument).is_dir():
+        raise SentflowError(f"{argument}: is a directory, expected {wanted}")
     source = _classify(str(argument), wanted)
     if accept is not None and not isinstance(source, accept):
         raise SentflowError(f"{argument}: is {source.kind}, but {role} takes {wanted}")

@@ -161,9 +161,8 @@ def encode_file(
     """
     if chunk_lines < 1:
         raise SentflowError(f"chunk_lines must be >= 1, got {chunk_lines}")
-    if Path(source).suffix.lower() in (".npy", ".npz"):
-        raise SentflowError(f"{source}: is an array file; encoding reads text, one sentence per line")
-    target = check_output(out, [check_text_file(source), *inputs])
+    text = resolve_source(source, (TextSource,), role="encoding (one sentence per line)")
+    target = check_output(out, [text.path, *inputs])
     lines, digest = scan_text(source)
     partial, state_path = side_file(target, ".partial"), side_file(target, STATE_SUFFIX)
     state = {"input_sha256": digest, "lines": lines, "encoder": encoder_settings(encoder), "done": 0}

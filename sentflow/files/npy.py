@@ -18,9 +18,9 @@ from typing import BinaryIO
 
 import numpy as np
 
+from sentflow.calibration.stats import check_finite
 from sentflow.errors import SentflowError
 from sentflow.files.io import atomic_path, first_line
-from sentflow.calibration.stats import check_finite
 
 CHUNK_BYTES = 64 << 20  # rows per chunk are chosen so that a float32 chunk is about this large
 _MAX_HEADER_BYTES = 1 << 16
@@ -105,7 +105,7 @@ def expand_inputs(spec: str | os.PathLike) -> list[Path]:
         strays = [f for f in files if f.suffix.lower() != ".npy" or not f.is_file()]
         if strays:
             raise SentflowError(f"{strays[0]}: not a .npy file in the shard directory {path}")
-    elif glob.has_magic(text):
+    elif glob.has_magic(text) and not path.exists():  # an existing file is itself, even named x[1].npy
         files = sorted(Path(f) for f in glob.glob(text))
     else:
         files = [path]
