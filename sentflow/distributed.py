@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
+from sentflow.calibration.stats import MomentAccumulator, as_matrix, check_finite
+from sentflow.calibration.whitening import Whitening
+from sentflow.encoding.models import resolve_model
 from sentflow.errors import SentflowError
 from sentflow.extras import require
 from sentflow.files.io import first_line
-from sentflow.encoding.models import resolve_model
 from sentflow.files.npy import NpyShard, NpyShards, expand_inputs
-from sentflow.calibration.stats import MomentAccumulator, as_matrix, check_finite
-from sentflow.calibration.whitening import Whitening
 
 if TYPE_CHECKING:
     from sentflow.calibration.base import Calibrator

@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 
 from sentflow.errors import SentflowError
+from sentflow.files.io import load_tensors, restore_module, save_tensors
+from sentflow.files.schemas import FlowHeader
 from sentflow.flows.base import FlowModel
 from sentflow.flows.models import build_model
 from sentflow.flows.train import CHECKPOINT_NAME, model_header
-from sentflow.files.io import load_tensors, restore_module, save_tensors
-from sentflow.files.schemas import FlowHeader
 
 __all__ = ["CHECKPOINT_NAME", "Checkpoint", "check_shape", "load_checkpoint", "read_checkpoint", "save_checkpoint"]
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from sentflow.errors import SentflowError
+from sentflow.files.io import first_line
 from sentflow.flows.actnorm import ActNorm, DiagonalScaling
 from sentflow.flows.base import Flow, FlowModel, FlowSequential
 from sentflow.flows.coupling import AdditiveCoupling, AffineCoupling
@@ -22,7 +23,6 @@ from sentflow.flows.nets import MLP, ConvNet
 from sentflow.flows.preprocess import Dequantize, Logit
 from sentflow.flows.priors import PRIORS
 from sentflow.flows.reshape import Flatten, Split, Squeeze, Unsqueeze
-from sentflow.files.io import first_line
 
 PRIOR_STD = {"logistic": math.pi / math.sqrt(3.0), "normal": 1.0}
 

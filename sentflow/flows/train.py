@@ -21,10 +21,10 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from sentflow.errors import SentflowError
-from sentflow.flows.base import LogdetEstimator, bits_per_dim
 from sentflow.files.io import check_state, load_tensors, save_tensors
-from sentflow.runtime import default_device, seed_everything, using_threads
 from sentflow.files.schemas import FLOWS_FORMAT, TrainCounters
+from sentflow.flows.base import LogdetEstimator, bits_per_dim
+from sentflow.runtime import default_device, seed_everything, using_threads
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
 OPTIMIZER_STATE = ("step", "exp_avg", "exp_avg_sq", "exp_inf")  # per-parameter tensors those optimizers keep
