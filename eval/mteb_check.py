@@ -74,7 +74,7 @@ def occurrence_vectors(encoder, sentences: list[str]) -> np.ndarray:
     return encoder.encode(unique)[[row[s] for s in sentences]]
 
 
-def smoke_data(beir_dir: Path, out: Path, n_qrels: int = 12, n_extra_docs: int = 60, n_pairs: int = 120):
+def smoke_data(beir_dir: Path, out: Path, n_qrels: int = 8, n_extra_docs: int = 40, n_pairs: int = 60):
     """A small BEIR folder (the first qrels lines, their queries and documents plus the first other documents)
     and the first STS-B pairs of each split, written under `out`: (beir folder, STS-B folder)."""
     qrels_lines = (beir_dir / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()[: n_qrels + 1]
