@@ -161,7 +161,8 @@ def stsb_task(split: str = "test", data_dir: str | os.PathLike | None = None) ->
     data = datasets.Dataset.from_dict(
         {"sentence1": pairs.sentences1, "sentence2": pairs.sentences2, "score": pairs.scores.tolist()}
     )
-    metadata = _metadata("STSBenchmark", split, "STS", "cosine_spearman", "STS-B shipped with sentflow")
+    source = f"STS-B files in {Path(data_dir).resolve()}" if data_dir else "STS-B shipped with sentflow"
+    metadata = _metadata("STSBenchmark", split, "STS", "cosine_spearman", source)
     return _local_task(AbsTaskSTS, metadata, data)
 
 
