@@ -19,11 +19,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded: tasks and model are local
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import numpy as np  # noqa: E402
 from report import RESULTS, table, write_report  # noqa: E402
 
 import sentflow  # noqa: E402
 from sentflow.evaluation.sts import SPLITS, packaged_stsb_dir  # noqa: E402
+from sentflow.evaluation.sts_task import encode_sts_task, load_sts_task  # noqa: E402
 from sentflow.files.io import write_atomic  # noqa: E402
 from sentflow.integrations import mteb as sentflow_mteb  # noqa: E402
 
@@ -57,21 +57,14 @@ def retrieval_figures(encoder, beir_dir: Path, dim: int | None) -> dict[str, dic
 def sts_figures(encoder, stsb_dir: Path | None, dim: int | None) -> dict[str, dict[str, float]]:
     """STS-B test Spearman per method: `sentflow eval sts-b` (fitted on every split's sentences) and mteb."""
     report = sentflow.compare(encoder, "sts-b", METHODS, dim=dim, data_dir=str(stsb_dir) if stsb_dir else None)
-    sentences = [s for split in SPLITS for s in sentflow.load_sts("sts-b", split, stsb_dir).sentences]
-    whitening = sentflow.Whitening(n_components=dim, power=0.5).fit(occurrence_vectors(encoder, sentences))
+    fit_rows = encode_sts_task(encoder, load_sts_task("sts-b", "all", stsb_dir)).fit_rows  # as `sentflow eval`
+    whitening = sentflow.Whitening(n_components=dim, power=0.5).fit(fit_rows)
     pipelines = {"none": sentflow.Pipeline(encoder), "whitening": sentflow.Pipeline(encoder, whitening)}
     figures = {}
     for row, method in zip(report.results, METHODS, strict=True):
         mteb_scores = sentflow_mteb.evaluate(pipelines[method], [sentflow_mteb.stsb_task("test", stsb_dir)])
         figures[method] = {"mteb_stsb_spearman": mteb_scores["STSBenchmark"], "sentflow_stsb_spearman": row.spearman}
     return figures
-
-
-def occurrence_vectors(encoder, sentences: list[str]) -> np.ndarray:
-    """One row per sentence occurrence, encoding each distinct sentence once (as `sentflow eval` does)."""
-    unique = sorted(set(sentences))
-    row = {s: i for i, s in enumerate(unique)}
-    return encoder.encode(unique)[[row[s] for s in sentences]]
 
 
 def smoke_data(beir_dir: Path, out: Path, n_qrels: int = 8, n_extra_docs: int = 40, n_pairs: int = 60):
