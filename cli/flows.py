@@ -8,23 +8,23 @@ from typing import Annotated
 import typer
 
 from sentflow.errors import SentflowError
+from sentflow.files.io import check_output
+from sentflow.files.schemas import MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_MINUTES, MAX_WARMUP, MODEL_CONFIG, parse_json
 from sentflow.flows import (
     MODELS,
     FlowModel,
     TrainConfig,
-    Trainer,
     build_model,
     evaluate_bpd,
     load_data,
     read_checkpoint,
     seed_everything,
+    train_image_flow,
 )
 from sentflow.flows.checkpoint import CHECKPOINT_NAME, check_shape
 from sentflow.flows.grid import check_grid, save_grid
 from sentflow.flows.train import DEFAULT_THREADS
-from sentflow.files.io import check_output
 from sentflow.runtime import default_device, using_threads
-from sentflow.files.schemas import MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_MINUTES, MAX_WARMUP, MODEL_CONFIG, parse_json
 
 from .common import user_errors
 from .options import seed_option
@@ -101,11 +101,9 @@ def train(
         max_minutes=minutes or None,
         threads=threads,
     )
-    trainer = Trainer(flow, settings, out)
-    if resume and ckpt_path.is_file():
-        trainer.resume(ckpt_path)
-    trainer.fit(images.train)
-    typer.echo(_bpd_line(trainer.model, evaluate_bpd(trainer.model, images.test, seed=seed)))
+    resume_from = ckpt_path if resume and ckpt_path.is_file() else None
+    run = train_image_flow(flow, images, settings, out, resume_from)
+    typer.echo(_bpd_line(run.model, run.test_bpd))
     typer.echo(f"checkpoint: {ckpt_path}")
 
 

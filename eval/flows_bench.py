@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from sentflow.flows import TrainConfig, Trainer, TrainingDiverged, build_model, evaluate_bpd, load_data, seed_everything
+from sentflow.files.io import write_atomic
+from sentflow.flows import TrainConfig, build_model, load_data, seed_everything, train_image_flow
 from sentflow.flows.data import ImageData
 from sentflow.flows.grid import save_grid
 from sentflow.flows.train import DEFAULT_THREADS
-from sentflow.files.io import write_atomic
 from sentflow.runtime import resolve_threads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,18 +75,13 @@ def run(name: str, data: ImageData, minutes: float, args: argparse.Namespace) ->
         progress=args.progress,
         threads=args.threads,
     )
-    trainer = Trainer(model, config)
-    note = ""
-    try:
-        trainer.fit(data.train)
-    except TrainingDiverged:  # raised before the bad update: the model in memory is the last good one
-        note = f" (diverged at step {trainer.state.step})"
-    state = trainer.state
-    bpd = evaluate_bpd(trainer.model, data.test, seed=args.seed)
+    trained = train_image_flow(model, data, config, keep_last_good=True)
+    state, bpd = trained.state, trained.test_bpd
+    note = f" (diverged at step {state.step})" if trained.diverged else ""
     seed_everything(args.seed)
     save_grid(
         RESULTS / f"samples_{name.replace('+', '_')}_{data.name.split('-')[0]}.png",
-        trainer.model.sample(64, 0.7),
+        trained.model.sample(64, 0.7),
         scale=4 if data.shape[1] <= 8 else 1,
     )
     row = Row(
@@ -99,7 +94,7 @@ def run(name: str, data: ImageData, minutes: float, args: argparse.Namespace) ->
         bpd,
         state.history[-1]["train_bpd"],
         state.examples / max(state.seconds, 1e-9),
-        sampling_rate(trainer.model),
+        sampling_rate(trained.model),
         note,
     )
     print(row, flush=True)

@@ -17,21 +17,20 @@ from pathlib import Path
 
 import torch
 
+from sentflow.files.io import write_atomic
 from sentflow.flows import (
     FVAE,
     FlowModel,
     IResNet,
     TrainConfig,
-    Trainer,
-    TrainingDiverged,
     build_model,
     evaluate_bpd,
     load_data,
     seed_everything,
+    train_image_flow,
 )
 from sentflow.flows.data import ImageData
 from sentflow.flows.grid import save_grid
-from sentflow.files.io import write_atomic
 
 RESULTS = Path(__file__).resolve().parents[1] / "eval" / "results"
 ENCODER = {"latent": 16, "hidden": 128, "depth": 2}
@@ -111,13 +110,9 @@ def run(label: str, data: ImageData, args: argparse.Namespace) -> Result:
         progress=False,
         threads=args.threads,
     )
-    trainer = Trainer(model, settings)
-    note = ""
-    try:
-        trainer.fit(data.train)
-    except TrainingDiverged:
-        note = f"diverged at step {trainer.state.step}"
-    state = trainer.state
+    trained = train_image_flow(model, data, settings, keep_last_good=True, evaluate=False)
+    state = trained.state
+    note = f"diverged at step {state.step}" if trained.diverged else ""
     result = Result(
         label,
         sum(p.numel() for p in model.parameters()),

@@ -197,3 +197,19 @@ def test_corrupted_and_mismatched_checkpoints_raise_sentflow_errors(tmp_path) ->
 def test_glow_rejects_images_it_cannot_squeeze() -> None:
     with pytest.raises(SentflowError, match="divisible"):
         Glow((1, 6, 6), 17, levels=2)
+
+
+def test_the_shared_recipe_trains_scores_and_resumes(tmp_path, digits) -> None:
+    from dataclasses import replace as with_fields
+
+    from sentflow.flows import train_image_flow
+
+    data = with_fields(digits, train=digits.train[:256], test=digits.test[:128])
+    config = TrainConfig(epochs=1, batch_size=64, lr=3e-3, warmup_steps=5, progress=False, threads=1, seed=3)
+    first = train_image_flow(tiny("nice"), data, config, tmp_path)
+    assert first.state.epoch == 1 and not first.diverged
+    assert first.test_bpd == pytest.approx(evaluate_bpd(first.model, data.test, seed=3), abs=1e-9)
+    more = with_fields(config, epochs=2)
+    resumed = train_image_flow(tiny("nice"), data, more, tmp_path, resume_from=tmp_path / "checkpoint.safetensors")
+    assert resumed.state.epoch == 2 and resumed.state.step == 2 * first.state.step
+    assert train_image_flow(tiny("nice"), data, config, evaluate=False).test_bpd is None

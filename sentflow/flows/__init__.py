@@ -39,6 +39,7 @@ _MODULES = {
     "nets": ["MLP", "ConvNet", "NetFactory"],
     "preprocess": ["Dequantize", "Logit"],
     "priors": ["StandardLogistic", "StandardNormal"],
+    "recipe": ["TrainedFlow", "train_image_flow"],
     "reshape": ["Flatten", "Split", "Squeeze", "Unsqueeze"],
     "train": ["TrainConfig", "Trainer", "TrainingDiverged", "evaluate_bpd", "seed_everything"],
 }
