@@ -11,6 +11,8 @@ from scipy.stats import logistic
 from test_flows_layers import brute_force_logdet, layer_logdet, one_thread, randomize  # noqa: F401
 
 from sentflow.errors import SentflowError
+from sentflow.files.io import load_tensors, save_tensors
+from sentflow.files.schemas import FlowHeader
 from sentflow.flows import (
     NICE,
     Glow,
@@ -25,8 +27,6 @@ from sentflow.flows import (
     read_checkpoint,
     save_checkpoint,
 )
-from sentflow.files.io import load_tensors, save_tensors
-from sentflow.files.schemas import FlowHeader
 
 TINY = {
     "nice": {"hidden": 16, "depth": 1},
