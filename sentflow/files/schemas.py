@@ -26,6 +26,7 @@ MAX_MINUTES = 1e7  # a wall-clock budget
 MAX_LR = 10.0
 PIPELINE_FORMAT = "sentflow-pipeline"
 FLOWS_FORMAT = "sentflow.flows/1"
+COMPACT_FORMAT = "sentflow-compact-index/1"
 
 Name = Annotated[str, StringConstraints(max_length=4096)]
 Key = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -128,6 +129,37 @@ class CalibrationHeader(Schema):
     dim_out: Dim
     model: Name | None = None
     pooling: Name | None = None
+
+
+class QuantizerHeader(Schema):
+    """The JSON header of a compact-search quantizer file (`Quantizer.save`)."""
+
+    spec: Key
+    dim: Dim
+
+
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+FileName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")]  # no path, no ..
+
+
+class IndexFile(Schema):
+    """One file of an index directory and the sha256 of its bytes."""
+
+    name: FileName
+    sha256: Sha256
+
+
+class CompactManifest(Schema):
+    """index.json of a compact-search index directory (`CompactIndex.save`)."""
+
+    format: Literal[COMPACT_FORMAT]
+    quantize: Key
+    rescore: Annotated[int, Field(ge=0, le=1 << 20)]
+    hnsw: bool
+    rows: Annotated[int, Field(ge=1, le=1 << 40)]
+    dim: Dim
+    pipeline: Params | None = None
+    files: Annotated[dict[Key, IndexFile], Field(max_length=16)]
 
 
 # --- pipelines and resumable runs --------------------------------------------------------------------------------

@@ -1,0 +1,372 @@
+"""Compact search: quantized codes of a corpus' final vectors, searched in one or two stages.
+
+- Sign codes (`binary`, `itq:BITS`, `pca:BITS`): stage 1 searches the bit codes, held in RAM, with a faiss binary
+  index (`IndexBinaryFlat`, or `IndexBinaryHNSW` for large corpora) and keeps `rescore × k` candidates; stage 2
+  rescores them with the float query against int8 codes read from a memory-mapped file on disk.
+- Scalar codes (`int8`, `int4`): a full scan, float query · decoded code (asymmetric), in chunks.
+- `none`: exact inner products on the float vectors.
+
+The vectors given are the final ones exact float search would use (calibrated and, for cosine, L2-normalised);
+row numbers index the build order, `ids` name them. A saved index is a directory: `index.json` (schema-checked,
+with a sha256 for every file), the quantizers (safetensors), the codes (`.npy`, never pickled) and the ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from sentflow.calibration.stats import as_matrix
+from sentflow.errors import SentflowError
+from sentflow.extras import require
+from sentflow.files.io import atomic_directory
+from sentflow.files.schemas import COMPACT_FORMAT, CompactManifest, parse_json
+from sentflow.search.quantize import (
+    Quantizer,
+    ScalarQuantizer,
+    SignQuantizer,
+    load_quantizer,
+    make_quantizer,
+)
+
+MANIFEST = "index.json"
+CHUNK_ROWS = 65_536
+FIT_ROWS = 200_000  # a streamed build fits its quantizers on the first rows, at most this many
+HNSW_M = 32
+_MAX_MANIFEST_BYTES = 1 << 20
+
+
+class CompactIndex:
+    """A corpus as compact codes, searched with float queries (see the module docstring for the modes)."""
+
+    def __init__(
+        self,
+        quantizer: Quantizer,
+        codes: np.ndarray,
+        ids: Sequence[str] | None = None,
+        rescore: int = 4,
+        rescorer: ScalarQuantizer | None = None,
+        rescore_codes: np.ndarray | None = None,
+        hnsw: bool = False,
+    ) -> None:
+        self.quantizer = quantizer
+        self.codes = codes
+        self.ids = list(ids) if ids is not None else [str(i) for i in range(len(codes))]
+        if len(self.ids) != len(codes):
+            raise SentflowError(f"{len(self.ids)} ids for {len(codes)} coded vectors")
+        self.rescore = rescore
+        self.rescorer = rescorer
+        self.rescore_codes = rescore_codes
+        self.hnsw = hnsw
+        self._faiss = self._binary_index() if isinstance(quantizer, SignQuantizer) else None
+
+    # --- building --------------------------------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        vectors,
+        quantize: str = "binary",
+        rescore: int = 4,
+        ids: Sequence[str] | None = None,
+        hnsw: bool = False,
+        seed: int = 0,
+        show_progress: bool | None = None,
+    ) -> CompactIndex:
+        """Fit the codes on `vectors` (n, d) and code them. `rescore` (sign codes only) is how many candidates per
+        result stage 1 keeps for stage 2 (0: no rescoring, the Hamming ranking is final)."""
+        vectors = as_matrix(vectors, "vectors")
+        return cls.build_chunks(_row_chunks(vectors), vectors, quantize, rescore, ids, hnsw, seed, show_progress)
+
+    @classmethod
+    def build_chunks(
+        cls,
+        chunks: Iterable[np.ndarray],
+        fit_rows: np.ndarray,
+        quantize: str = "binary",
+        rescore: int = 4,
+        ids: Sequence[str] | None = None,
+        hnsw: bool = False,
+        seed: int = 0,
+        show_progress: bool | None = None,
+        total: int | None = None,
+    ) -> CompactIndex:
+        """Build from row chunks read one at a time (memory: the codes, not the vectors); the quantizers are fitted
+        on `fit_rows` (for a corpus larger than memory, its first rows)."""
+        if rescore < 0:
+            raise SentflowError(f"rescore must be >= 0, got {rescore}")
+        fit_rows = as_matrix(fit_rows, "vectors")
+        if not len(fit_rows):
+            raise SentflowError("the corpus is empty: there is nothing to index")
+        quantizer = make_quantizer(quantize, seed).fit(fit_rows)
+        two_stage = isinstance(quantizer, SignQuantizer) and rescore > 0
+        rescorer = ScalarQuantizer(8).fit(fit_rows) if two_stage else None
+        codes, fine = [], []
+        bar = tqdm(total=total, unit="doc", desc=f"index {quantizer.spec}", disable=_quiet(show_progress, total))
+        for chunk in chunks:
+            chunk = quantizer.check_width(chunk, "vectors")
+            codes.append(quantizer.encode(chunk))
+            if rescorer is not None:
+                fine.append(rescorer.encode(chunk))
+            bar.update(len(chunk))
+        bar.close()
+        all_codes = _stack(codes, quantizer.code_bytes)
+        if not len(all_codes):
+            raise SentflowError("the corpus is empty: there is nothing to index")
+        rescore_codes = _stack(fine, quantizer.dim) if rescorer is not None else None
+        return cls(quantizer, all_codes, ids, rescore, rescorer, rescore_codes, hnsw)
+
+    def _binary_index(self):
+        faiss = require("faiss", "faiss")
+        bits = self.codes.shape[1] * 8
+        index = faiss.IndexBinaryHNSW(bits, HNSW_M) if self.hnsw else faiss.IndexBinaryFlat(bits)
+        index.add(np.ascontiguousarray(self.codes))
+        return index
+
+    # --- searching -------------------------------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        """Width of the vectors (and queries) the index codes."""
+        return self.quantizer.dim
+
+    @property
+    def quantize(self) -> str:
+        """The spec of the codes held in RAM."""
+        return self.quantizer.spec
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def search(self, queries, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The k best documents per query: (scores float32 (nq, k'), rows int64 (nq, k')), best first, with
+        k' = min(k, len(index)). Scores are inner products (two-stage: with the int8 codes; stage 1 alone:
+        1 - 2·Hamming/bits)."""
+        if not isinstance(k, int | np.integer) or k < 1:
+            raise SentflowError(f"k must be a whole number >= 1, got {k!r}")
+        queries = np.ascontiguousarray(self.quantizer.check_width(queries, "queries"), dtype=np.float32)
+        k = min(int(k), len(self))
+        if isinstance(self.quantizer, SignQuantizer):
+            return self._search_bits(queries, k)
+        return _top_k_scan(queries, self.codes, self.quantizer, k)
+
+    def _search_bits(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        depth = min(len(self), k * self.rescore) if self.rescorer is not None else k
+        if self.hnsw:
+            self._faiss.hnsw.efSearch = max(2 * depth, 64)  # HNSW's recall needs a search list longer than depth
+        distances, rows = self._faiss.search(self.quantizer.encode(queries), depth)
+        if self.rescorer is None:
+            bits = self.quantizer.n_bits
+            return (1.0 - 2.0 * distances[:, :k] / bits).astype(np.float32), rows[:, :k].astype(np.int64)
+        return _rescore(queries, rows.astype(np.int64), self.rescore_codes, self.rescorer, k)
+
+    # --- cost --------------------------------------------------------------------------------------------------
+
+    @property
+    def ram_bytes_per_doc(self) -> float:
+        """Bytes per document held in RAM: the stage-1 or full-scan codes (an HNSW graph's links included)."""
+        links = 0.0
+        if self.hnsw and self._faiss is not None:
+            links = 2 * HNSW_M * 4  # level-0 neighbour ids, int32 (upper levels add about 1/M of that)
+        return float(self.codes.shape[1]) + links
+
+    @property
+    def disk_bytes_per_doc(self) -> float:
+        """Bytes per document read from disk at search time: the memory-mapped rescoring codes (0 without)."""
+        return float(self.rescore_codes.shape[1]) if self.rescore_codes is not None else 0.0
+
+    # --- files -------------------------------------------------------------------------------------------------
+
+    def save(
+        self,
+        directory: str | os.PathLike,
+        pipeline: dict | None = None,
+        snippets: Sequence[str] | None = None,
+    ) -> Path:
+        """Write the index directory atomically; `pipeline` records what made the vectors (checked by the CLI),
+        `snippets` a short text per document for display."""
+        if snippets is not None and len(snippets) != len(self):
+            raise SentflowError(f"{len(snippets)} snippets for {len(self)} documents")
+        with atomic_directory(directory, marker=MANIFEST) as staging:
+            files = {"quantizer": "quantizer.safetensors", "codes": "codes.npy", "ids": "ids.jsonl"}
+            self.quantizer.save(staging / files["quantizer"])
+            np.save(staging / files["codes"], self.codes, allow_pickle=False)
+            _write_lines(staging / files["ids"], self.ids)
+            if self.rescorer is not None:
+                files.update(rescorer="rescore.safetensors", rescore_codes="rescore.npy")
+                self.rescorer.save(staging / files["rescorer"])
+                np.save(staging / files["rescore_codes"], np.asarray(self.rescore_codes), allow_pickle=False)
+            if snippets is not None:
+                files["snippets"] = "snippets.jsonl"
+                _write_lines(staging / files["snippets"], snippets)
+            manifest = {
+                "format": COMPACT_FORMAT,
+                "quantize": self.quantize,
+                "rescore": self.rescore,
+                "hnsw": self.hnsw,
+                "rows": len(self),
+                "dim": self.dim,
+                "pipeline": pipeline,
+                "files": {key: {"name": name, "sha256": _sha256(staging / name)} for key, name in files.items()},
+            }
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        return Path(directory)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> CompactIndex:
+        """Read an index directory written by `save`; every file is checked against its recorded sha256 and shape."""
+        index, _ = load_compact_index(directory)
+        return index
+
+
+def load_compact_index(directory: str | os.PathLike) -> tuple[CompactIndex, CompactManifest]:
+    """(the index, its manifest) of a directory written by `CompactIndex.save`."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    paths = {key: _checked_file(directory, entry.name, entry.sha256) for key, entry in manifest.files.items()}
+    quantizer = load_quantizer(paths["quantizer"])
+    if quantizer.spec != manifest.quantize or quantizer.dim != manifest.dim:
+        raise SentflowError(
+            f"{paths['quantizer']}: holds {quantizer.spec} codes of {quantizer.dim} dims, not the manifest's"
+        )
+    codes = _load_codes(paths["codes"], manifest.rows, quantizer.code_bytes, mmap=False)
+    ids = _read_lines(paths["ids"], manifest.rows)
+    rescorer, fine = None, None
+    if "rescorer" in paths:
+        rescorer = load_quantizer(paths["rescorer"])
+        if not isinstance(rescorer, ScalarQuantizer) or rescorer.dim != manifest.dim:
+            raise SentflowError(f"{paths['rescorer']}: not int8 rescoring codes of {manifest.dim} dims")
+        fine = _load_codes(paths["rescore_codes"], manifest.rows, manifest.dim, mmap=True)
+    index = CompactIndex(quantizer, codes, ids, manifest.rescore, rescorer, fine, manifest.hnsw)
+    return index, manifest
+
+
+def read_manifest(directory: Path) -> CompactManifest:
+    """index.json, validated (format, bounds, file names)."""
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise SentflowError(f"{directory}: not a sentflow index directory (no {MANIFEST})")
+    if path.stat().st_size > _MAX_MANIFEST_BYTES:
+        raise SentflowError(f"{path}: too large for an index manifest")
+    return parse_json(CompactManifest, path.read_bytes(), path)
+
+
+def read_snippets(directory: str | os.PathLike, manifest: CompactManifest) -> list[str] | None:
+    """The stored snippets of an index directory, if it has them."""
+    entry = manifest.files.get("snippets")
+    if entry is None:
+        return None
+    return _read_lines(_checked_file(Path(directory), entry.name, entry.sha256), manifest.rows)
+
+
+# --- helpers ---------------------------------------------------------------------------------------------------
+
+
+def _quiet(show_progress: bool | None, total: int | None) -> bool:
+    return not show_progress if show_progress is not None else (total or 0) < 50_000
+
+
+def _row_chunks(vectors: np.ndarray, rows: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
+    for start in range(0, len(vectors), rows):
+        yield vectors[start : start + rows]
+
+
+def _stack(parts: list[np.ndarray], width: int) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros((0, width), np.uint8)
+
+
+def _top_k_scan(queries: np.ndarray, codes: np.ndarray, quantizer: Quantizer, k: int):
+    """Exact top-k of queries · decode(codes), scanning the codes in chunks (float32 arithmetic)."""
+    decode = quantizer.decode  # type: ignore[attr-defined]  # FloatCodes and ScalarQuantizer decode
+    best_scores = np.full((len(queries), 0), -np.inf, np.float32)
+    best_rows = np.zeros((len(queries), 0), np.int64)
+    for start in range(0, len(codes), CHUNK_ROWS):
+        scores = queries @ decode(codes[start : start + CHUNK_ROWS]).T
+        rows = np.broadcast_to(np.arange(start, start + scores.shape[1]), scores.shape)
+        best_scores = np.concatenate([best_scores, scores], axis=1)
+        best_rows = np.concatenate([best_rows, rows], axis=1)
+        keep = _best(best_scores, best_rows, k)
+        best_scores = np.take_along_axis(best_scores, keep, axis=1)
+        best_rows = np.take_along_axis(best_rows, keep, axis=1)
+    return best_scores.astype(np.float32), best_rows
+
+
+def _best(scores: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the k best per row, best first (ties to the lower row number among those kept)."""
+    if scores.shape[1] > k:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.lexsort((np.take_along_axis(rows, part, 1), -np.take_along_axis(scores, part, 1)), axis=1)
+        return np.take_along_axis(part, order, axis=1)
+    return np.lexsort((rows, -scores), axis=1)
+
+
+def _rescore(queries: np.ndarray, candidates: np.ndarray, fine: np.ndarray, rescorer: ScalarQuantizer, k: int):
+    """Stage 2: float query · int8-decoded candidate, the k best per query, best first.
+
+    q · (low + code * step) = q · low + (q * step) · code, so the codes are never decoded to float vectors."""
+    weights = (queries * rescorer.step_).astype(np.float32)
+    offsets = queries @ rescorer.low_
+    scores = np.full((len(queries), k), -np.inf, np.float32)
+    rows = np.full((len(queries), k), -1, np.int64)
+    for i, found in enumerate(candidates):
+        found = np.sort(found[found >= 0])  # in file order: the memory-mapped reads go forward
+        exact = fine[found].astype(np.float32) @ weights[i] + offsets[i]
+        keep = _best(exact[None], found[None], k)[0]
+        scores[i, : len(keep)], rows[i, : len(keep)] = exact[keep], found[keep]
+    return scores, rows
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _checked_file(directory: Path, name: str, sha256: str) -> Path:
+    path = directory / name
+    if not path.is_file():
+        raise SentflowError(f"{path}: missing from the index directory")
+    if _sha256(path) != sha256:
+        raise SentflowError(f"{path}: checksum mismatch: the file is damaged or was replaced; rebuild the index")
+    return path
+
+
+def _load_codes(path: Path, rows: int, width: int, mmap: bool) -> np.ndarray:
+    try:
+        codes = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise SentflowError(f"{path}: not a readable .npy file ({exc})") from None
+    if codes.dtype != np.uint8 or codes.shape != (rows, width):
+        raise SentflowError(f"{path}: holds {codes.dtype} {codes.shape}, the index needs uint8 ({rows}, {width})")
+    return codes
+
+
+def _write_lines(path: Path, values: Sequence[str]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for value in values:
+            fh.write(json.dumps(str(value), ensure_ascii=False) + "\n")
+
+
+def _read_lines(path: Path, rows: int) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if len(lines) != rows:
+        raise SentflowError(f"{path}: {len(lines)} lines, the index has {rows} documents")
+    values = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            value = None
+        if not isinstance(value, str):
+            raise SentflowError(f"{path}, line {number}: not a JSON string")
+        values.append(value)
+    return values
+

@@ -1,0 +1,293 @@
+"""Quantizers fitted on a corpus (no labels): compact codes for the final vectors of a pipeline.
+
+Specs a user types:
+
+- `none`: float32 vectors (4 bytes a dimension);
+- `int8[:P]` / `int4[:P]`: one code a dimension, with per-dimension ranges from the corpus' P-th and (100-P)-th
+  percentiles (default P = 99.9; `int8:100` is min/max); scored asymmetrically, float query · decoded code;
+- `binary`: the sign of each dimension, one bit a dimension;
+- `itq:BITS`: centring, a PCA cut to BITS and ITQ (Gong & Lazebnik 2011: alternate sign codes B = sgn(VR) and the
+  orthogonal Procrustes rotation R from the SVD of Vᵀ B), then one bit a direction; `pca:BITS` is the same
+  without the ITQ rotation.
+
+Fitting accumulates in float64; codes are uint8 arrays of `code_bytes` per vector. A quantizer saves as
+safetensors with a checksummed JSON header and loads back exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from sentflow.calibration.stats import as_matrix
+from sentflow.errors import SentflowError
+from sentflow.files.io import load_tensors, save_tensors
+from sentflow.files.schemas import MAX_DIM, QuantizerHeader
+
+DEFAULT_PERCENTILE = 99.9
+ITQ_ITERATIONS = 50
+SPECS = "none, int8[:P], int4[:P], binary, itq:BITS or pca:BITS"
+_SPEC = re.compile(r"^(none|binary|int8|int4|itq|pca)(?::([0-9.]+))?$")
+
+
+class Quantizer(ABC):
+    """fit / encode on (n, d) float vectors; subclasses say how codes are made and scored."""
+
+    kind: ClassVar[str]
+    dim: int  # the width of the vectors it codes, once fitted
+
+    @property
+    @abstractmethod
+    def spec(self) -> str:
+        """The spec that makes this quantizer (e.g. `itq:128`)."""
+
+    @property
+    @abstractmethod
+    def code_bytes(self) -> int:
+        """Bytes of one vector's code."""
+
+    @abstractmethod
+    def _fit(self, X: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _encode(self, X: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def _tensors(self) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def _restore(self, tensors: dict[str, np.ndarray]) -> None: ...
+
+    def fit(self, X) -> Quantizer:
+        """Fit the codes' ranges or rotation on corpus vectors X (n, d)."""
+        X = as_matrix(X, "corpus vectors")
+        self.dim = X.shape[1]
+        self._fit(X)
+        return self
+
+    def encode(self, X) -> np.ndarray:
+        """The uint8 codes of X: (n, code_bytes)."""
+        return self._encode(self.check_width(X, "vectors"))
+
+    def check_width(self, X, name: str) -> np.ndarray:
+        """X as a finite float matrix of the fitted width, or one line saying what is wrong."""
+        if not hasattr(self, "dim"):
+            raise SentflowError(f"this {self.spec} quantizer is not fitted yet; call fit first")
+        X = as_matrix(X, name)
+        if X.shape[1] != self.dim:
+            raise SentflowError(
+                f"{name} have {X.shape[1]} dimensions but the {self.spec} codes were fitted on {self.dim}"
+            )
+        return X
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted quantizer: safetensors tensors and a checksummed JSON header (never pickle)."""
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self._tensors().items()}
+        save_tensors(path, tensors, {"spec": self.spec, "dim": int(self.dim)})
+
+
+class FloatCodes(Quantizer):
+    """`none`: the float32 vectors themselves."""
+
+    kind = "none"
+
+    @property
+    def spec(self) -> str:
+        return "none"
+
+    @property
+    def code_bytes(self) -> int:
+        return 4 * self.dim
+
+    def _fit(self, X: np.ndarray) -> None:
+        pass
+
+    def _encode(self, X: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(X, dtype=np.float32).view(np.uint8)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """The float32 vectors back."""
+        return np.ascontiguousarray(codes).view(np.float32)
+
+    def _tensors(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _restore(self, tensors: dict[str, np.ndarray]) -> None:
+        pass
+
+
+class ScalarQuantizer(Quantizer):
+    """`int8` / `int4`: each dimension mapped linearly onto 2^bits levels between corpus percentiles."""
+
+    kind = "scalar"
+
+    def __init__(self, bits: int = 8, percentile: float = DEFAULT_PERCENTILE) -> None:
+        if bits not in (4, 8):
+            raise SentflowError(f"scalar codes have 4 or 8 bits, not {bits}")
+        if not 50.0 < percentile <= 100.0:
+            raise SentflowError(f"the percentile of a scalar code must be in (50, 100], got {percentile:g}")
+        self.bits = bits
+        self.percentile = float(percentile)
+
+    @property
+    def spec(self) -> str:
+        suffix = "" if self.percentile == DEFAULT_PERCENTILE else f":{self.percentile:g}"
+        return f"int{self.bits}{suffix}"
+
+    @property
+    def levels(self) -> int:
+        """The largest code value (255 or 15)."""
+        return (1 << self.bits) - 1
+
+    @property
+    def code_bytes(self) -> int:
+        return self.dim if self.bits == 8 else (self.dim + 1) // 2
+
+    def _fit(self, X: np.ndarray) -> None:
+        low = np.percentile(X, 100.0 - self.percentile, axis=0)
+        high = np.percentile(X, self.percentile, axis=0)
+        flat = high - low <= 0  # a constant dimension: any positive width decodes it exactly
+        self.low_ = low.astype(np.float64)
+        self.step_ = np.where(flat, 1.0, (high - low) / self.levels)
+
+    def _encode(self, X: np.ndarray) -> np.ndarray:
+        codes = np.clip(np.rint((X - self.low_) / self.step_), 0, self.levels).astype(np.uint8)
+        if self.bits == 4:
+            if codes.shape[1] % 2:
+                codes = np.pad(codes, ((0, 0), (0, 1)))
+            codes = (codes[:, 0::2] << 4) | codes[:, 1::2]
+        return np.ascontiguousarray(codes)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """The float32 vectors the codes stand for: low + code · step per dimension."""
+        codes = np.asarray(codes, dtype=np.uint8)
+        if self.bits == 4:
+            codes = np.stack([codes >> 4, codes & 0x0F], axis=2).reshape(len(codes), -1)[:, : self.dim]
+        return (self.low_ + codes * self.step_).astype(np.float32)
+
+    def _tensors(self) -> dict[str, np.ndarray]:
+        return {"low": self.low_, "step": self.step_}
+
+    def _restore(self, tensors: dict[str, np.ndarray]) -> None:
+        self.low_, self.step_ = tensors["low"], tensors["step"]
+        if (self.step_ <= 0).any():
+            raise SentflowError("the scalar quantizer's steps must be positive")
+
+
+class SignQuantizer(Quantizer):
+    """`binary` (the sign of every dimension), `pca:BITS` and `itq:BITS` (the signs after a fitted rotation)."""
+
+    kind = "sign"
+
+    def __init__(self, bits: int | None = None, rotation: str = "none", seed: int = 0) -> None:
+        if rotation not in ("none", "pca", "itq"):
+            raise SentflowError(f"unknown rotation {rotation!r}; use none, pca or itq")
+        if (bits is None) != (rotation == "none") or (bits is not None and not 1 <= bits <= MAX_DIM):
+            raise SentflowError(f"{rotation} codes need between 1 and {MAX_DIM} bits, e.g. {rotation}:128")
+        self.bits = bits
+        self.rotation = rotation
+        self.seed = seed
+
+    @property
+    def spec(self) -> str:
+        return "binary" if self.rotation == "none" else f"{self.rotation}:{self.bits}"
+
+    @property
+    def n_bits(self) -> int:
+        """Bits per vector."""
+        return self.bits if self.bits is not None else self.dim
+
+    @property
+    def code_bytes(self) -> int:
+        return (self.n_bits + 7) // 8
+
+    def _fit(self, X: np.ndarray) -> None:
+        if self.rotation == "none":
+            return
+        if self.bits > X.shape[1]:
+            raise SentflowError(f"{self.spec}: {self.bits} bits is more than the {X.shape[1]} calibrated dimensions")
+        if len(X) <= self.bits:
+            raise SentflowError(
+                f"{self.spec}: fitting the rotation needs more corpus vectors than bits ({len(X)} <= {self.bits}); "
+                "index more documents or use fewer bits"
+            )
+        X = X.astype(np.float64)
+        self.mean_ = X.mean(axis=0)
+        centred = X - self.mean_
+        _, vectors = np.linalg.eigh(centred.T @ centred)
+        projection = vectors[:, ::-1][:, : self.bits]
+        if self.rotation == "itq":
+            projection = projection @ itq_rotation(centred @ projection, self.seed)
+        self.projection_ = projection
+
+    def project(self, X) -> np.ndarray:
+        """The vectors in the space whose signs are the codes (the identity for `binary`)."""
+        X = self.check_width(X, "vectors")
+        return X if self.rotation == "none" else (X - self.mean_) @ self.projection_
+
+    def _encode(self, X: np.ndarray) -> np.ndarray:
+        return np.packbits(self.project(X) > 0, axis=1)
+
+    def _tensors(self) -> dict[str, np.ndarray]:
+        return {} if self.rotation == "none" else {"mean": self.mean_, "projection": self.projection_}
+
+    def _restore(self, tensors: dict[str, np.ndarray]) -> None:
+        if self.rotation != "none":
+            self.mean_, self.projection_ = tensors["mean"], tensors["projection"]
+
+
+def itq_rotation(V: np.ndarray, seed: int = 0, iterations: int = ITQ_ITERATIONS) -> np.ndarray:
+    """The orthogonal R (bits x bits) that ITQ finds for projected data V: minimise ||sgn(VR) - VR||_F by
+    alternating the codes B = sgn(VR) and R from the SVD of Vᵀ B (orthogonal Procrustes), from a random rotation."""
+    rng = np.random.default_rng(seed)
+    rotation, _ = np.linalg.qr(rng.standard_normal((V.shape[1], V.shape[1])))
+    for _ in range(iterations):
+        codes = np.where(V @ rotation >= 0, 1.0, -1.0)
+        left, _, right = np.linalg.svd(V.T @ codes)
+        rotation = left @ right
+    return rotation
+
+
+def make_quantizer(spec: str, seed: int = 0) -> Quantizer:
+    """The unfitted quantizer a spec names: none, int8[:P], int4[:P], binary, itq:BITS or pca:BITS."""
+    match = _SPEC.match(spec.strip().lower())
+    if match is None:
+        raise SentflowError(f"unknown quantizer {spec!r}; use {SPECS}")
+    kind, arg = match.groups()
+    if kind in ("none", "binary"):
+        if arg is not None:
+            raise SentflowError(f"{kind} takes no parameter, got {spec!r}")
+        return FloatCodes() if kind == "none" else SignQuantizer()
+    if kind in ("int8", "int4"):
+        return ScalarQuantizer(int(kind[3:]), float(arg) if arg else DEFAULT_PERCENTILE)
+    if arg is None or not arg.isdigit():
+        raise SentflowError(f"{kind} needs a whole number of bits, e.g. {kind}:128, got {spec!r}")
+    return SignQuantizer(int(arg), kind, seed)
+
+
+def load_quantizer(path: str | os.PathLike) -> Quantizer:
+    """Read a quantizer written by `Quantizer.save`; its tensors must have the shapes its header implies."""
+    tensors, header = load_tensors(path, QuantizerHeader)
+    quantizer = make_quantizer(header.spec)
+    quantizer.dim = header.dim
+    arrays = {k: v.numpy().astype(np.float64) for k, v in tensors.items()}
+    expected = _shapes(quantizer)
+    found = {k: v.shape for k, v in arrays.items()}
+    if found != expected:
+        raise SentflowError(f"{path}: tensors {found} do not match a {header.spec} quantizer of {header.dim} dims")
+    quantizer._restore(arrays)
+    return quantizer
+
+
+def _shapes(quantizer: Quantizer) -> dict[str, tuple[int, ...]]:
+    d = quantizer.dim
+    if isinstance(quantizer, ScalarQuantizer):
+        return {"low": (d,), "step": (d,)}
+    if isinstance(quantizer, SignQuantizer) and quantizer.rotation != "none":
+        return {"mean": (d,), "projection": (d, quantizer.n_bits)}
+    return {}
