@@ -16,6 +16,7 @@ from sentflow.files.io import check_inputs, check_output
 from .common import DEBUG_ENV, printable, threads_from, user_errors
 from .flows import flows_app
 from .guidance import register as register_guidance
+from .search import register as register_search
 from .options import (
     Backend,
     BatchSize,
@@ -54,6 +55,7 @@ def _options(
 
 
 register_guidance(app)
+register_search(app)
 
 
 def _flow_options(levels, depth, hidden, epochs, lr, seed: int) -> dict:

@@ -7,6 +7,7 @@ loaded with `trust_remote_code` off, so nothing in the directory is executed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from sentflow._version import __version__
 from sentflow.calibration.base import Calibrator, load_calibration
 from sentflow.encoding.factory import make_encoder
 from sentflow.errors import SentflowError
-from sentflow.files.io import atomic_directory
+from sentflow.files.io import atomic_directory, tensors_digest
 from sentflow.files.schemas import PIPELINE_FORMAT, PipelineConfig, parse, parse_json
 from sentflow.protocols import ModelEncoder
 
@@ -65,6 +66,14 @@ class Pipeline:
             "normalize": self.normalize,
             "calibration": CALIBRATION_NAME if self.calibration is not None else None,
         }
+
+    def fingerprint(self) -> str:
+        """sha256 of what decides the pipeline's vectors: its settings and its calibration's tensors."""
+        settings = {k: v for k, v in self.config().items() if k != "sentflow_version"}
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+        if self.calibration is not None:
+            digest.update(tensors_digest(self.calibration._tensors()).encode())
+        return digest.hexdigest()
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the pipeline directory atomically (a new directory swapped in only once complete)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,15 +96,29 @@ def load_beir(folder: str | os.PathLike, split: str = "test") -> RetrievalTask:
 
 def _read_jsonl(path: Path, with_title: bool) -> dict[str, str]:
     """id -> text of a BEIR jsonl file (title + " " + text when `with_title`), in file order."""
-    records: dict[str, str] = {}
-    for lineno, line in enumerate(read_lines(path), start=1):
-        if not line.strip():
-            continue
-        record = parse_json(BeirRecord, line, f"{path}, line {lineno}")
-        if record.id in records:
-            raise SentflowError(f"{path}, line {lineno}: duplicate _id {record.id!r}")
-        records[record.id] = f"{record.title or ''} {record.text}".strip() if with_title else record.text
-    return records
+    return dict(iter_jsonl(path, with_title))
+
+
+def iter_jsonl(path: str | os.PathLike, with_title: bool = True) -> Iterator[tuple[str, str]]:
+    """(id, text) of each record of a BEIR jsonl file, read one line at a time (title + " " + text when
+    `with_title`, as BEIR and MTEB embed documents); a bad or repeated record is an error naming its line."""
+    path = Path(path)
+    if not path.is_file():
+        raise SentflowError(f"{path}: no such file")
+    seen: set[str] = set()
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                raise SentflowError(f"{path}, line {lineno}: not UTF-8 text ({exc.reason})") from None
+            if not line.strip():
+                continue
+            record = parse_json(BeirRecord, line, f"{path}, line {lineno}")
+            if record.id in seen:
+                raise SentflowError(f"{path}, line {lineno}: duplicate _id {record.id!r}")
+            seen.add(record.id)
+            yield record.id, f"{record.title or ''} {record.text}".strip() if with_title else record.text
 
 
 def _read_qrels(path: Path, queries: dict[str, str], corpus: dict[str, str]) -> dict[str, dict[str, int]]:

@@ -86,6 +86,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def check_output_directory(path: str | os.PathLike, marker: str) -> Path:
+    """Refuse a directory output that would destroy something: a link, a file, or a directory sentflow did not
+    write (one without `marker`)."""
+    target = Path(path)
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise SentflowError(f"{target}: exists and is not a directory; choose a new output directory")
+    if target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
+        raise SentflowError(f"{target}: a non-empty directory without {marker}; refusing to replace it")
+    return target
+
+
 @contextmanager
 def atomic_directory(path: str | os.PathLike, marker: str) -> Iterator[Path]:
     """Yield a staging directory next to `path`; swap it in for `path` only if the block succeeds.
@@ -93,11 +104,7 @@ def atomic_directory(path: str | os.PathLike, marker: str) -> Iterator[Path]:
     `path` may be new, an empty directory, or an earlier output of the same kind (it holds `marker`); anything
     else is refused, so a typo never deletes an unrelated directory.
     """
-    target = Path(path)
-    if target.is_symlink() or (target.exists() and not target.is_dir()):
-        raise SentflowError(f"{target}: exists and is not a directory; choose a new output directory")
-    if target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
-        raise SentflowError(f"{target}: a non-empty directory without {marker}; refusing to replace it")
+    target = check_output_directory(path, marker)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_orphans(target)
     staging = Path(tempfile.mkdtemp(prefix=temp_prefix(target), dir=target.parent))

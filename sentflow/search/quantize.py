@@ -253,6 +253,20 @@ def itq_rotation(V: np.ndarray, seed: int = 0, iterations: int = ITQ_ITERATIONS)
     return rotation
 
 
+def check_quantizer(spec: str, dim: int, rows: int) -> Quantizer:
+    """The quantizer a spec names, refused before any work if `rows` vectors of `dim` dims cannot fit it."""
+    quantizer = make_quantizer(spec)
+    if isinstance(quantizer, SignQuantizer) and quantizer.bits is not None:
+        if quantizer.bits > dim:
+            raise SentflowError(f"{quantizer.spec}: {quantizer.bits} bits is more than the {dim} calibrated dimensions")
+        if rows <= quantizer.bits:
+            raise SentflowError(
+                f"{quantizer.spec}: fitting the rotation needs more corpus vectors than bits ({rows} <= "
+                f"{quantizer.bits}); index more documents or use fewer bits"
+            )
+    return quantizer
+
+
 def make_quantizer(spec: str, seed: int = 0) -> Quantizer:
     """The unfitted quantizer a spec names: none, int8[:P], int4[:P], binary, itq:BITS or pca:BITS."""
     match = _SPEC.match(spec.strip().lower())

@@ -1,0 +1,114 @@
+"""`sentflow index` and `sentflow search`: compact search from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sentflow.errors import SentflowError
+
+from .common import threads_from, user_errors
+from .options import BatchSize, MaxLength, Threads
+
+SNIPPET_WIDTH = 48
+
+
+@user_errors
+def index(
+    corpus: Annotated[
+        Path, typer.Argument(help="A text file (one document a line), a BEIR corpus.jsonl, or a BEIR folder.")
+    ],
+    out: Annotated[Path, typer.Option(help="The index directory to write.")],
+    pipeline: Annotated[
+        Path | None, typer.Option(help="A pipeline directory from `sentflow fit` (default: the plain encoder).")
+    ] = None,
+    quantize: Annotated[
+        str, typer.Option(help="none | int8[:P] | int4[:P] | binary | itq:BITS | pca:BITS (see the docs).")
+    ] = "binary",
+    rescore: Annotated[
+        int, typer.Option(min=0, max=1 << 20, help="Sign codes: candidates per result rescored with int8 codes.")
+    ] = 4,
+    hnsw: Annotated[bool, typer.Option("--hnsw", help="Stage 1 on an HNSW graph (large corpora).")] = False,
+    model: Annotated[str | None, typer.Option(help="Without --pipeline: the encoder (all-MiniLM-L6-v2).")] = None,
+    pooling: Annotated[str | None, typer.Option(help="Without --pipeline: its pooling (last-avg).")] = None,
+    batch_size: BatchSize = 64,
+    max_length: MaxLength = 256,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted encoding of the same corpus.")] = False,
+    threads: Threads = None,
+) -> None:
+    """Encode a corpus and write a compact index of its vectors (quantized codes, ids and snippets)."""
+    from sentflow.search.indexing import index_corpus
+
+    with threads_from(threads):
+        encoder = _pipeline(pipeline, model, pooling, batch_size, max_length)
+        built = index_corpus(corpus, out, encoder, quantize, rescore, hnsw, resume, pipeline)
+    typer.echo(
+        f"wrote {out}: {len(built):,} documents, {built.quantize}, {built.ram_bytes_per_doc:g} B/doc in RAM, "
+        f"{built.disk_bytes_per_doc:g} B/doc on disk",
+        err=True,
+    )
+
+
+def _pipeline(directory: Path | None, model: str | None, pooling: str | None, batch_size: int, max_length: int):
+    """The pipeline that encodes the corpus: a saved one, or the plain encoder with L2 normalisation (cosine)."""
+    from sentflow.encoding.factory import make_encoder
+    from sentflow.encoding.models import DEFAULT_MODEL
+    from sentflow.pipeline import Pipeline, load_pipeline
+
+    if directory is not None:
+        if model is not None or pooling is not None:
+            raise SentflowError("--model and --pooling are fixed by --pipeline; give one or the other")
+        return load_pipeline(directory, batch_size=batch_size, cache=False, show_progress=False)
+    options = {"batch_size": batch_size, "max_length": max_length, "cache": False, "show_progress": False}
+    encoder = make_encoder(model or DEFAULT_MODEL, pooling or "last-avg", **options)
+    return Pipeline(encoder, None, normalize=True)
+
+
+@user_errors
+def search(
+    index_dir: Annotated[Path, typer.Argument(help="An index directory written by `sentflow index`.")],
+    query: Annotated[str | None, typer.Argument(help="The query text.", show_default=False)] = None,
+    k: Annotated[int, typer.Option("--k", min=1, max=10_000, help="Results per query.")] = 10,
+    queries: Annotated[Path | None, typer.Option(help="A text file of queries, one a line.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")] = False,
+    threads: Threads = None,
+) -> None:
+    """Search an index with query texts: ids, scores and snippets, best first."""
+    from sentflow.search.indexing import search_index
+    from sentflow.streaming import text_chunks
+
+    if (query is None) == (queries is None):
+        raise SentflowError("give one query text, or --queries FILE")
+    texts = [query] if query is not None else [t for chunk in text_chunks(queries, 0, 8192) for t in chunk]
+    with threads_from(threads):
+        results = search_index(index_dir, texts, k, cache=False, show_progress=False)
+    if as_json:
+        rows = [{"query": t, "hits": [vars(h) for h in hits]} for t, hits in zip(texts, results, strict=True)]
+        typer.echo(json.dumps(rows if queries is not None else rows[0], allow_nan=False, ensure_ascii=False))
+        return
+    for text, hits in zip(texts, results, strict=True):
+        _print_hits(text, hits)
+
+
+def _print_hits(query: str, hits) -> None:
+    """A rich table that fits 80 columns: rank, id, score and the start of the document."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=query if len(query) <= 70 else query[:69] + "…", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("id", overflow="fold", max_width=16)
+    table.add_column("score", justify="right")
+    table.add_column("document", overflow="ellipsis", no_wrap=True, max_width=SNIPPET_WIDTH)
+    for rank, hit in enumerate(hits, start=1):
+        table.add_row(str(rank), hit.id, f"{hit.score:.3f}", hit.snippet)
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `index` and `search` to the main app."""
+    app.command("index")(index)
+    app.command("search")(search)
