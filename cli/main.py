@@ -214,6 +214,15 @@ def evaluate(
     ] = None,
     index: Annotated[str, typer.Option(help="Retrieval: faiss factory string of the scored index.")] = "Flat",
     approx_index: Annotated[str, typer.Option(help="Retrieval: a second, approximate index ('' for none).")] = "HNSW32",
+    quantize: Annotated[
+        str | None, typer.Option(help="Retrieval: compact codes to measure, e.g. none,int8,int4,binary,itq:128.")
+    ] = None,
+    rescore: Annotated[
+        int, typer.Option(min=0, max=1 << 20, help="Retrieval: sign-code candidates per result rescored in int8.")
+    ] = 4,
+    baselines: Annotated[
+        bool, typer.Option("--baselines", help="Retrieval: also sentence-transformers' and faiss's codes.")
+    ] = False,
     split: Annotated[str, typer.Option(help="Retrieval: the qrels split of a BEIR folder.")] = "test",
     power: Power = None,
     fit_on: Annotated[str, typer.Option(help="Sentences to fit on (no labels): all, train, dev or test.")] = "all",
@@ -234,7 +243,8 @@ def evaluate(
     with threads_from(threads):
         encoder = make_encoder(model, pooling, batch_size, max_length, backend)
         if task == "retrieval":
-            report = _retrieval(encoder, retrieval_task, methods, dims, index, approx_index, split, data_dir)
+            compact = (_names(quantize or ""), rescore, baselines)
+            report = _retrieval(encoder, retrieval_task, methods, dims, index, approx_index, split, data_dir, compact)
         else:
             if retrieval_task is not None:
                 raise SentflowError(f"unexpected argument {retrieval_task!r}; only `eval retrieval TASK` takes two")
@@ -264,7 +274,8 @@ def _sts(encoder, task, methods, dim, power, fit_on, data_dir, levels, depth, hi
     )
 
 
-def _retrieval(encoder, task, methods, dims, index, approx_index, split, data_dir):
+def _retrieval(encoder, task, methods, dims, index, approx_index, split, data_dir, compact):
+    from sentflow.evaluation.quant_baselines import BASELINES
     from sentflow.evaluation.retrieval import evaluate_retrieval
 
     if task is None:
@@ -276,6 +287,9 @@ def _retrieval(encoder, task, methods, dims, index, approx_index, split, data_di
         dims=_dims(dims),
         index=index,
         approx_index=approx_index or None,
+        quantize=compact[0],
+        rescore=compact[1],
+        baselines=BASELINES if compact[2] else (),
         split=split,
         data_dir=data_dir,
     )

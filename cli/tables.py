@@ -44,3 +44,16 @@ def print_retrieval(report) -> None:
             cells += [f"{approx.metrics['ndcg@10']:.2f}", f"{approx.index_bytes / 2**20:.1f}", f"{approx.qps:,.0f}"]
         table.add_row(*cells)
     Console().print(table)
+    if report.compact:
+        print_compact(report)
+
+
+def print_compact(report) -> None:
+    """One row per compact code (sentflow's specs, then the baselines): bytes per document and quality."""
+    table = _table("compact codes", ["codes", "dim", "RAM B", "disk B", "nDCG@10", "R@100", "q/s"])
+    for row in report.compact:
+        name = row.baseline or f"{row.method} {row.quantize}"
+        cells = [name, str(row.dim), f"{row.ram_bytes_per_doc:g}", f"{row.disk_bytes_per_doc:g}"]
+        cells += [f"{row.metrics['ndcg@10']:.2f}", f"{row.metrics['recall@100']:.2f}", f"{row.qps:,.0f}"]
+        table.add_row(*cells)
+    Console().print(table)

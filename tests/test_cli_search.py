@@ -170,3 +170,30 @@ def test_the_library_search_returns_hits(corpus, pipeline_dir, tmp_path):
     assert len(hits) == 2 and hits[0].snippet == lines[int(hits[0].id) - 1]
     with pytest.raises(sentflow.SentflowError, match="list of strings"):
         search_index(tmp_path / "idx", "one string")
+
+
+def test_eval_retrieval_measures_compact_codes_beside_the_baselines(tmp_path):
+    records = [{"_id": f"d{i}", "text": " ".join(np.random.default_rng(i).choice(WORDS, 8))} for i in range(120)]
+    (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    queries = [{"_id": f"q{i}", "text": records[i]["text"]} for i in range(20)]
+    (tmp_path / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries) + "\n")
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "qrels" / "test.tsv").write_text("".join(f"q{i}\td{i}\t1\n" for i in range(20)))
+    args = ["eval", "retrieval", tmp_path, "--methods", "none", "--approx-index", "", "--json", "--baselines"]
+    done = run(*args, "--quantize", "int8,binary,itq:16", "--rescore", "3")
+    assert done.returncode == 0, done.stderr
+    rows = [r for r in json.loads(done.stdout)["results"] if "quantize" in r]
+    keys = {"method", "dim", "quantize", "ram_bytes_per_doc", "disk_bytes_per_doc", "ndcg@10", "recall@100", "qps"}
+    assert all(keys <= row.keys() for row in rows)
+    ours = {r["quantize"]: r for r in rows if r["baseline"] is None}
+    assert (
+        ours["int8"]["ram_bytes_per_doc"],
+        ours["binary"]["ram_bytes_per_doc"],
+        ours["itq:16"]["ram_bytes_per_doc"],
+    ) == (
+        384,
+        48,
+        2,
+    )
+    assert {"st-ubinary-rescore", "st-int8", "faiss-sq8", "faiss-binary"} <= {r["baseline"] for r in rows}
+    assert "unknown quantizer 'int2'" in run(*args, "--quantize", "int2").stderr

@@ -65,6 +65,27 @@ class RetrievalRow:
 
 
 @dataclass(frozen=True)
+class CompactRow:
+    """Quality and cost of one compact code (sentflow's quantizers, or a baseline's) over one calibration."""
+
+    method: str
+    dim: int
+    quantize: str
+    ram_bytes_per_doc: float
+    disk_bytes_per_doc: float
+    metrics: dict[str, float]
+    qps: float
+    build_seconds: float
+    baseline: str | None = None  # e.g. st-ubinary-rescore, faiss-sq8; None for sentflow's own codes
+
+    def to_dict(self) -> dict:
+        """The row as `eval retrieval --json` prints it."""
+        row = {"method": self.method, "dim": self.dim, "quantize": self.quantize, "baseline": self.baseline}
+        row.update(ram_bytes_per_doc=self.ram_bytes_per_doc, disk_bytes_per_doc=self.disk_bytes_per_doc)
+        return {**row, **self.metrics, "qps": self.qps, "build_seconds": self.build_seconds}
+
+
+@dataclass(frozen=True)
 class RetrievalReport:
     """The rows of one evaluation and what they were measured on."""
 
@@ -75,10 +96,13 @@ class RetrievalReport:
     n_corpus: int
     results: tuple[RetrievalRow, ...]
     normalize: bool = True
+    compact: tuple[CompactRow, ...] = ()
 
     def to_dict(self) -> dict:
+        """The JSON of `eval retrieval --json`: float index rows, then compact-code rows (with `quantize`)."""
         head = {k: getattr(self, k) for k in ("task", "model", "pooling", "n_queries", "n_corpus")}
-        return {**head, "normalize": self.normalize, "results": [row.to_dict() for row in self.results]}
+        rows = [row.to_dict() for row in (*self.results, *self.compact)]
+        return {**head, "normalize": self.normalize, "results": rows}
 
 
 def retrieval_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -128,6 +152,59 @@ def measure_index(calibration, corpus, queries, task: RetrievalTask, factory: st
     return IndexResult(factory, retrieval_metrics(task.qrels, run), index_bytes(index), seconds, qps)
 
 
+def final_vectors(calibration, corpus: np.ndarray, queries: np.ndarray, normalize: bool):
+    """The vectors exact search compares: calibrated, then L2-normalised when `normalize` (cosine)."""
+    from sentflow.pipeline import l2_normalize
+
+    if calibration is not None:
+        corpus, queries = calibration.transform(corpus), calibration.transform(queries)
+    corpus, queries = (np.ascontiguousarray(v, np.float32) for v in (corpus, queries))
+    return (l2_normalize(corpus), l2_normalize(queries)) if normalize else (corpus, queries)
+
+
+def measure_compact(method, corpus, queries, task, spec: str, rescore: int, repeats: int) -> CompactRow:
+    """Build sentflow's compact index `spec` over final corpus vectors and score it on the queries."""
+    from sentflow.search.compact import CompactIndex
+
+    start = time.perf_counter()
+    index = CompactIndex.build(corpus, spec, rescore=rescore)
+    seconds = time.perf_counter() - start
+    run, qps = search_run(index, task, queries, repeats=repeats)
+    metrics = retrieval_metrics(task.qrels, run)
+    row = (index.quantize, index.ram_bytes_per_doc, index.disk_bytes_per_doc, metrics, qps, seconds)
+    return CompactRow(method, corpus.shape[1], *row)
+
+
+def measure_baseline(method, corpus, queries, task, name: str, rescore: int, repeats: int) -> CompactRow | None:
+    """A baseline's codes over the same final vectors (None where it cannot code this width, e.g. PQ48 of 100)."""
+    from sentflow.evaluation.quant_baselines import BASELINE_CODES, make_baseline
+
+    start = time.perf_counter()
+    try:
+        baseline = make_baseline(name, corpus, rescore)
+    except RuntimeError:  # faiss: the width does not split into this many sub-quantizers
+        return None
+    seconds = time.perf_counter() - start
+    run, qps = search_run(baseline, task, queries, repeats=repeats)
+    metrics = retrieval_metrics(task.qrels, run)
+    code = BASELINE_CODES[name]
+    return CompactRow(method, corpus.shape[1], code, baseline.ram_bytes_per_doc, 0.0, metrics, qps, seconds, name)
+
+
+def _check_compact_options(quantize: Sequence[str], rescore: int, baselines: Sequence[str]) -> None:
+    """Fail on a bad quantizer spec, rescore depth or baseline name before any encoding."""
+    from sentflow.evaluation.quant_baselines import BASELINES
+    from sentflow.search.quantize import make_quantizer
+
+    for spec in quantize:
+        make_quantizer(spec)
+    if rescore < 0:
+        raise SentflowError(f"rescore must be >= 0, got {rescore}")
+    unknown = [name for name in baselines if name not in BASELINES]
+    if unknown:
+        raise SentflowError(f"unknown baselines {unknown}; choose from {', '.join(BASELINES)}")
+
+
 def _check_options(methods: Sequence[str], dims: Sequence[int | None], factories: Sequence[str], size: int) -> None:
     """Fail on unknown methods, dims above the embedding size or bad factory strings before any encoding."""
     faiss = require("faiss", "faiss")
@@ -157,6 +234,9 @@ def evaluate_retrieval(
     data_dir: str | os.PathLike | None = None,
     normalize: bool = True,
     repeats: int = 3,
+    quantize: Sequence[str] = (),
+    rescore: int = 4,
+    baselines: Sequence[str] = (),
 ) -> RetrievalReport:
     """Retrieval quality and index cost of each method at each dimension (None = the full embedding size).
 
@@ -164,11 +244,15 @@ def evaluate_retrieval(
     on the corpus vectors only. `none` is the uncalibrated baseline and `flow` BERT-flow, each one row at full size
     whatever `dims` says; `whitening` is BERT-whitening and `pca` centres and rotates only, both cut to each dim.
     `index` is the faiss factory whose results are scored; `approx_index` (None to skip) is a second index
-    measured in the same run.
+    measured in the same run. `quantize` adds, per method and dimension, a row for each compact-search spec
+    (`none`, `int8`, `binary`, `itq:128`, ...; see `sentflow.search.quantize`) with `rescore` candidates per result
+    for sign codes, and `baselines` (names from `quant_baselines.BASELINES`) rows for sentence-transformers' and
+    faiss's codes over the same vectors.
     """
     size = int(encoder.dim)
     factories = [index] + ([approx_index] if approx_index else [])
     _check_options(methods, dims, factories, size)
+    _check_compact_options(quantize, rescore, baselines)
     if not isinstance(task, RetrievalTask):
         task = load_retrieval_task(task, split, data_dir)
     corpus = np.ascontiguousarray(as_matrix(encoder.encode(task.corpus_texts), "corpus embeddings"), np.float32)
@@ -176,7 +260,8 @@ def evaluate_retrieval(
     full = [m for m in methods if m in ("none", "flow")]  # one row at full size, whatever `dims` says
     configs = [(m, size) for m in full]
     configs += [(m, d or size) for m in methods if m not in full for d in dict.fromkeys(d or size for d in dims)]
-    rows = []
+    rows: list[RetrievalRow] = []
+    compact: list[CompactRow] = []
     for method, dim in tqdm(configs, desc="retrieval", unit="config", disable=len(configs) < 2):
         calibration, fit_seconds = None, 0.0
         if method != "none":
@@ -185,6 +270,11 @@ def evaluate_retrieval(
             fit_seconds = time.perf_counter() - start
         results = [measure_index(calibration, corpus, queries, task, f, normalize, repeats) for f in factories]
         rows.append(RetrievalRow(method, dim, fit_seconds, *results))
+        if quantize or baselines:
+            final = (method, *final_vectors(calibration, corpus, queries, normalize), task)
+            compact += [measure_compact(*final, spec, rescore, repeats) for spec in quantize]
+            measured = (measure_baseline(*final, name, rescore, repeats) for name in baselines)
+            compact += [row for row in measured if row is not None]
     return RetrievalReport(
         task=task.name,
         model=str(getattr(encoder, "model_name", type(encoder).__name__)),
@@ -193,4 +283,5 @@ def evaluate_retrieval(
         n_corpus=len(task.corpus_ids),
         results=tuple(rows),
         normalize=normalize,
+        compact=tuple(compact),
     )
