@@ -167,3 +167,22 @@ def test_k_larger_than_the_corpus_returns_every_document():
     index = CompactIndex.build(unit_vectors(30), "binary", rescore=4)
     scores, rows = index.search(unit_vectors(2, seed=9), 50)
     assert rows.shape == (2, 30) and sorted(rows[0]) == list(range(30)) and np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("spec", ["binary", "itq:8"])
+def test_the_faiss_export_searches_raw_vectors_like_stage_one(spec):
+    from sentflow import Whitening
+
+    rng = np.random.default_rng(0)
+    raw = (rng.normal(size=(400, 24)) @ rng.normal(size=(24, 24)) + 1.0).astype(np.float32)
+    whitening = Whitening(n_components=12).fit(raw)
+    final = whitening.transform(raw)
+    final /= np.linalg.norm(final, axis=1, keepdims=True)
+    index = CompactIndex.build(final, spec, rescore=0)
+    exported = index.to_faiss(whitening)
+    exported.add(raw)
+    distances, _ = exported.search(raw[:6], 15)
+    scores, _ = index.search(final[:6], 15)
+    np.testing.assert_allclose(distances, (1 - scores) * index.quantizer.n_bits / 2, atol=1e-4)
+    with pytest.raises(SentflowError, match="int8 codes do not export to faiss"):
+        CompactIndex.build(final, "int8").to_faiss(whitening)

@@ -166,6 +166,33 @@ class CompactIndex:
             return (1.0 - 2.0 * distances[:, :k] / bits).astype(np.float32), rows[:, :k].astype(np.int64)
         return _rescore(queries, rows.astype(np.int64), self.rescore_codes, self.rescorer, k)
 
+    def to_faiss(self, calibration=None, normalize: bool = True):
+        """Stage 1 as one faiss index over raw vectors: `IndexPreTransform` of the calibration's
+        `LinearTransform`, an L2 normalisation and the codes' centring and rotation (a `LinearTransform` to BITS),
+        in front of an `IndexLSH` that takes the signs and searches by Hamming distance. Add the raw corpus vectors
+        to it and search raw queries; the int8 rescoring stage stays in sentflow. Only sign codes export: faiss's
+        scalar quantizers (`build_index(..., "SQ8")`) fit ranges of their own."""
+        faiss = require("faiss", "faiss")
+        if not isinstance(self.quantizer, SignQuantizer):
+            raise SentflowError(
+                f"{self.quantize} codes do not export to faiss (its SQ8/SQ4 fit their own ranges): use "
+                "sentflow.build_index(pipeline, vectors, 'SQ8'), or sign codes (binary, itq:BITS)"
+            )
+        from sentflow.search.faiss_index import affine_transform, linear_transform
+
+        chain = []
+        if calibration is not None:
+            chain.append(linear_transform(calibration))
+        if normalize:
+            chain.append(faiss.NormalizationTransform(self.dim, 2.0))
+        if self.quantizer.rotation != "none":
+            projection = self.quantizer.projection_
+            chain.append(affine_transform(projection, -self.quantizer.mean_ @ projection))
+        index = faiss.IndexPreTransform(faiss.IndexLSH(self.quantizer.n_bits, self.quantizer.n_bits, False, False))
+        for transform in reversed(chain):
+            index.prepend_transform(transform)
+        return index
+
     # --- cost --------------------------------------------------------------------------------------------------
 
     @property
