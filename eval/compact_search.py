@@ -35,10 +35,10 @@ POOLINGS = ("last-avg", "cls")
 GOALS = {"binary": 64.2, "itq:128": 63.9, "int8": 64.4}  # SciFact last-avg nDCG@10
 
 
-def retrieval_rows(encoder, task: str, specs, rescore: int) -> list[dict]:
+def retrieval_rows(encoder, task, specs, rescore: int, baselines=BASELINES) -> list[dict]:
     """The compact rows (sentflow's and the baselines') of one task and pooling, as `eval retrieval --json`."""
     report = sentflow.evaluate_retrieval(
-        encoder, task, ["none"], approx_index=None, quantize=specs, rescore=rescore, baselines=BASELINES, repeats=3
+        encoder, task, ["none"], approx_index=None, quantize=specs, rescore=rescore, baselines=baselines, repeats=3
     )
     return [row.to_dict() for row in report.compact]
 
@@ -115,7 +115,7 @@ def smoke() -> None:
             (Path(folder) / f"sts-{split}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         encoder = sentflow.Encoder(show_progress=False)
         task = sentflow.load_retrieval_task("sts-b", "test", folder)
-        rows = retrieval_rows(encoder, task, ("int8", "binary", "itq:32"), 4)
+        rows = retrieval_rows(encoder, task, ("int8", "binary", "itq:32"), 4, ("st-ubinary-rescore", "faiss-sq8"))
         print(table(["codes", "RAM B/doc", "disk B/doc", "nDCG@10", "R@100", "q/s"], markdown_rows(rows)))
         print(table(["pooling", "codes", "STS-B Spearman", "vs float"], sts_rows(encoder, folder)))
 
