@@ -13,11 +13,14 @@ from sentflow.evaluation.retrieval_tasks import RetrievalTask, load_beir, load_r
 from sentflow.evaluation.sts import StsPairs, cosine_scores, evaluate_sts, load_sts
 from sentflow.evaluation.tuning import tune
 from sentflow.pipeline import Pipeline, load
+from sentflow.search.compact import CompactIndex
 from sentflow.search.faiss_index import build_index
+from sentflow.search.quantize import make_quantizer
 
 __all__ = [
     "BertFlow",
     "Calibrator",
+    "CompactIndex",
     "Encoder",
     "Pipeline",
     "RetrievalReport",
@@ -36,5 +39,6 @@ __all__ = [
     "load_retrieval_task",
     "load_sts",
     "make_encoder",
+    "make_quantizer",
     "tune",
 ]
