@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from sentflow.evaluation.diagnostics import MAX_PAIRS
 from sentflow.errors import SentflowError
+from sentflow.evaluation.diagnostics import MAX_PAIRS
 
 from .common import threads_from, user_errors
 from .options import AsJson, BatchSize, DataDir, Model, Pooling, Threads, make_encoder, seed_option

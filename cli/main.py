@@ -16,7 +16,6 @@ from sentflow.files.io import check_inputs, check_output
 from .common import DEBUG_ENV, printable, threads_from, user_errors
 from .flows import flows_app
 from .guidance import register as register_guidance
-from .search import register as register_search
 from .options import (
     Backend,
     BatchSize,
@@ -34,6 +33,7 @@ from .options import (
     Threads,
     make_encoder,
 )
+from .search import register as register_search
 from .tables import print_retrieval, print_sts
 
 app = typer.Typer(
@@ -164,9 +164,8 @@ def fit(
 def _fit_on_cluster(scheduler: str, source, method: str, dim: int | None, power: float | None):
     """A whitening fitted on a Dask cluster from .npy shards; (calibrator, rows)."""
     from sentflow import distributed
-    from sentflow.sources import EmbeddingSource
-
     from sentflow.calibration.factory import POWERS
+    from sentflow.sources import EmbeddingSource
 
     if method not in POWERS or not isinstance(source, EmbeddingSource):
         raise SentflowError("--scheduler fits a whitening or pca on .npy embeddings (a file, directory or glob)")

@@ -27,10 +27,10 @@ from bench_whitening import bert_like  # noqa: E402
 from report import table, write_report  # noqa: E402
 
 from sentflow import Whitening  # noqa: E402
+from sentflow.calibration.stats import MomentAccumulator  # noqa: E402
 from sentflow.distributed import CHUNK_ROWS, SPLIT_EVERY, fit_shards  # noqa: E402
 from sentflow.files.io import save_npy  # noqa: E402
 from sentflow.files.npy import load_npy  # noqa: E402
-from sentflow.calibration.stats import MomentAccumulator  # noqa: E402
 
 WORK = Path(__file__).resolve().parent / ".work" / "bench_dask"
 TARGET_ROWS, TARGET_DIM = 10**9, 768

@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import table, write_report  # noqa: E402
 
 import sentflow  # noqa: E402
-from sentflow.files.io import write_atomic  # noqa: E402
 from sentflow.encoding.models import DEFAULT_MODEL, resolve_model  # noqa: E402
+from sentflow.files.io import write_atomic  # noqa: E402
 from sentflow.runtime import using_threads  # noqa: E402
 
 PRECISION = {"st torch": "fp32", "st onnx": "fp32", "st onnx-int8": "int8"}

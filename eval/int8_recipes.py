@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import table, write_report  # noqa: E402
 
 import sentflow  # noqa: E402
-from sentflow.evaluation.compare import compare  # noqa: E402
 from sentflow.encoding.onnx import INT8_RECIPE  # noqa: E402
+from sentflow.evaluation.compare import compare  # noqa: E402
 
 RECIPES = {
     "every operator, per-tensor (the first recipe)": INT8_RECIPE

@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import RESULTS, table, write_report  # noqa: E402
 
 import sentflow  # noqa: E402
-from sentflow.files.io import write_atomic  # noqa: E402
 from sentflow.evaluation.retrieval import METRICS, evaluate_retrieval  # noqa: E402
+from sentflow.files.io import write_atomic  # noqa: E402
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir" / "scifact"
 TASKS = {"sts-b": "sts-b", "scifact": str(SCIFACT)}

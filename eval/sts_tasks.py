@@ -2,8 +2,8 @@
 
 Each calibration is fitted without labels on its own task's sentences (the "target" protocol).
 Needs the SentEval STS and SICK folders: python eval/sts_tasks.py [--data-dir ../shared/data]
-`--poolings` may name `glove`: GloVe 6B 50-d word-vector averages (sentflow.encoding.glove), an embedding never tuned for
-similarity, scored with none, whitening and BERT-flow (it has 50 dimensions, so no k=256 row).
+`--poolings` may name `glove`: GloVe 6B 50-d word-vector averages (sentflow.encoding.glove), an embedding never
+tuned for similarity, scored with none, whitening and BERT-flow (it has 50 dimensions, so no k=256 row).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import table, write_report  # noqa: E402
 
 import sentflow  # noqa: E402
-from sentflow.evaluation.compare import compare  # noqa: E402
 from sentflow.encoding.glove import GloveEncoder  # noqa: E402
+from sentflow.evaluation.compare import compare  # noqa: E402
 
 TASKS = {
     "sts12": "sts12-16",

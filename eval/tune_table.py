@@ -21,8 +21,8 @@ from report import RESULTS, table, write_report  # noqa: E402
 from sts_tasks import TASKS  # noqa: E402  (the 7 tasks and their folders under ../shared/data)
 
 import sentflow  # noqa: E402
-from sentflow.evaluation.diagnostics import diagnose, plot_cosines, plot_spectrum, task_vectors  # noqa: E402
 from sentflow.encoding.glove import GloveEncoder  # noqa: E402
+from sentflow.evaluation.diagnostics import diagnose, plot_cosines, plot_spectrum, task_vectors  # noqa: E402
 from sentflow.evaluation.tuning import Setting, TuneReport, transfer, tune  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

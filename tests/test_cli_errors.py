@@ -123,7 +123,8 @@ def test_an_array_given_to_encode_and_a_linked_run_directory_are_named(tmp_path)
     runner = CliRunner()
     np.save(tmp_path / "x.npy", np.zeros((3, 4), np.float32))
     result = runner.invoke(app, ["encode", str(tmp_path / "x.npy"), "--out", str(tmp_path / "e.npy")])
-    assert result.exit_code == 1 and "is .npy embeddings, but encoding (one sentence per line) takes a text file" in result.output
+    assert result.exit_code == 1
+    assert "is .npy embeddings, but encoding (one sentence per line) takes a text file" in result.output
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
     result = runner.invoke(app, ["flows", "train", "nice", "--out", str(tmp_path / "link"), "--epochs", "1"])

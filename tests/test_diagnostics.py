@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import sentflow
-from sentflow.evaluation.diagnostics import diagnose, embedding_stats, random_pairs, save_plots, task_vectors
 from sentflow.errors import SentflowError
+from sentflow.evaluation.diagnostics import diagnose, embedding_stats, random_pairs, save_plots, task_vectors
 
 
 def anisotropic(n=2000, d=16, seed=0):

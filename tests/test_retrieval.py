@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from sentflow import SentflowError, Whitening
-from sentflow.search.faiss_index import search_exact
 from sentflow.evaluation.retrieval import METRICS, evaluate_retrieval, retrieval_metrics
 from sentflow.evaluation.retrieval_tasks import duplicate_task, load_beir, load_retrieval_task
 from sentflow.evaluation.sts import StsPairs, packaged_stsb_dir
+from sentflow.search.faiss_index import search_exact
 
 REQUIRED_ROW_KEYS = {"method", "dim", *METRICS, "index_bytes", "qps"}
 
@@ -105,7 +105,8 @@ def test_a_missing_beir_file_is_named(tmp_path, missing):
 
 
 def test_unknown_task_names_the_choices():
-    with pytest.raises(SentflowError, match="nope: no such file or directory, and not a task name.*give an STS task or a BEIR folder"):
+    wanted = "nope: no such file or directory, and not a task name.*give an STS task or a BEIR folder"
+    with pytest.raises(SentflowError, match=wanted):
         load_retrieval_task("nope")
 
 

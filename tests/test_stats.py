@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sentflow.errors import SentflowError
 from sentflow.calibration.stats import MomentAccumulator
+from sentflow.errors import SentflowError
 
 
 def accumulate(X: np.ndarray, first: int | None = None) -> MomentAccumulator:

@@ -16,8 +16,8 @@ from sklearn.preprocessing import Normalizer
 
 import sentflow
 from sentflow import SentflowError, Whitening
-from sentflow.evaluation.sts import cosine_scores
 from sentflow.calibration.whitening import SingularCovarianceWarning
+from sentflow.evaluation.sts import cosine_scores
 
 
 def anisotropic(n: int = 600, d: int = 24, seed: int = 0, offset: float = 40.0) -> np.ndarray:
