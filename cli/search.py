@@ -80,9 +80,12 @@ def search(
     from sentflow.search.indexing import search_index
     from sentflow.streaming import text_chunks
 
-    if (query is None) == (queries is None):
+    if queries is not None and query is None:
+        texts = [t for chunk in text_chunks(queries, 0, 8192) for t in chunk]
+    elif query is not None and queries is None:
+        texts = [query]
+    else:
         raise SentflowError("give one query text, or --queries FILE")
-    texts = [query] if query is not None else [t for chunk in text_chunks(queries, 0, 8192) for t in chunk]
     with threads_from(threads):
         results = search_index(index_dir, texts, k, cache=False, show_progress=False)
     if as_json:

@@ -187,4 +187,7 @@ def load(path: str | os.PathLike) -> Calibrator | Pipeline:
     from sentflow.sources import CalibrationSource, PipelineSource, resolve_source
 
     source = resolve_source(path, (PipelineSource, CalibrationSource), role="sentflow.load")
-    return load_pipeline(source.path) if isinstance(source, PipelineSource) else load_calibration(source.path)
+    if isinstance(source, PipelineSource):
+        return load_pipeline(source.path)
+    assert isinstance(source, CalibrationSource)
+    return load_calibration(source.path)

@@ -12,6 +12,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from sentflow.errors import SentflowError
 from sentflow.evaluation.sts import TASKS
@@ -20,52 +21,58 @@ PIPELINE_MARKER = "pipeline.json"
 BEIR_MARKERS = ("corpus.jsonl", "queries.jsonl", "qrels")
 
 
+class DataSource:
+    """What every kind of source says about itself."""
+
+    kind: ClassVar[str]
+
+
 @dataclass(frozen=True)
-class StsTaskSource:
+class StsTaskSource(DataSource):
     """An STS task by name (`sts-b` is shipped; the others are read from a data directory)."""
 
     name: str
-    kind = "an STS task"
+    kind: ClassVar[str] = "an STS task"
 
 
 @dataclass(frozen=True)
-class BeirSource:
+class BeirSource(DataSource):
     """A BEIR folder: corpus.jsonl, queries.jsonl and qrels/*.tsv."""
 
     path: Path
-    kind = "a BEIR folder"
+    kind: ClassVar[str] = "a BEIR folder"
 
 
 @dataclass(frozen=True)
-class PipelineSource:
+class PipelineSource(DataSource):
     """A pipeline directory written by `sentflow fit` (it holds pipeline.json)."""
 
     path: Path
-    kind = "a pipeline directory"
+    kind: ClassVar[str] = "a pipeline directory"
 
 
 @dataclass(frozen=True)
-class CalibrationSource:
+class CalibrationSource(DataSource):
     """A calibration file written by `Calibrator.save` (safetensors)."""
 
     path: Path
-    kind = "a calibration file"
+    kind: ClassVar[str] = "a calibration file"
 
 
 @dataclass(frozen=True)
-class EmbeddingSource:
+class EmbeddingSource(DataSource):
     """`.npy` embeddings: one file, a directory of shards, or a glob of files."""
 
     spec: str
-    kind = ".npy embeddings"
+    kind: ClassVar[str] = ".npy embeddings"
 
 
 @dataclass(frozen=True)
-class TextSource:
+class TextSource(DataSource):
     """A text file, one sentence (or document) per line."""
 
     path: Path
-    kind = "a text file"
+    kind: ClassVar[str] = "a text file"
 
 
 DIRECTORY_KINDS = (BeirSource, PipelineSource, EmbeddingSource)
@@ -73,7 +80,9 @@ ALL_KINDS = (StsTaskSource, BeirSource, PipelineSource, CalibrationSource, Embed
 Source = StsTaskSource | BeirSource | PipelineSource | CalibrationSource | EmbeddingSource | TextSource
 
 
-def resolve_source(argument: str | os.PathLike, accept: tuple[type, ...] | None = None, role: str = "data") -> Source:
+def resolve_source(
+    argument: str | os.PathLike, accept: tuple[type[DataSource], ...] | None = None, role: str = "data"
+) -> Source:
     """The typed source `argument` names; `accept` limits the kinds the caller can use (`role` names it in errors).
 
     Rules, in order: an STS task name; an existing directory (pipeline.json: a pipeline, corpus.jsonl: a BEIR

@@ -162,6 +162,7 @@ def encode_file(
     if chunk_lines < 1:
         raise SentflowError(f"chunk_lines must be >= 1, got {chunk_lines}")
     text = resolve_source(source, (TextSource,), role="encoding (one sentence per line)")
+    assert isinstance(text, TextSource)
     target = check_output(out, [text.path, *inputs])
     lines, digest = scan_text(source)
     partial, state_path = side_file(target, ".partial"), side_file(target, STATE_SUFFIX)

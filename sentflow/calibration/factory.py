@@ -9,19 +9,15 @@ METHODS = ("none", "whitening", "pca", "flow")
 POWERS = {"whitening": 0.5, "pca": 0.0}  # pca: centring and rotation only, the dimension-cut baseline
 
 
-def make_calibrator(
-    method: str, dim: int | None = None, power: float | None = None, **flow_options
-) -> Calibrator | None:
-    """The calibrator a method name stands for (None for `none`).
+def make_calibrator(method: str, dim: int | None = None, power: float | None = None, **flow_options) -> Calibrator:
+    """The unfitted calibrator a method name stands for (`none`, no calibration, has none: callers skip it).
 
     Args:
-        method: `none`, `whitening` (BERT-whitening), `pca` (centring and rotation only) or `flow` (BERT-flow).
+        method: `whitening` (BERT-whitening), `pca` (centring and rotation only) or `flow` (BERT-flow).
         dim: Dimensions kept by whitening or pca (None: all); a flow keeps every dimension.
         power: Whitening power, overriding the method's own (0.5 for whitening, 0 for pca).
         **flow_options: BertFlow parameters.
     """
-    if method == "none":
-        return None
     if method in POWERS:
         from sentflow.calibration.whitening import Whitening
 
@@ -30,4 +26,6 @@ def make_calibrator(
         from sentflow.calibration.bertflow import BertFlow
 
         return BertFlow(**flow_options)
+    if method == "none":
+        raise SentflowError("method 'none' is no calibration: there is nothing to fit")
     raise SentflowError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")

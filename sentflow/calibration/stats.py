@@ -79,15 +79,19 @@ class MomentAccumulator:
         if not parts:
             return merged
         merged.count = sum(part.count for part in parts)
-        merged.shift = sum(part.count * part.mean() for part in parts) / merged.count
+        shift = np.sum([part.count * part.mean() for part in parts], axis=0) / merged.count
+        merged.shift = shift
         for part in parts:
-            delta = part.shift - merged.shift
+            delta = np.asarray(part.shift) - shift
             cross = np.outer(part.sum, delta)
             merged.sum += part.sum + part.count * delta
             merged.outer += part.outer + cross + cross.T + part.count * np.outer(delta, delta)
         return merged
 
     def mean(self) -> np.ndarray:
+        """The mean of every row seen (float64)."""
+        if self.shift is None:
+            raise SentflowError("no rows seen yet: there is no mean")
         return self.shift + self.sum / self.count
 
     def covariance(self) -> np.ndarray:

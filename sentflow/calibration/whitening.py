@@ -27,6 +27,9 @@ class SingularCovarianceWarning(UserWarning):
 class AffineMap(nn.Module):
     """y = (x - mean) @ weight, as a torch module (float32 buffers)."""
 
+    mean: torch.Tensor
+    weight: torch.Tensor
+
     def __init__(self, mean: np.ndarray, weight: np.ndarray) -> None:
         super().__init__()
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from sentflow.encoding.models import DEFAULT_MODEL
-from sentflow.protocols import TextEncoder
+from sentflow.protocols import ModelEncoder
 
 
-def make_encoder(model: str = DEFAULT_MODEL, pooling: str = "last-avg", **options: Any) -> TextEncoder:
+def make_encoder(model: str = DEFAULT_MODEL, pooling: str = "last-avg", **options: Any) -> ModelEncoder:
     """An encoder for `model`: `glove-6b-50d` gives the GloVe average encoder, any other name an `Encoder`.
 
     Args:

@@ -75,7 +75,7 @@ def compare(
     sts = load_sts_task(task, fit_on, data_dir)
     if dim is not None and not 1 <= dim <= encoder.dim:
         raise SentflowError(f"dim={dim} must be between 1 and the embedding size {encoder.dim}")
-    calibrators = [make_calibrator(m, dim, power, **(flow_options or {})) for m in methods]
+    calibrators = [None if m == "none" else make_calibrator(m, dim, power, **(flow_options or {})) for m in methods]
     encoded = encode_sts_task(encoder, sts)
     fit_rows = encoded.fit_rows
     gold = sts.pairs("test").scores

@@ -101,7 +101,7 @@ class RetrievalReport:
     def to_dict(self) -> dict:
         """The JSON of `eval retrieval --json`: float index rows, then compact-code rows (with `quantize`)."""
         head = {k: getattr(self, k) for k in ("task", "model", "pooling", "n_queries", "n_corpus")}
-        rows = [row.to_dict() for row in (*self.results, *self.compact)]
+        rows = [row.to_dict() for row in self.results] + [row.to_dict() for row in self.compact]
         return {**head, "normalize": self.normalize, "results": rows}
 
 
@@ -271,9 +271,9 @@ def evaluate_retrieval(
         results = [measure_index(calibration, corpus, queries, task, f, normalize, repeats) for f in factories]
         rows.append(RetrievalRow(method, dim, fit_seconds, *results))
         if quantize or baselines:
-            final = (method, *final_vectors(calibration, corpus, queries, normalize), task)
-            compact += [measure_compact(*final, spec, rescore, repeats) for spec in quantize]
-            measured = (measure_baseline(*final, name, rescore, repeats) for name in baselines)
+            docs, asked = final_vectors(calibration, corpus, queries, normalize)
+            compact += [measure_compact(method, docs, asked, task, spec, rescore, repeats) for spec in quantize]
+            measured = (measure_baseline(method, docs, asked, task, name, rescore, repeats) for name in baselines)
             compact += [row for row in measured if row is not None]
     return RetrievalReport(
         task=task.name,

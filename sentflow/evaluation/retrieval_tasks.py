@@ -38,6 +38,7 @@ def load_retrieval_task(
     source = resolve_source(task, (StsTaskSource, BeirSource), role="a retrieval task")
     if isinstance(source, BeirSource):
         return load_beir(source.path, split)
+    assert isinstance(source, StsTaskSource)
     if source.name not in DUPLICATE_TASKS:
         choices = " or ".join(DUPLICATE_TASKS)
         raise SentflowError(f"{source.name} has no duplicate retrieval: use {choices}, or a BEIR folder")

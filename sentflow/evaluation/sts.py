@@ -61,7 +61,10 @@ def read_senteval_task(directory: str | os.PathLike) -> StsPairs:
     inputs = sorted(directory.glob("STS.input.*.txt"))
     if not inputs:
         raise SentflowError(f"{directory}: no STS.input.*.txt files")
-    s1, s2, scores, sizes = [], [], [], []
+    s1: list[str] = []
+    s2: list[str] = []
+    scores: list[float] = []
+    sizes: list[int] = []
     for inp in inputs:
         sizes.append(len(scores))
         gold_path = inp.with_name(inp.name.replace("STS.input.", "STS.gs."))

@@ -141,6 +141,8 @@ def search(
         candidates.append(candidate)
         if (max_dim is None or setting.dim <= max_dim) and (best is None or candidate.dev > best.dev):
             best, best_calibrator = candidate, calibrator
+    if best is None:  # every score was finite, so a setting within max_dim was chosen; never reached
+        raise SentflowError("no setting could be chosen")
     return tuple(candidates), best, best_calibrator
 
 
@@ -152,9 +154,10 @@ def fit_setting(
         return None
     if setting.method == "whitening":
         k = None if setting.dim == fit_rows.shape[1] else setting.dim
+        power = 0.5 if setting.power is None else setting.power
         if moments is None:
-            return Whitening(n_components=k, power=setting.power).fit(fit_rows)
-        return Whitening.from_moments(moments, n_components=k, power=setting.power)
+            return Whitening(n_components=k, power=power).fit(fit_rows)
+        return Whitening.from_moments(moments, n_components=k, power=power)
     return make_calibrator(setting.method, **(flow_options or {})).fit(fit_rows)
 
 

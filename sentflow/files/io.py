@@ -170,7 +170,7 @@ def process_exists(pid: int) -> bool:
     return True
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
     """Call `write(tmp_path)` and move the result onto `path` in one step."""
     with atomic_path(path) as tmp:
         write(tmp)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
@@ -24,9 +24,12 @@ MAX_LENGTH = 1 << 20  # tokens per sentence
 MAX_WARMUP = 1 << 30  # learning-rate warm-up steps
 MAX_MINUTES = 1e7  # a wall-clock budget
 MAX_LR = 10.0
-PIPELINE_FORMAT = "sentflow-pipeline"
-FLOWS_FORMAT = "sentflow.flows/1"
-COMPACT_FORMAT = "sentflow-compact-index/1"
+PipelineFormat = Literal["sentflow-pipeline"]
+FlowsFormat = Literal["sentflow.flows/1"]
+CompactFormat = Literal["sentflow-compact-index/1"]
+PIPELINE_FORMAT: Final[PipelineFormat] = "sentflow-pipeline"
+FLOWS_FORMAT: Final[FlowsFormat] = "sentflow.flows/1"
+COMPACT_FORMAT: Final[CompactFormat] = "sentflow-compact-index/1"
 
 Name = Annotated[str, StringConstraints(max_length=4096)]
 Key = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -152,7 +155,7 @@ class IndexFile(Schema):
 class CompactManifest(Schema):
     """index.json of a compact-search index directory (`CompactIndex.save`)."""
 
-    format: Literal[COMPACT_FORMAT]
+    format: CompactFormat
     quantize: Key
     rescore: Annotated[int, Field(ge=0, le=1 << 20)]
     hnsw: bool
@@ -168,7 +171,7 @@ class CompactManifest(Schema):
 class PipelineConfig(Schema):
     """pipeline.json."""
 
-    format: Literal[PIPELINE_FORMAT]
+    format: PipelineFormat
     sentflow_version: Name
     model: Name
     pooling: Annotated[str, StringConstraints(min_length=1, max_length=512)]
@@ -194,7 +197,7 @@ class FlowHeader(Schema):
 
     model_config = ConfigDict(extra="ignore")
 
-    format: Literal[FLOWS_FORMAT]
+    format: FlowsFormat
     model: Key
     config: Params
     data_shape: Annotated[list[Dim], Field(min_length=1, max_length=4)]
@@ -246,8 +249,10 @@ class TrainCounters(Schema):
 
 # --- data sets read as text ----------------------------------------------------------------------------------------
 
-SCORE = TypeAdapter(Annotated[float, Field(strict=False, allow_inf_nan=False, ge=-1e6, le=1e6)])  # "4.2" -> 4.2
-GRADE = TypeAdapter(Annotated[int, Field(strict=False, ge=-1000, le=1000)])  # a qrels relevance grade
+SCORE: TypeAdapter[float] = TypeAdapter(  # "4.2" -> 4.2
+    Annotated[float, Field(strict=False, allow_inf_nan=False, ge=-1e6, le=1e6)]
+)
+GRADE: TypeAdapter[int] = TypeAdapter(Annotated[int, Field(strict=False, ge=-1000, le=1000)])  # a qrels grade
 DocId = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 Text = Annotated[str, StringConstraints(max_length=1 << 22)]
 

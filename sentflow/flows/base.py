@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -58,6 +59,10 @@ class FlowSequential(Flow):
         super().__init__()
         self.flows = nn.ModuleList(flows)
 
+    def steps(self) -> list[Flow]:
+        """The flows, in order."""
+        return cast(list[Flow], list(self.flows))
+
     def forward(
         self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
     ) -> tuple[Tensor, Tensor]:
@@ -68,7 +73,7 @@ class FlowSequential(Flow):
         return x, logdet
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        for flow in reversed(self.flows):
+        for flow in reversed(self.steps()):
             z = flow.inverse(z, context)
         return z
 

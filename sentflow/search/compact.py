@@ -51,7 +51,7 @@ class CompactIndex:
         codes: np.ndarray,
         ids: Sequence[str] | None = None,
         rescore: int = 4,
-        rescorer: ScalarQuantizer | None = None,
+        rescorer: Quantizer | None = None,
         rescore_codes: np.ndarray | None = None,
         hnsw: bool = False,
     ) -> None:
@@ -61,6 +61,8 @@ class CompactIndex:
         if len(self.ids) != len(codes):
             raise SentflowError(f"{len(self.ids)} ids for {len(codes)} coded vectors")
         self.rescore = rescore
+        if rescorer is not None and not isinstance(rescorer, ScalarQuantizer):
+            raise SentflowError(f"rescoring needs scalar codes, not {rescorer.spec}")
         self.rescorer = rescorer
         self.rescore_codes = rescore_codes
         self.hnsw = hnsw
@@ -157,11 +159,12 @@ class CompactIndex:
         return _top_k_scan(queries, self.codes, self.quantizer, k)
 
     def _search_bits(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        assert isinstance(self.quantizer, SignQuantizer) and self._faiss is not None
         depth = min(len(self), k * self.rescore) if self.rescorer is not None else k
         if self.hnsw:
             self._faiss.hnsw.efSearch = max(2 * depth, 64)  # HNSW's recall needs a search list longer than depth
         distances, rows = self._faiss.search(self.quantizer.encode(queries), depth)
-        if self.rescorer is None:
+        if self.rescorer is None or self.rescore_codes is None:
             bits = self.quantizer.n_bits
             return (1.0 - 2.0 * distances[:, :k] / bits).astype(np.float32), rows[:, :k].astype(np.int64)
         return _rescore(queries, rows.astype(np.int64), self.rescore_codes, self.rescorer, k)

@@ -43,7 +43,9 @@ def corpus_documents(corpus: str | os.PathLike) -> Iterator[tuple[str, str]]:
     source = resolve_source(corpus, CORPUS_KINDS, role="a corpus")
     if isinstance(source, BeirSource):
         yield from iter_jsonl(source.path / "corpus.jsonl")
-    elif source.path.suffix.lower() == ".jsonl":
+        return
+    assert isinstance(source, TextSource)
+    if source.path.suffix.lower() == ".jsonl":
         yield from iter_jsonl(source.path)
     else:
         for start, chunk in _numbered_chunks(source.path):

@@ -207,7 +207,7 @@ class SignQuantizer(Quantizer):
         return (self.n_bits + 7) // 8
 
     def _fit(self, X: np.ndarray) -> None:
-        if self.rotation == "none":
+        if self.bits is None:  # binary: the signs of the vectors themselves
             return
         if self.bits > X.shape[1]:
             raise SentflowError(f"{self.spec}: {self.bits} bits is more than the {X.shape[1]} calibrated dimensions")
