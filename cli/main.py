@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from sentflow.errors import SentflowError
 from sentflow.files.io import check_inputs, check_output
 
 from .common import DEBUG_ENV, printable, threads_from, user_errors
+from .evaluate import eval_app
 from .flows import flows_app
 from .guidance import register as register_guidance
 from .options import (
@@ -34,7 +34,6 @@ from .options import (
     make_encoder,
 )
 from .search import register as register_search
-from .tables import print_retrieval, print_sts
 
 app = typer.Typer(
     name="sentflow",
@@ -44,6 +43,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(flows_app, name="flows")
+app.add_typer(eval_app, name="eval")
 
 
 @app.callback()
@@ -191,121 +191,6 @@ def transform(
     with threads_from(threads):
         shape = transform_file(sentflow.load(calib), embeddings, out, inputs=[calib])
     typer.echo(f"wrote {out} {shape}", err=True)
-
-
-@app.command("eval")
-@user_errors
-def evaluate(
-    task: Annotated[
-        str, typer.Argument(help="sts-b (shipped), sts12..sts16 / sick-r with --data-dir, or `retrieval TASK`.")
-    ] = "sts-b",
-    retrieval_task: Annotated[
-        str | None, typer.Argument(help="With `retrieval`: sts-b, sick-r or a BEIR folder.", show_default=False)
-    ] = None,
-    model: Model = "all-MiniLM-L6-v2",
-    pooling: Pooling = "last-avg",
-    methods: Annotated[
-        str | None, typer.Option(help="Comma-separated: none, whitening, flow (STS); none, whitening, pca (retrieval).")
-    ] = None,
-    dim: Dim = None,
-    dims: Annotated[
-        str | None, typer.Option(help="Retrieval: comma-separated dimensions, e.g. 384,256,128,64.")
-    ] = None,
-    index: Annotated[str, typer.Option(help="Retrieval: faiss factory string of the scored index.")] = "Flat",
-    approx_index: Annotated[str, typer.Option(help="Retrieval: a second, approximate index ('' for none).")] = "HNSW32",
-    quantize: Annotated[
-        str | None, typer.Option(help="Retrieval: compact codes to measure, e.g. none,int8,int4,binary,itq:128.")
-    ] = None,
-    rescore: Annotated[
-        int, typer.Option(min=0, max=1 << 20, help="Retrieval: sign-code candidates per result rescored in int8.")
-    ] = 4,
-    baselines: Annotated[
-        bool, typer.Option("--baselines", help="Retrieval: also sentence-transformers' and faiss's codes.")
-    ] = False,
-    split: Annotated[str, typer.Option(help="Retrieval: the qrels split of a BEIR folder.")] = "test",
-    power: Power = None,
-    fit_on: Annotated[str, typer.Option(help="Sentences to fit on (no labels): all, train, dev or test.")] = "all",
-    data_dir: Annotated[Path | None, typer.Option(help="Directory of a task not shipped with sentflow.")] = None,
-    batch_size: BatchSize = 64,
-    max_length: MaxLength = 256,
-    backend: Backend = "torch",
-    levels: Levels = None,
-    depth: Depth = None,
-    hidden: Hidden = None,
-    epochs: Epochs = None,
-    lr: Lr = None,
-    seed: Seed = 0,
-    threads: Threads = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")] = False,
-) -> None:
-    """Test-split Spearman x100 of each method on an STS task, or retrieval quality and index cost."""
-    with threads_from(threads):
-        encoder = make_encoder(model, pooling, batch_size, max_length, backend)
-        if task == "retrieval":
-            compact = (_names(quantize or ""), rescore, baselines)
-            report = _retrieval(encoder, retrieval_task, methods, dims, index, approx_index, split, data_dir, compact)
-        else:
-            if retrieval_task is not None:
-                raise SentflowError(f"unexpected argument {retrieval_task!r}; only `eval retrieval TASK` takes two")
-            report = _sts(encoder, task, methods, dim, power, fit_on, data_dir, levels, depth, hidden, epochs, lr, seed)
-    if as_json:
-        typer.echo(json.dumps(report.to_dict(), allow_nan=False))
-    elif task == "retrieval":
-        print_retrieval(report)
-    else:
-        print_sts(report.to_dict())
-
-
-def _sts(encoder, task, methods, dim, power, fit_on, data_dir, levels, depth, hidden, epochs, lr, seed):
-    from sentflow.evaluation.compare import compare
-
-    if dim is not None and not 1 <= dim <= encoder.dim:
-        raise SentflowError(f"--dim {dim} must be between 1 and the embedding size {encoder.dim}")
-    return compare(
-        encoder,
-        task=task,
-        methods=_names(methods or "none,whitening"),
-        dim=dim,
-        power=power,
-        fit_on=fit_on,
-        data_dir=str(data_dir) if data_dir else None,
-        flow_options=_flow_options(levels, depth, hidden, epochs, lr, seed),
-    )
-
-
-def _retrieval(encoder, task, methods, dims, index, approx_index, split, data_dir, compact):
-    from sentflow.evaluation.quant_baselines import BASELINES
-    from sentflow.evaluation.retrieval import evaluate_retrieval
-
-    if task is None:
-        raise SentflowError("eval retrieval needs a task: sts-b, sick-r (with --data-dir) or a BEIR folder")
-    return evaluate_retrieval(
-        encoder,
-        task,
-        methods=_names(methods or "none,whitening,pca"),
-        dims=_dims(dims),
-        index=index,
-        approx_index=approx_index or None,
-        quantize=compact[0],
-        rescore=compact[1],
-        baselines=BASELINES if compact[2] else (),
-        split=split,
-        data_dir=data_dir,
-    )
-
-
-def _names(text: str) -> list[str]:
-    return [m.strip() for m in text.split(",") if m.strip()]
-
-
-def _dims(text: str | None) -> list[int | None]:
-    """--dims as integers (None: the full size)."""
-    if not text:
-        return [None]
-    try:
-        return [int(d) for d in _names(text)]
-    except ValueError:
-        raise SentflowError(f"--dims must be comma-separated whole numbers, got {text!r}") from None
 
 
 def main() -> None:

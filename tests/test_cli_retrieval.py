@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
+import pytest
 from sentflow.cli.main import app
 from typer.testing import CliRunner
 
@@ -38,12 +41,39 @@ def test_eval_retrieval_errors_are_one_line(tiny_bert_dir, stsb_slice_dir, tmp_p
     cases = [
         ([*base, "sts-b", "--data-dir", stsb_slice_dir, "--dims", "64"], "64"),
         ([*base, "sts-b", "--dims", "x"], "--dims must be comma-separated whole numbers"),
-        ([*base], "eval retrieval needs a task"),
         ([*base, tmp_path], "corpus.jsonl"),
-        (["eval", "sts-b", "extra"], "only `eval retrieval TASK` takes two"),
+        ([*base, "sts-b", "--methods", ",,"], "',,' names nothing"),
     ]
     for args, message in cases:
         result = run(*args)
         assert result.exit_code == 1, result.output
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["eval", "retrieval", "sts-b", "--dim", "128"], "No such option: --dim (Possible options: --dims)"),
+        (["eval", "sts-b", "--dims", "128"], "No such option: --dims"),
+        (["eval", "sts-b", "--split", "dev"], "No such option: --split"),
+        (["eval", "sts", "sts-b", "--quantize", "int8"], "No such option: --quantize"),
+        (["eval", "retrieval"], "Missing argument 'task'"),
+        (["eval", "sts-b", "extra"], "unexpected extra argument(s) (extra)"),
+    ],
+)
+def test_each_evaluation_takes_only_its_own_options(args, message):
+    done = subprocess.run([sys.executable, "-m", "sentflow.cli", *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and message in done.stderr, done.stderr
+    assert done.stderr.strip().startswith("error:") and "Traceback" not in done.stderr
+
+
+def test_eval_sts_b_is_short_for_eval_sts(tiny_bert_dir, stsb_slice_dir):
+    common = ["--model", tiny_bert_dir, "--data-dir", stsb_slice_dir, "--json"]
+    short, long = run("eval", "sts-b", *common), run("eval", "sts", "sts-b", *common)
+    assert short.exit_code == long.exit_code == 0, short.output
+    drop = ("fit_seconds",)
+    rows = [
+        [{k: v for k, v in r.items() if k not in drop} for r in json.loads(x.stdout)["results"]] for x in (short, long)
+    ]
+    assert rows[0] == rows[1]
