@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -21,6 +22,7 @@ import sentflow  # noqa: E402
 from sentflow.calibration.bertflow import BertFlow  # noqa: E402
 from sentflow.calibration.whitening import SingularCovarianceWarning  # noqa: E402
 from sentflow.evaluation.compare import compare  # noqa: E402
+from sentflow.evaluation.sts import SPLITS, packaged_stsb_dir  # noqa: E402
 from sentflow.evaluation.sts_task import encode_sts_task, load_sts_task  # noqa: E402
 from sentflow.flows.train import DEFAULT_THREADS  # noqa: E402
 from sentflow.runtime import resolve_threads  # noqa: E402
@@ -34,9 +36,9 @@ def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
 
 
-def warm_fit_seconds(encoder: sentflow.Encoder, repeats: int = 7) -> float:
+def warm_fit_seconds(encoder: sentflow.Encoder, data_dir: str | None, repeats: int = 7) -> float:
     """Median time of a full whitening fit on the rows `compare` fits on (cached encodings), after a warm-up fit."""
-    fit_rows = encode_sts_task(encoder, load_sts_task("sts-b", "all")).fit_rows
+    fit_rows = encode_sts_task(encoder, load_sts_task("sts-b", "all", data_dir)).fit_rows
     sentflow.Whitening().fit(fit_rows)
     times = []
     for _ in range(repeats):
@@ -46,16 +48,16 @@ def warm_fit_seconds(encoder: sentflow.Encoder, repeats: int = 7) -> float:
     return statistics.median(times)
 
 
-def pooling_rows(pooling: str, seeds: int, threads: int | None) -> list[list[str]]:
+def pooling_rows(pooling: str, seeds: int, threads: int | None, data_dir: str | None = None) -> list[list[str]]:
     encoder = sentflow.Encoder(pooling=pooling)
-    base = compare(encoder, methods=["none", "whitening"]).results
-    k256 = compare(encoder, methods=["whitening"], dim=256).results[0]
+    base = compare(encoder, methods=["none", "whitening"], data_dir=data_dir).results
+    k256 = compare(encoder, methods=["whitening"], dim=256, data_dir=data_dir).results[0]
     options = [{"seed": s, "progress": False, "threads": threads} for s in range(seeds)]
-    flows = [compare(encoder, methods=["flow"], flow_options=o).results[0] for o in options]
-    white_s = warm_fit_seconds(encoder)
+    flows = [compare(encoder, methods=["flow"], flow_options=o, data_dir=data_dir).results[0] for o in options]
+    white_s = warm_fit_seconds(encoder, data_dir)
     flow_s = [f.fit_seconds for f in flows]
     rows = [[pooling, r.method, r.dim, f"{r.spearman:.2f}", f"{r.fit_seconds:.2f}", ""] for r in base]
-    rows.append([pooling, "whitening", 256, f"{k256['spearman']:.2f}", f"{k256['fit_seconds']:.2f}", ""])
+    rows.append([pooling, "whitening", 256, f"{k256.spearman:.2f}", f"{k256.fit_seconds:.2f}", ""])
     rows.append(
         [
             pooling,
@@ -76,7 +78,15 @@ def main() -> None:
         "--poolings", default=",".join(POOLINGS), help="comma-separated subset of " + ",".join(POOLINGS)
     )
     parser.add_argument("--threads", type=int, default=None, help="flow fit threads (default: BertFlow's)")
+    parser.add_argument("--smoke", action="store_true", help="one seed on a 300-pair STS-B slice; writes nothing")
     args = parser.parse_args()
+    if args.smoke:
+        with tempfile.TemporaryDirectory() as folder:
+            for split in SPLITS:
+                lines = (packaged_stsb_dir() / f"sts-{split}.csv").read_text(encoding="utf-8").splitlines()[:300]
+                Path(folder, f"sts-{split}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            print(table(["pooling", "method", "dim", "Spearman", "s", "ratio"], pooling_rows("last-avg", 1, 1, folder)))
+        return
     rows = [row for pooling in args.poolings.split(",") for row in pooling_rows(pooling, args.seeds, args.threads)]
     flow_threads = resolve_threads(args.threads, DEFAULT_THREADS)
     defaults = BertFlow().get_params()

@@ -15,7 +15,7 @@ SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir" / "sc
 
 @pytest.mark.parametrize(
     ("script", "args"),
-    [("compact_search.py", []), ("compact_scale.py", [])],
+    [("compact_search.py", []), ("compact_scale.py", []), ("flow_vs_whitening.py", [])],
 )
 def test_smoke_mode_runs(script, args):
     done = subprocess.run(
