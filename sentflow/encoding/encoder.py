@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,9 +83,9 @@ class Encoder:
         self.show_progress = show_progress
         self._cache = None if cache is False else EmbeddingCache(None if cache is True else cache)
         self._path = resolve_model(model)
-        self._tokenizer = None
-        self._config = None
-        self._forward = None
+        self._tokenizer: Any = None  # loaded on first use
+        self._config: Any = None
+        self._forward: Any = None
 
     def _load(self) -> None:
         from transformers import AutoConfig, AutoTokenizer
@@ -196,7 +197,7 @@ class Encoder:
         vectors = self._encode(texts)
         if not np.isfinite(vectors).all():
             raise SentflowError(f"model {self.model_name!r} produced non-finite vectors; try half=False")
-        if key is not None:
+        if key is not None and self._cache is not None:
             self._cache.put(key, vectors)
         return vectors
 

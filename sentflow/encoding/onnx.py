@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ def output_names(hidden: Sequence[int], pooler: bool) -> list[str]:
 def graph_tag(precision: str, recipe: Mapping | None = None) -> str:
     """What decides the graph's numbers besides model and outputs: precision, int8 recipe, tool versions."""
     ort = require("onnxruntime", "onnx")
-    spec = {"precision": precision, "recipe": recipe if precision == "int8" else None}
+    spec: dict[str, object] = {"precision": precision, "recipe": recipe if precision == "int8" else None}
     spec["tools"] = [torch.__version__, ort.__version__, OPSET]
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -104,7 +105,7 @@ def export(
             dynamic_axes=axes | ({"pooler_output": {0: "batch"}} if pooler else {}),
             opset_version=OPSET,
         )
-        config = model.config
+        config: Any = model.config
         optimised = optimize_model(
             str(raw), "bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size, opt_level=0
         )

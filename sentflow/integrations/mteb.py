@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+from typing import Any
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -30,10 +31,10 @@ from mteb.abstasks.retrieval import AbsTaskRetrieval  # noqa: E402  (after the o
 from mteb.abstasks.sts import AbsTaskSTS  # noqa: E402
 from mteb.abstasks.task_metadata import TaskMetadata  # noqa: E402
 from mteb.models.abs_encoder import AbsEncoder  # noqa: E402
-from mteb.models.model_meta import ModelMeta  # noqa: E402
+from mteb.models.model_meta import ModelMeta, ScoringFunction  # noqa: E402
 
 SIMILARITIES = ("cosine", "dot")
-_TASK_FIELDS = {
+_TASK_FIELDS: dict[str, Any] = {
     "category": "t2t",
     "modalities": ["text"],
     "eval_langs": ["eng-Latn"],
@@ -112,7 +113,7 @@ def model_meta(model, name: str, similarity: str = "cosine") -> ModelMeta:
         public_training_code=None,
         public_training_data=None,
         framework=["PyTorch" if backend == "torch" else "ONNX"],
-        similarity_fn_name=similarity,
+        similarity_fn_name=ScoringFunction(similarity),
         use_instructions=False,
         training_datasets=None,
         adapted_from=str(encoder.model_name),
@@ -121,6 +122,8 @@ def model_meta(model, name: str, similarity: str = "cosine") -> ModelMeta:
 
 class _LocalData:
     """Mixed into an mteb task class: the data is given when the task is made, never downloaded."""
+
+    metadata: TaskMetadata  # set by the mteb task class it is mixed into
 
     def __init__(self, data) -> None:
         super().__init__()
@@ -166,7 +169,7 @@ def stsb_task(split: str = "test", data_dir: str | os.PathLike | None = None) ->
     return _local_task(AbsTaskSTS, metadata, data)
 
 
-def _metadata(name: str, split: str, kind: str, main_score: str, source: str) -> TaskMetadata:
+def _metadata(name: str, split: str, kind: Any, main_score: str, source: str) -> TaskMetadata:
     return TaskMetadata(
         name=name,
         description=f"{name} read from local files ({source}); nothing is downloaded.",
