@@ -2,8 +2,8 @@
 
 Vectors are drawn from a Gaussian with the mean and covariance of the BEIR SciFact corpus' all-MiniLM-L6-v2 (last-avg)
 vectors, then L2-normalised, so the codes see the correlations real sentence vectors have. Each (size, method) is
-built in a fresh worker process that streams the vectors from a .npy file, so its resident memory is what the index
-holds (measured from /proc: RSS after the build minus RSS before it). Methods: exact float search (faiss
+built by a worker process that streams the vectors from a .npy file and saves the index; a fresh process then opens
+it as a search would, and its resident growth (from /proc) is what the index holds. Methods: exact float search (faiss
 IndexFlatIP, the baseline), binary and itq:128 (two-stage: bit codes in RAM, int8 rescoring codes memory-mapped from
 disk, rescore 4) and int8 (full scan). Candidate recall is the share of the exact float top-10 found in a method's
 final top-10. Goals (issue 18): RAM = code bytes x n + a constant; two-stage >= 2x the q/s of exact float search at
@@ -31,7 +31,7 @@ from report import RESULTS, table, write_report  # noqa: E402
 from sentflow.files.io import write_atomic  # noqa: E402
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir" / "scifact"
-METHODS = ("float-flat", "binary", "itq:128", "int8")
+METHODS = ("float-flat", "binary", "binary/20", "itq:128", "itq:128/20", "int8")  # spec[/rescore], default 4
 N_QUERIES = 1000
 K = 10
 CHUNK = 65_536
@@ -68,19 +68,34 @@ def scifact_stats() -> tuple[np.ndarray, np.ndarray]:
 
 
 def worker(method: str, vectors_path: str, n: int, queries_path: str, truth_path: str, workdir: str) -> dict:
-    """Build one index over the first n vectors in this fresh process and measure it (prints one JSON line)."""
-    import faiss  # noqa: F401  # imported before measuring: code and libraries are not the index
-
-    import sentflow.search.compact  # noqa: F401
-
+    """Build one index over the first n vectors and save it, then measure it as served by a fresh process."""
     vectors = np.load(vectors_path, mmap_mode="r")
-    queries = np.load(queries_path)
     chunks = (np.asarray(vectors[s : min(s + CHUNK, n)]) for s in range(0, n, CHUNK))
-    fit_rows = np.array(vectors[: min(n, 200_000)])  # what a streamed build fits its codes on, held by the caller
-    before = resident_bytes()
+    fit_rows = np.array(vectors[: min(n, 200_000)])  # what a streamed build fits its codes on
     start = time.perf_counter()
-    index = build(method, chunks, fit_rows, workdir)
+    build(method, chunks, fit_rows, workdir)
     build_seconds = time.perf_counter() - start
+    return {**served(method, queries_path, truth_path, workdir), "n": n, "build_seconds": build_seconds}
+
+
+def served(method: str, queries_path: str, truth_path: str, workdir: str) -> dict:
+    """Resident memory, q/s and recall of a saved compact index opened in a fresh process, as `sentflow search`
+    opens it (the rescoring codes memory-mapped, read from disk when searched)."""
+    args = [sys.executable, __file__, "--serve", method, queries_path, truth_path, workdir]
+    done = subprocess.run(args, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def serve(method: str, queries_path: str, truth_path: str, workdir: str) -> dict:
+    """The --serve worker: open, measure the resident growth, then search."""
+    import faiss  # imported before measuring: code and libraries are not the index
+
+    from sentflow.search.compact import CompactIndex
+
+    queries = np.load(queries_path)
+    before = resident_bytes()
+    path = Path(workdir) / _folder(method)
+    index = faiss.read_index(str(path)) if method == "float-flat" else CompactIndex.load(path)
     held = resident_bytes() - before
     index.search(queries[:10], K)  # warm-up
     start = time.perf_counter()
@@ -88,26 +103,28 @@ def worker(method: str, vectors_path: str, n: int, queries_path: str, truth_path
     seconds = time.perf_counter() - start
     truth = np.load(truth_path)
     recall = float(np.mean([len(set(r) & set(t)) / K for r, t in zip(rows, truth, strict=True)]))
-    return {"method": method, "n": n, "ram_bytes": held, "build_seconds": build_seconds,
-            "qps": len(queries) / seconds, "recall": 100 * recall}
+    return {"method": method, "ram_bytes": held, "qps": len(queries) / seconds, "recall": 100 * recall}
+
+
+def _folder(method: str) -> str:
+    return method.replace(":", "-").replace("/", "-r")
 
 
 def build(method: str, chunks, fit_rows: np.ndarray, workdir: str):
-    """The index a method names, built from row chunks (two-stage indexes are saved and re-opened memory-mapped,
-    as `sentflow search` uses them)."""
+    """The index a method names, built from row chunks; compact ones are saved for `serve` to open."""
     if method == "float-flat":
         import faiss
 
         flat = faiss.IndexFlatIP(fit_rows.shape[1])
         for chunk in chunks:
             flat.add(np.ascontiguousarray(chunk, np.float32))
+        faiss.write_index(flat, str(Path(workdir) / _folder(method)))
         return flat
     from sentflow.search.compact import CompactIndex
 
-    built = CompactIndex.build_chunks(chunks, fit_rows, method, rescore=4)
-    built.save(Path(workdir) / method.replace(":", "-"))
-    del built
-    return CompactIndex.load(Path(workdir) / method.replace(":", "-"))
+    spec, _, depth = method.partition("/")
+    built = CompactIndex.build_chunks(chunks, fit_rows, spec, rescore=int(depth or 4))
+    return built.save(Path(workdir) / _folder(method))
 
 
 def exact_top_k(vectors_path: Path, n: int, queries: np.ndarray) -> np.ndarray:
@@ -142,7 +159,7 @@ def measure(sizes: list[int], methods, stats, workdir: Path) -> list[dict]:
     return rows
 
 
-CODE_BYTES = {"float-flat": 1536, "binary": 48, "itq:128": 16, "int8": 384}
+CODE_BYTES = {"float-flat": 1536, "binary": 48, "binary/20": 48, "itq:128": 16, "itq:128/20": 16, "int8": 384}
 
 
 def write(rows: list[dict]) -> None:
@@ -157,8 +174,11 @@ def write(rows: list[dict]) -> None:
     load = os.getloadavg()
     sections = [
         "`python eval/compact_scale.py`: Gaussian vectors with SciFact's mean and covariance, "
-        f"{N_QUERIES:,} queries, k = {K}, two-stage rescore 4 (int8 codes memory-mapped from disk). RAM is the "
-        f"resident growth of a fresh worker during the build. Load average at the end: {load[0]:.2f}.",
+        f"{N_QUERIES:,} queries, k = {K}; two-stage rows keep rescore x k candidates (rescore 4, or 20 where the "
+        "method says /20) and rescore them with int8 codes memory-mapped from disk. Each index is built in one "
+        "worker process and saved; RAM is the resident growth of a fresh process opening it (faiss `read_index` "
+        "for Flat, `CompactIndex.load` as `sentflow search` does: the memory-mapped codes are read from disk as "
+        f"searched), measured before the first search. Load average at the end: {load[0]:.2f}.",
         table(header, body),
     ]
     write_report("compact_scale", "Compact search at scale (10k to 1M vectors)", sections)
@@ -166,6 +186,9 @@ def write(rows: list[dict]) -> None:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve":
+        print(json.dumps(serve(*sys.argv[2:6])))
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         method, vectors, n, queries, truth, workdir = sys.argv[2:8]
         print(json.dumps(worker(method, vectors, int(n), queries, truth, workdir)))
@@ -182,7 +205,7 @@ def main() -> None:
     else:
         stats = scifact_stats()
     with tempfile.TemporaryDirectory(dir=os.environ.get("SENTFLOW_SCALE_TMP")) as folder:
-        rows = measure(sizes, METHODS if not args.smoke else ("float-flat", "binary", "int8"), stats, Path(folder))
+        rows = measure(sizes, METHODS if not args.smoke else ("float-flat", "binary/8", "int8"), stats, Path(folder))
     if not args.smoke:
         write(rows)
 

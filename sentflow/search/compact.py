@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -57,9 +57,10 @@ class CompactIndex:
     ) -> None:
         self.quantizer = quantizer
         self.codes = codes
-        self.ids = list(ids) if ids is not None else [str(i) for i in range(len(codes))]
-        if len(self.ids) != len(codes):
-            raise SentflowError(f"{len(self.ids)} ids for {len(codes)} coded vectors")
+        self._ids = list(ids) if ids is not None else None
+        self._read_ids: Callable[[], list[str]] | None = None  # a saved index reads its ids when first asked
+        if self._ids is not None and len(self._ids) != len(codes):
+            raise SentflowError(f"{len(self._ids)} ids for {len(codes)} coded vectors")
         self.rescore = rescore
         if rescorer is not None and not isinstance(rescorer, ScalarQuantizer):
             raise SentflowError(f"rescoring needs scalar codes, not {rescorer.spec}")
@@ -132,6 +133,14 @@ class CompactIndex:
         return index
 
     # --- searching -------------------------------------------------------------------------------------------
+
+    @property
+    def ids(self) -> list[str]:
+        """Document ids by row ("0", "1", ... unless given); a loaded index reads them on first use, so searching
+        by row numbers keeps only the codes in memory."""
+        if self._ids is None and self._read_ids is not None:
+            self._ids = self._read_ids()
+        return self._ids if self._ids is not None else [str(i) for i in range(len(self))]
 
     @property
     def dim(self) -> int:
@@ -266,14 +275,14 @@ def load_compact_index(directory: str | os.PathLike) -> tuple[CompactIndex, Comp
             f"{paths['quantizer']}: holds {quantizer.spec} codes of {quantizer.dim} dims, not the manifest's"
         )
     codes = _load_codes(paths["codes"], manifest.rows, quantizer.code_bytes, mmap=False)
-    ids = _read_lines(paths["ids"], manifest.rows)
     rescorer, fine = None, None
     if "rescorer" in paths:
         rescorer = load_quantizer(paths["rescorer"])
         if not isinstance(rescorer, ScalarQuantizer) or rescorer.dim != manifest.dim:
             raise SentflowError(f"{paths['rescorer']}: not int8 rescoring codes of {manifest.dim} dims")
         fine = _load_codes(paths["rescore_codes"], manifest.rows, manifest.dim, mmap=True)
-    index = CompactIndex(quantizer, codes, ids, manifest.rescore, rescorer, fine, manifest.hnsw)
+    index = CompactIndex(quantizer, codes, None, manifest.rescore, rescorer, fine, manifest.hnsw)
+    index._read_ids = lambda: _read_lines(paths["ids"], manifest.rows)
     return index, manifest
 
 
