@@ -126,10 +126,14 @@ class CompactIndex:
         return cls(quantizer, all_codes, ids, rescore, rescorer, rescore_codes, hnsw)
 
     def _binary_index(self):
+        """The faiss index over the bit codes; afterwards `codes` is a view of faiss' own copy (held once)."""
         faiss = require("faiss", "faiss")
         bits = self.codes.shape[1] * 8
         index = faiss.IndexBinaryHNSW(bits, HNSW_M) if self.hnsw else faiss.IndexBinaryFlat(bits)
         index.add(np.ascontiguousarray(self.codes))
+        storage = faiss.downcast_IndexBinary(index.storage) if self.hnsw else index
+        held = faiss.rev_swig_ptr(storage.xb.data(), storage.ntotal * storage.code_size)
+        self.codes = held.reshape(storage.ntotal, storage.code_size)  # valid while the index lives (it is ours)
         return index
 
     # --- searching -------------------------------------------------------------------------------------------
