@@ -195,17 +195,20 @@ def transform(
 
 def main() -> None:
     """Run the app; usage errors (a bad option value, a missing argument) are one `error:` line and exit 1."""
-    from typer._click import exceptions  # typer vendors click; its usage errors live here
-
     try:
         code = app(standalone_mode=False)
-    except exceptions.NoArgsIsHelpError as exc:
-        typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))
-        code = 0
-    except exceptions.UsageError as exc:
-        typer.echo(f"error: {printable(' '.join(exc.format_message().split()))}", err=True)
-        code = 1
     except typer.Abort:
         typer.echo("interrupted", err=True)
         code = 130
+    except Exception as exc:  # click's usage errors, told apart by class name: typer's click module is private
+        kinds = {cls.__name__ for cls in type(exc).__mro__}
+        if "NoArgsIsHelpError" in kinds:
+            typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))  # type: ignore[attr-defined]
+            code = 0
+        elif "UsageError" in kinds:
+            message = exc.format_message()  # type: ignore[attr-defined]
+            typer.echo(f"error: {printable(' '.join(message.split()))}", err=True)
+            code = 1
+        else:
+            raise
     sys.exit(code or 0)
