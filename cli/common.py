@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 import unicodedata
 import warnings
@@ -58,6 +59,21 @@ def printable(message: str) -> str:
 _BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
+# The library's parameter names, as the flags a user types (only those whose names differ or need the value).
+_FLAGS = {"select_on": "--select-on", "pairs_file": "--pairs", "n_components": "--dim", "max_dim": "--max-dim"}
+_PARAMETER = re.compile(r"\b(" + "|".join(_FLAGS) + r")\b(?:=(?:'([^']*)'|\"([^\"]*)\"|(\w*)))?")
+
+
+def as_flags(message: str) -> str:
+    """A library message with its Python parameter names (`select_on='train'`) as CLI flags (`--select-on train`)."""
+
+    def flag(match: re.Match[str]) -> str:
+        value = next((v for v in match.groups()[1:] if v), "")
+        return f"{_FLAGS[match.group(1)]} {value}".rstrip()
+
+    return _PARAMETER.sub(flag, message)
+
+
 def user_errors(func: F) -> F:
     """Turn SentflowError and file-system errors into a one-line message and exit code 1."""
 
@@ -70,7 +86,7 @@ def user_errors(func: F) -> F:
         except (typer.Exit, typer.Abort):
             raise
         except SentflowError as exc:
-            raise fail(str(exc)) from None
+            raise fail(as_flags(str(exc))) from None
         except OSError as exc:
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
             raise fail(f"{where}{exc.strerror or exc}") from None

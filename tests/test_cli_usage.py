@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+from sentflow.cli.common import as_flags
+
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     """Run `python -m sentflow.cli ARGS` at 80 columns, as a user's terminal would."""
@@ -31,3 +34,16 @@ def test_backend_help_shows_the_onnx_extra_in_brackets() -> None:
     done = run("eval", "sts", "--help")
     assert done.returncode == 0
     assert "sentflow[onnx]" in done.stdout.replace("│", "").replace("\n", "").replace(" ", "")
+
+
+@pytest.mark.parametrize(
+    ("library", "cli"),
+    [
+        ("x: no qrels/dev.tsv; use select_on='train'", "x: no qrels/dev.tsv; use --select-on train"),
+        ("fit on more sentences, or set a smaller n_components", "fit on more sentences, or set a smaller --dim"),
+        ("pairs_file selects on STS pairs (select_on=)", "--pairs selects on STS pairs (--select-on)"),
+        ("n_componentsx and my_select_on stay", "n_componentsx and my_select_on stay"),
+    ],
+)
+def test_library_messages_name_the_flags_typed(library: str, cli: str) -> None:
+    assert as_flags(library) == cli

@@ -182,8 +182,32 @@ def test_retrieval_selection_on_train_qrels(bert, stsb_slice_dir, tmp_path):
         assert getattr(base["none"], attr) == pytest.approx(rows[0].main.metrics["ndcg@10"], abs=1e-9)
         assert getattr(base["whitening"], attr) == pytest.approx(rows[1].main.metrics["ndcg@10"], abs=1e-9)
     assert report.selected.dev == max(c.dev for c in report.candidates)
-    with pytest.raises(SentflowError, match="no qrels/dev.tsv to select on; use select_on='train'"):
-        tune(encoder, folder, select_on="dev")
+    with pytest.warns(UserWarning, match="no qrels/dev.tsv; choosing on qrels/train.tsv instead"):
+        fallback = tune(encoder, folder, with_flow=False, progress=False)  # dev is the default split
+    assert fallback.select_on == "train" and fallback.selected == report.selected
+    (folder / "qrels" / "train.tsv").rename(folder / "qrels" / "dev.tsv")
+    with pytest.raises(SentflowError, match="no qrels/train.tsv to select on; use select_on='dev'"):
+        tune(encoder, folder, select_on="train")
+
+
+def test_cli_tune_beir_falls_back_to_train_qrels_and_names_flags(tiny_bert_dir, stsb_slice_dir, tmp_path):
+    from sentflow.cli.main import app
+    from typer.testing import CliRunner
+
+    folder = tmp_path / "beir"
+    write_beir(
+        folder, sentflow.load_sts("sts-b", "train", stsb_slice_dir), lambda q: "train" if int(q[1:]) % 2 else "test"
+    )
+    runner = CliRunner()
+    common = ["tune", str(folder), "--model", str(tiny_bert_dir), "--no-flow", "--max-dim", "16"]
+    result = runner.invoke(app, common)
+    assert result.exit_code == 0, result.output
+    assert f"warning: {folder}: no qrels/dev.tsv; choosing on qrels/train.tsv instead" in result.stderr
+    assert "chosen on train" in result.stdout
+    (folder / "qrels" / "train.tsv").rename(folder / "qrels" / "dev.tsv")
+    result = runner.invoke(app, [*common, "--select-on", "train"])
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {folder}: no qrels/train.tsv to select on; use --select-on dev\n"
 
 
 def test_transfer_all_and_weighted_mean(encoder, stsb_slice_dir, tmp_path):
@@ -235,4 +259,4 @@ def test_cli_tune_json_and_outputs(bert, tiny_bert_dir, stsb_slice_dir, tmp_path
     assert "selected: whitening k=16" in result.stdout
     result = runner.invoke(app, [*common, "--select-on", "test"])
     assert result.exit_code == 1 and result.stderr.strip().count("\n") == 0
-    assert result.stderr.startswith("error: select_on='test'")
+    assert result.stderr.startswith("error: --select-on test: choose on dev or train")

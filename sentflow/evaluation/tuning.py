@@ -9,6 +9,7 @@ score reported beside it. Test labels never take part in the choice.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,8 +263,14 @@ def _tune_retrieval(encoder, folder: Path, select_on, max_dim, with_flow, flow_o
 
     if not (folder / "qrels" / f"{select_on}.tsv").is_file():
         other = next((s for s in SELECT_ON if (folder / "qrels" / f"{s}.tsv").is_file()), None)
-        hint = f"use select_on={other!r}" if other else "add qrels/dev.tsv or qrels/train.tsv"
-        raise SentflowError(f"{folder}: no qrels/{select_on}.tsv to select on; {hint}")
+        if other is None:
+            raise SentflowError(
+                f"{folder}: no qrels/{select_on}.tsv to select on; add qrels/dev.tsv or qrels/train.tsv"
+            )
+        if select_on != "dev":
+            raise SentflowError(f"{folder}: no qrels/{select_on}.tsv to select on; use select_on={other!r}")
+        warnings.warn(f"{folder}: no qrels/dev.tsv; choosing on qrels/{other}.tsv instead", stacklevel=2)
+        select_on = other  # the default split is missing: the other labelled split is the only honest choice
     tasks = {split: load_retrieval_task(folder, split) for split in (select_on, "test")}
     corpus = as_matrix(encoder.encode(tasks["test"].corpus_texts), "corpus embeddings")
     queries = {split: as_matrix(encoder.encode(t.query_texts), "query embeddings") for split, t in tasks.items()}
