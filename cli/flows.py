@@ -75,6 +75,9 @@ def train(
     ] = 0.0,
     config: Annotated[str, typer.Option(help="Model options as JSON, e.g. '{\"steps\": 4}'.")] = "{}",
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.safetensors.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Start over, replacing OUT/checkpoint.safetensors.")
+    ] = False,
     threads: Threads = None,
 ) -> None:
     """Train a flow; writes OUT/checkpoint.safetensors after every epoch and prints test bits/dim."""
@@ -87,6 +90,8 @@ def train(
     if out.exists() and not out.is_dir():
         raise SentflowError(f"{out}: is a file; --out names the run directory that will hold {CHECKPOINT_NAME}")
     ckpt_path = check_output(out / CHECKPOINT_NAME)
+    if ckpt_path.is_file() and not (resume or overwrite):
+        raise SentflowError(f"{ckpt_path}: exists; add --resume to continue it or --overwrite to start over")
     images = load_data(data)
     flow = _start_model(model, ckpt_path, resume, config, images.shape, images.n_bins, seed)
     check_shape(flow, images.shape, data)

@@ -146,3 +146,22 @@ def test_configs_from_files_and_flags_are_bounded_before_building(trained, tmp_p
     result = runner.invoke(app, ["flows", "train", "glow", "--out", str(out), "--config", '{"hidden": -4}'])
     assert result.exit_code == 1 and "hidden=-4 is out of range (1 to 65536)" in result.output
     assert "Traceback" not in result.output
+
+
+def test_train_into_an_existing_run_needs_resume_or_overwrite(trained, tmp_path) -> None:
+    path, _ = trained
+    before = path.read_bytes()
+    (tmp_path / "checkpoint.safetensors").write_bytes(before)
+    result = runner.invoke(app, train_glow(tmp_path, "--epochs", "1", "--config", TINY_GLOW))
+    assert result.exit_code == 1
+    assert "exists; add --resume to continue it or --overwrite to start over" in result.output
+    assert (tmp_path / "checkpoint.safetensors").read_bytes() == before  # the better checkpoint is kept
+    result = runner.invoke(app, train_glow(tmp_path, "--epochs", "1", "--config", TINY_GLOW, "--overwrite"))
+    assert result.exit_code == 0, result.output
+
+
+def test_an_unknown_config_key_lists_the_valid_ones(tmp_path) -> None:
+    result = runner.invoke(app, ["flows", "train", "glow", "--out", str(tmp_path / "run"), "--config", '{"stepz": 4}'])
+    assert result.exit_code == 1
+    assert "unknown option(s) stepz for model 'glow'; valid: levels, steps, hidden, logit" in result.output
+    assert not (tmp_path / "run").exists()

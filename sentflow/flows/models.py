@@ -156,10 +156,21 @@ def check_config(name: str, config: dict) -> None:
                 raise SentflowError(f"config of model {name!r}: {key}={item} is out of range ({low} to {limit})")
 
 
+def _check_keys(name: str, config: dict) -> None:
+    """Refuse options the model's constructor does not take, listing the ones it does."""
+    import inspect
+
+    taken = [p for p in inspect.signature(MODELS[name]).parameters if p not in ("self", "data_shape", "n_bins")]
+    unknown = sorted(set(config) - {*taken, "data_shape", "n_bins"})
+    if unknown:
+        raise SentflowError(f"unknown option(s) {', '.join(unknown)} for model {name!r}; valid: {', '.join(taken)}")
+
+
 def build_model(name: str, **config) -> FlowModel:
     """Instantiate a registered model by name with its constructor config (numbers bounded first)."""
     if name not in MODELS:
         raise SentflowError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    _check_keys(name, config)
     check_config(name, config)
     try:
         return MODELS[name](**config)
