@@ -208,7 +208,7 @@ def file_names(suffix: str) -> st.SearchStrategy[str]:
 OUTPUT_COMMANDS = {
     "encode": (".npy", ("text",)),
     "fit": (".safetensors", ("x",)),
-    "fit-pipeline": ("", ("x",)),
+    "fit-pipeline": ("", ("text",)),
     "transform": (".npy", ("x", "calib")),
     "flows-sample": (".png", ("ckpt",)),
 }
@@ -218,8 +218,10 @@ KINDS = ("symlink", "dangling-symlink", "fifo", "read-only", "directory", "input
 def output_args(base: Base, command: str, out: Path) -> list[object]:
     if command == "encode":
         return ["encode", base.text, "--out", out, "--model", base.bert]
-    if command in ("fit", "fit-pipeline"):
+    if command == "fit":
         return ["fit", "--data", base.x, "--out", out]
+    if command == "fit-pipeline":  # a pipeline names its encoder, so it is fitted on text that encoder reads
+        return ["fit", "--data", base.text, "--model", base.bert, "--dim", 2, "--out", out]
     if command == "transform":
         return ["transform", base.x, "--calib", base.calib, "--out", out]
     return ["flows", "sample", base.ckpt, "--n", "2", "--out", out]

@@ -148,7 +148,10 @@ class NpyShards:
 
     def read_all(self) -> np.ndarray:
         """Every row in memory (for fits that need all rows at once, such as BERT-flow)."""
-        return np.concatenate([chunk for _, _, chunk in self.chunks()])
+        chunks = [chunk for _, _, chunk in self.chunks()]
+        if not chunks:
+            raise SentflowError(f"{self.paths[0]}: no rows (shape (0, {self.cols})); nothing to read")
+        return np.concatenate(chunks)
 
 
 def write_header(fh: BinaryIO, rows: int, cols: int, dtype: np.dtype) -> int:
