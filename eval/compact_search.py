@@ -99,7 +99,8 @@ def write(results: dict) -> None:
     for name, rows in results["retrieval"].items():
         sections.append(f"## {name}\n\n" + table(header, markdown_rows(rows)))
     sts_header = ["pooling", "codes", "STS-B Spearman", "vs float"]
-    sections.append("## STS-B test Spearman, asymmetric codes\n\n" + table(sts_header, results["sts"]))
+    title = "## STS-B test Spearman, asymmetric codes (first sentence float, second a decoded code)"
+    sections.append(f"{title}\n\n" + table(sts_header, results["sts"]))
     write_report("compact_search", "Compact search: quantized codes against float and the baselines", sections)
     text = json.dumps(results, indent=1, allow_nan=False)
     write_atomic(RESULTS / "compact_search.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
