@@ -112,6 +112,7 @@ def retrieval(
     max_length: MaxLength = 256,
     backend: Backend = "torch",
     threads: Threads = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Every metric and index column (needs ~120 columns).")] = False,
     as_json: AsJson = False,
 ) -> None:
     """Retrieval quality (nDCG@10, MRR@10, recall) and index cost of each method, dimension and compact code."""
@@ -136,7 +137,7 @@ def retrieval(
     if as_json:
         typer.echo(json.dumps(report.to_dict(), allow_nan=False))
     else:
-        print_retrieval(report)
+        print_retrieval(report, wide)
 
 
 def names(text: str) -> list[str]:

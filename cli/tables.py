@@ -28,22 +28,30 @@ def print_sts(report: dict) -> None:
     Console().print(table)
 
 
-def print_retrieval(report) -> None:
-    """One row per method and dimension: metrics x100, then index size and speed of each index."""
+def print_retrieval(report, wide: bool = False) -> None:
+    """One row per method and dimension. By default the columns that fit 80 characters (nDCG@10, recall@100, the
+    scored index's MiB and q/s, the approximate index's nDCG@10); `wide` adds MRR@10, R@1, R@10 and its MiB, q/s."""
     title = f"{report.task} | {report.model} | {report.pooling} | {report.n_queries} queries, {report.n_corpus} docs"
     first = report.results[0]
-    columns = ["method", "dim", "nDCG@10", "MRR@10", "R@1", "R@10", "R@100", f"{first.main.factory} MB", "q/s"]
+    metrics = ["ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100"] if wide else ["ndcg@10", "recall@100"]
+    names = {"ndcg@10": "nDCG@10", "mrr@10": "MRR@10", "recall@1": "R@1", "recall@10": "R@10", "recall@100": "R@100"}
+    columns = ["method", "dim", *(names[m] for m in metrics), "MiB", "q/s"]
     if first.approx is not None:
-        columns += [f"{first.approx.factory} nDCG@10", "MB", "q/s"]
+        columns += ["HNSW nDCG" if "HNSW" in first.approx.factory else "approx nDCG"]
+        columns += ["MiB", "q/s"] if wide else []
     table = _table(title, columns)
     for row in report.results:
-        cells = [row.method, str(row.dim), *(f"{v:.2f}" for v in row.main.metrics.values())]
+        cells = [row.method, str(row.dim), *(f"{row.main.metrics[m]:.2f}" for m in metrics)]
         cells += [f"{row.main.index_bytes / 2**20:.1f}", f"{row.main.qps:,.0f}"]
         if row.approx is not None:
             approx = row.approx
-            cells += [f"{approx.metrics['ndcg@10']:.2f}", f"{approx.index_bytes / 2**20:.1f}", f"{approx.qps:,.0f}"]
+            cells += [f"{approx.metrics['ndcg@10']:.2f}"]
+            cells += [f"{approx.index_bytes / 2**20:.1f}", f"{approx.qps:,.0f}"] if wide else []
         table.add_row(*cells)
     Console().print(table)
+    if not wide:
+        hint = f"(--wide for MRR@10, R@1, R@10 and the costs of {first.main.factory} and the approximate index)"
+        Console(stderr=True).print(hint)
     if report.compact:
         print_compact(report)
 

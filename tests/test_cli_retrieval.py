@@ -77,3 +77,15 @@ def test_eval_sts_b_is_short_for_eval_sts(tiny_bert_dir, stsb_slice_dir):
         [{k: v for k, v in r.items() if k not in drop} for r in json.loads(x.stdout)["results"]] for x in (short, long)
     ]
     assert rows[0] == rows[1]
+
+
+def test_the_retrieval_table_is_readable_at_80_columns(tiny_bert_dir, stsb_slice_dir):
+    args = ["eval", "retrieval", "sts-b", "--model", str(tiny_bert_dir), "--data-dir", str(stsb_slice_dir)]
+    args += ["--methods", "none,whitening,pca", "--dims", "16"]
+    narrow = CliRunner().invoke(app, args, env={"COLUMNS": "80"})
+    assert narrow.exit_code == 0, narrow.output
+    table = narrow.stdout.splitlines()
+    assert max(len(line) for line in table) <= 80 and "…" not in narrow.stdout
+    assert "nDCG@10" in narrow.stdout and "whitening" in narrow.stdout and "MRR@10" not in narrow.stdout
+    wide = CliRunner().invoke(app, [*args, "--wide"], env={"COLUMNS": "160"})
+    assert wide.exit_code == 0 and "MRR@10" in wide.stdout and "…" not in wide.stdout
