@@ -35,6 +35,8 @@ class ActNorm(DiagonalScaling):
     The ``initialized`` buffer is saved with the state dict, so a loaded model is not re-initialised.
     """
 
+    initialized: Tensor
+
     def __init__(self, channels: int, eps: float = 1e-6) -> None:
         super().__init__(channels)
         self.bias = nn.Parameter(torch.zeros(channels))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -103,6 +103,9 @@ def spatial_size(x: Tensor) -> int:
 
 class FlowModel(nn.Module):
     """A flow from data to a fixed prior, with a JSON-able constructor config that rebuilds it."""
+
+    flow: Flow
+    prior: Any  # StandardNormal or StandardLogistic: log_prob(z) and sample(shape, temperature, device)
 
     name: str = "flow"
 

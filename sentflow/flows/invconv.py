@@ -15,6 +15,10 @@ class InvConv(Flow):
     logdet = H * W * sum(log_s), i.e. the exact sum of log|diag U|.
     """
 
+    perm: Tensor
+    sign: Tensor
+    lower_mask: Tensor
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         q, _ = torch.linalg.qr(torch.randn(channels, channels, dtype=torch.float64))

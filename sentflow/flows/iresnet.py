@@ -37,6 +37,8 @@ class SpectralConv(nn.Module):
     forwards with gradients refine it by `power_iterations` steps; evaluation and inverses use it as is.
     """
 
+    u: Tensor
+
     def __init__(
         self,
         in_channels: int,
