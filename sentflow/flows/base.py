@@ -79,7 +79,7 @@ class FlowSequential(Flow):
 
 
 def log_density(
-    flow: Flow, prior: nn.Module, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
+    flow: Flow, prior: Any, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
 ) -> Tensor:
     """log p(x) = log prior(z) + log|det dz/dx| (nats, shape (N,)) of a flow x -> z onto `prior`."""
     z, logdet = flow(x, context, estimator)

@@ -22,7 +22,7 @@ import torch
 from sentflow.errors import SentflowError
 from sentflow.files.io import first_line
 
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, type | np.dtype] = {
     0x08: np.uint8,
     0x09: np.int8,
     0x0B: np.dtype(">i2"),

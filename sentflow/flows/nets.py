@@ -11,7 +11,7 @@ from torch import nn
 NetFactory = Callable[[int, int], nn.Module]
 
 
-def _zero(layer: nn.Module) -> nn.Module:
+def _zero(layer: nn.Linear | nn.Conv2d) -> nn.Module:
     nn.init.zeros_(layer.weight)
     nn.init.zeros_(layer.bias)
     return layer
