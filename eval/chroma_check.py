@@ -14,11 +14,14 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import cast
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import chromadb  # noqa: E402
 import numpy as np  # noqa: E402
+from chromadb.api.collection_configuration import CreateCollectionConfiguration  # noqa: E402
+from chromadb.api.types import Embeddable, EmbeddingFunction  # noqa: E402
 from report import RESULTS, table, write_report  # noqa: E402
 
 import sentflow  # noqa: E402
@@ -30,7 +33,7 @@ from sentflow.search.faiss_index import search_exact  # noqa: E402
 
 CONFIGS = {"none-384": None, "pca-256": 256, "pca-128": 128}
 TOP_K = 100
-COSINE = {"hnsw": {"space": "cosine"}}
+COSINE: CreateCollectionConfiguration = {"hnsw": {"space": "cosine"}}
 
 
 def pipeline_for(encoder, corpus_vectors: np.ndarray, dim: int | None) -> sentflow.Pipeline:
@@ -43,7 +46,9 @@ def fill(path: Path, function: ChromaEmbeddingFunction, texts: list[str]):
     """A cosine collection of `texts` whose vectors the function computes in one call (so sentflow's cache of the
     whole list is used), added in Chroma's largest batches; only ids and vectors are stored."""
     client = chromadb.PersistentClient(path=str(path))
-    collection = client.create_collection("corpus", embedding_function=function, configuration=COSINE)
+    # chroma types its parameter for any embeddable; a text function (its own included) is one for documents only
+    text_function = cast("EmbeddingFunction[Embeddable]", function)
+    collection = client.create_collection("corpus", embedding_function=text_function, configuration=COSINE)
     vectors = function(texts)
     step = client.get_max_batch_size()
     for start in range(0, len(texts), step):

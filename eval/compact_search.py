@@ -27,7 +27,7 @@ from sentflow.evaluation.quant_baselines import BASELINES  # noqa: E402
 from sentflow.evaluation.sts import evaluate_sts  # noqa: E402
 from sentflow.evaluation.sts_task import encode_sts_task, load_sts_task  # noqa: E402
 from sentflow.files.io import write_atomic  # noqa: E402
-from sentflow.search.quantize import make_quantizer  # noqa: E402
+from sentflow.search.quantize import ScalarQuantizer, make_quantizer  # noqa: E402
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir" / "scifact"
 SPECS = ("none", "int8", "int4", "binary", "itq:128", "itq:256")
@@ -52,6 +52,7 @@ def sts_rows(encoder, data_dir: str | None) -> list[list[str]]:
     rows = [[encoder.pooling, "float", f"{base:.2f}", ""]]
     for spec in ("int8", "int4"):
         codes = make_quantizer(spec).fit(encoded.fit_rows)
+        assert isinstance(codes, ScalarQuantizer)
         score = evaluate_sts(first, codes.decode(codes.encode(second)), gold)["spearman"]
         rows.append([encoder.pooling, spec, f"{score:.2f}", f"{score - base:+.2f}"])
     return rows

@@ -56,13 +56,13 @@ def pooling_rows(pooling: str, seeds: int, threads: int | None, data_dir: str | 
     flows = [compare(encoder, methods=["flow"], flow_options=o, data_dir=data_dir).results[0] for o in options]
     white_s = warm_fit_seconds(encoder, data_dir)
     flow_s = [f.fit_seconds for f in flows]
-    rows = [[pooling, r.method, r.dim, f"{r.spearman:.2f}", f"{r.fit_seconds:.2f}", ""] for r in base]
-    rows.append([pooling, "whitening", 256, f"{k256.spearman:.2f}", f"{k256.fit_seconds:.2f}", ""])
+    rows = [[pooling, r.method, str(r.dim), f"{r.spearman:.2f}", f"{r.fit_seconds:.2f}", ""] for r in base]
+    rows.append([pooling, "whitening", "256", f"{k256.spearman:.2f}", f"{k256.fit_seconds:.2f}", ""])
     rows.append(
         [
             pooling,
             f"flow ({seeds} seeds)",
-            flows[0].dim,
+            str(flows[0].dim),
             spread([f.spearman for f in flows]),
             spread(flow_s),
             f"{statistics.mean(flow_s) / max(white_s, 1e-9):.0f}",

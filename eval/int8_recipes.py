@@ -45,7 +45,7 @@ def speeds(texts: list[str], repeats: int) -> dict[str, float]:
         encoders[name] = sentflow.Encoder(
             backend="onnx-int8", threads=2, cache=False, show_progress=False, int8_recipe=recipe
         )
-    times = {name: [] for name in encoders}
+    times: dict[str, list[float]] = {name: [] for name in encoders}
     for encoder in encoders.values():
         encoder.encode(texts[:64])
     for _ in range(repeats):

@@ -67,7 +67,9 @@ def sts_figures(encoder, stsb_dir: Path | None, dim: int | None) -> dict[str, di
     return figures
 
 
-def smoke_data(beir_dir: Path, out: Path, n_qrels: int = 8, n_extra_docs: int = 40, n_pairs: int = 60):
+def smoke_data(
+    beir_dir: Path, out: Path, n_qrels: int = 8, n_extra_docs: int = 40, n_pairs: int = 60
+) -> tuple[Path, Path]:
     """A small BEIR folder (the first qrels lines, their queries and documents plus the first other documents)
     and the first STS-B pairs of each split, written under `out`: (beir folder, STS-B folder)."""
     qrels_lines = (beir_dir / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()[: n_qrels + 1]

@@ -32,7 +32,12 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 def write_report(name: str, title: str, sections: Sequence[str]) -> Path:
     """Write eval/results/NAME.md (title, machine line, sections) and echo it."""
     text = f"# {title}\n\nMeasured on {machine()}.\n\n" + "\n\n".join(sections) + "\n"
-    path = RESULTS / f"{name}.md"
-    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    path = write_text(RESULTS / f"{name}.md", text)
     print(text)
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write a UTF-8 text file atomically."""
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path

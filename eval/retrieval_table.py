@@ -13,11 +13,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import RESULTS, table, write_report  # noqa: E402
+from report import RESULTS, table, write_report, write_text  # noqa: E402
 
 import sentflow  # noqa: E402
 from sentflow.evaluation.retrieval import METRICS, evaluate_retrieval  # noqa: E402
-from sentflow.files.io import write_atomic  # noqa: E402
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir" / "scifact"
 TASKS = {"sts-b": "sts-b", "scifact": str(SCIFACT)}
@@ -102,8 +101,7 @@ def main() -> None:
         )
         slug = name.replace("-", "")
         write_report(f"retrieval_{slug}", TITLES[name], [intro, *sections])
-        text = json.dumps(reports, indent=1) + "\n"
-        write_atomic(RESULTS / f"retrieval_{slug}.json", lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
+        write_text(RESULTS / f"retrieval_{slug}.json", json.dumps(reports, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -148,6 +148,7 @@ def part_diagnose(_: list[str]) -> None:
         vectors, similar = task_vectors(sentflow.Encoder(pooling=pooling), "sts-b")
         diagnosis = diagnose(vectors, similar, sentflow.Whitening().fit(vectors).transform, "whitening")
         for stage, stats in (("before", diagnosis.before), ("after whitening", diagnosis.after)):
+            assert stats is not None and stats.similar_cosines is not None, "diagnose ran without pairs"
             rows.append(
                 [
                     pooling,

@@ -10,10 +10,10 @@ import numpy as np
 
 from sentflow.calibration.base import Calibrator
 from sentflow.calibration.factory import make_calibrator
-from sentflow.encoding.encoder import Encoder
 from sentflow.errors import SentflowError
 from sentflow.evaluation.sts import evaluate_sts
 from sentflow.evaluation.sts_task import encode_sts_task, load_sts_task
+from sentflow.protocols import ModelEncoder
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def score(
 
 
 def compare(
-    encoder: Encoder,
+    encoder: ModelEncoder,
     task: str = "sts-b",
     methods: Sequence[str] = ("none", "whitening"),
     dim: int | None = None,

@@ -29,7 +29,7 @@ def make_mask(x: Tensor, kind: MaskKind, parity: int) -> Tensor:
         return keep.to(x.dtype).view(1, c, *([1] * (x.dim() - 2)))
     if kind == "checkerboard":
         grids = torch.meshgrid(*(torch.arange(s, device=x.device) for s in x.shape[2:] or x.shape[1:]), indexing="ij")
-        board = (sum(grids) + parity) % 2 == 0
+        board = (torch.stack(grids).sum(0) + parity) % 2 == 0
         return board.to(x.dtype).view(1, *([1] if x.dim() > 2 else []), *board.shape)
     raise ValueError(f"unknown mask kind {kind!r}")
 

@@ -88,9 +88,16 @@ def _find(directory: Path, stem: str) -> Path | None:
     return None
 
 
+def _require(directory: Path, stem: str) -> Path:
+    found = _find(directory, stem)
+    if found is None:
+        raise SentflowError(f"{directory}: no {stem} (or {stem}.gz) in the MNIST folder")
+    return found
+
+
 def _load_pair(directory: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
-    images = read_idx(_find(directory, f"{prefix}-images-idx3-ubyte"))
-    labels = read_idx(_find(directory, f"{prefix}-labels-idx1-ubyte"))
+    images = read_idx(_require(directory, f"{prefix}-images-idx3-ubyte"))
+    labels = read_idx(_require(directory, f"{prefix}-labels-idx1-ubyte"))
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise SentflowError(f"{directory}: {prefix} images {images.shape} and labels {labels.shape} do not match")
     if images.dtype != np.uint8 or len(images) < _MIN_IMAGES:

@@ -13,7 +13,8 @@ NetFactory = Callable[[int, int], nn.Module]
 
 def _zero(layer: nn.Linear | nn.Conv2d) -> nn.Module:
     nn.init.zeros_(layer.weight)
-    nn.init.zeros_(layer.bias)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
     return layer
 
 

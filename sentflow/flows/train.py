@@ -286,8 +286,8 @@ class Trainer:
         for key, value in flat.items():
             index, _, name = key.partition(".")
             param = params.get(int(index)) if index.isdigit() else None
-            shape = () if name == "step" else getattr(param, "shape", None)
-            if param is None or name not in OPTIMIZER_STATE or tuple(value.shape) != tuple(shape):
+            shape = () if name == "step" or param is None else tuple(param.shape)
+            if param is None or name not in OPTIMIZER_STATE or tuple(value.shape) != shape:
                 raise SentflowError(f"{path}: optimizer tensor {key!r} does not belong to this model")
             state.setdefault(int(index), {})[name] = value  # load_state_dict moves it to the params' device
         current = self.optimizer.state_dict()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import copy
 import os
 import re
-from typing import Any
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
