@@ -53,8 +53,13 @@ def _start_model(
         if flow.name != model:
             raise SentflowError(f"{ckpt_path}: holds a {flow.name} model, not {model}")
         return flow
+    options = _config(config)
+    fixed = sorted({"data_shape", "n_bins"} & set(options))
+    if fixed:
+        verb = "come" if len(fixed) > 1 else "comes"
+        raise SentflowError(f"--config: {' and '.join(fixed)} {verb} from --data; leave them out of --config")
     seed_everything(seed)
-    return build_model(model, data_shape=shape, n_bins=n_bins, **_config(config))
+    return build_model(model, data_shape=shape, n_bins=n_bins, **options)
 
 
 @flows_app.command()
@@ -108,6 +113,9 @@ def train(
     )
     resume_from = ckpt_path if resume and ckpt_path.is_file() else None
     run = train_image_flow(flow, images, settings, out, resume_from)
+    if run.budget_ended:
+        ended = f"the time budget (--minutes {minutes:g}) ended training after epoch {run.state.epoch} of {epochs}"
+        typer.echo(ended, err=True)
     typer.echo(_bpd_line(run.model, run.test_bpd))
     typer.echo(f"checkpoint: {ckpt_path}")
 

@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 import typer
 from forge import forge_tensors
 from matplotlib.image import imread
@@ -165,3 +166,40 @@ def test_an_unknown_config_key_lists_the_valid_ones(tmp_path) -> None:
     assert result.exit_code == 1
     assert "unknown option(s) stepz for model 'glow'; valid: levels, steps, hidden, logit" in result.output
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("config", ['{"data_shape": [1, 4, 4]}', '{"n_bins": 3}'])
+def test_config_keys_that_come_from_the_data_are_refused(tmp_path, config) -> None:
+    result = runner.invoke(app, ["flows", "train", "glow", "--out", str(tmp_path / "run"), "--config", config])
+    assert result.exit_code == 1
+    assert "from --data; leave them out of --config" in result.output.splitlines()[-1]
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
+def test_a_time_budget_says_it_ended_training_and_keeps_the_eta_within_it(tmp_path) -> None:
+    args = train_glow(tmp_path / "run", "--epochs", "100000", "--minutes", "0.02", "--config", TINY_GLOW)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    ended = re.search(r"--minutes 0.02\) ended training after epoch (\d+) of 100000", result.output)
+    assert ended and 1 <= int(ended.group(1)) < 100000
+    bars = re.findall(r"\| *(\d+)/(\d+) \[", result.output)
+    steps_per_epoch = -(-1437 // 128)  # digits: 1,437 training images
+    assert int(bars[0][1]) == 100000 * steps_per_epoch  # before a step is timed: every epoch
+    done, total = map(int, bars[-1])
+    assert done == total < 2 * int(ended.group(1)) * steps_per_epoch  # then what the budget allows
+
+
+@pytest.mark.parametrize("rng", [torch.zeros(3), torch.zeros(7, dtype=torch.uint8)])
+def test_resuming_a_checkpoint_with_a_malformed_rng_state_is_refused(trained, tmp_path, rng) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path, _ = trained
+    with safe_open(str(path), framework="pt") as fh:
+        meta = json.loads(fh.metadata()["sentflow"])
+    forged = forge_tensors(tmp_path / "checkpoint.safetensors", {**load_file(str(path)), "extra.rng": rng}, meta)
+    before = forged.read_bytes()
+    result = runner.invoke(app, train_glow(tmp_path, "--epochs", "2", "--resume"))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "extra.rng is not a random-number state" in result.output.splitlines()[-1]
+    assert forged.read_bytes() == before

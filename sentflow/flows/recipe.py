@@ -20,6 +20,7 @@ class TrainedFlow:
     state: TrainState
     test_bpd: float | None  # None when the caller scores the model itself
     diverged: bool = False  # the run hit a non-finite step; `model` is the last good one
+    budget_ended: bool = False  # the time budget (`max_minutes`) stopped training before its last epoch
 
 
 def train_image_flow(
@@ -53,4 +54,4 @@ def train_image_flow(
             raise
         diverged = True
     bpd = evaluate_bpd(trainer.model, data.test, seed=config.seed) if evaluate else None
-    return TrainedFlow(trainer.model, trainer.state, bpd, diverged)
+    return TrainedFlow(trainer.model, trainer.state, bpd, diverged, trainer.budget_ended)

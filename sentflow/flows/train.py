@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from sentflow.errors import SentflowError
-from sentflow.files.io import check_state, load_tensors, save_tensors
+from sentflow.files.io import check_state, first_line, load_tensors, save_tensors
 from sentflow.files.schemas import FLOWS_FORMAT, TrainCounters
 from sentflow.flows.base import LogdetEstimator, bits_per_dim
 from sentflow.runtime import default_device, seed_everything, using_threads
@@ -144,6 +144,7 @@ class Trainer:
         self.optimizer = OPTIMIZERS[config.optimizer](model.parameters(), lr=config.lr)
         self.state = TrainState()
         self.best_state: dict[str, Tensor] | None = None
+        self.budget_ended = False  # set when `max_minutes` stopped the fit before its last epoch
         torch.manual_seed(config.seed)
 
     @property
@@ -166,6 +167,7 @@ class Trainer:
             start = time.perf_counter() - self.state.seconds
             while self.state.epoch < self.config.epochs and not self._out_of_time(start):
                 record = self._epoch(train, start, bar)
+                self.budget_ended = self._out_of_time(start) and self.state.epoch < self.config.epochs
                 if test is not None:
                     record["test_bpd"] = evaluate_bpd(self.model, test, seed=self.config.seed)
                 self.state.history.append(record)
@@ -181,6 +183,14 @@ class Trainer:
         budget = self.config.max_minutes
         return budget is not None and time.perf_counter() - start > 60 * budget
 
+    def _fit_bar_to_budget(self, bar: tqdm, start: float) -> None:
+        """With a time budget, the bar's total is the steps the budget still allows, so its ETA is honest."""
+        budget, elapsed = self.config.max_minutes, time.perf_counter() - start
+        if budget is None or elapsed <= 0 or bar.total is None:
+            return
+        reachable = self.state.step + (60 * budget - elapsed) * self.state.step / elapsed
+        bar.total = max(bar.n, min(bar.total, math.ceil(reachable)))
+
     def _batches(self, train: Tensor) -> Iterator[Tensor]:
         gen = torch.Generator().manual_seed((self.config.seed * SHUFFLE_STRIDE + self.state.epoch) % 2**63)
         return iter(train[torch.randperm(len(train), generator=gen).to(train.device)].split(self.config.batch_size))
@@ -193,6 +203,7 @@ class Trainer:
             total, seen = total + loss * len(batch), seen + len(batch)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}")
+            self._fit_bar_to_budget(bar, start)
             if self._out_of_time(start):
                 break
         self.state.epoch += 1
@@ -277,7 +288,7 @@ class Trainer:
         self.best_state = best or None
         self._load_optimizer(_prefixed(tensors, "extra.optim."), path)
         if "extra.rng" in tensors:
-            torch.set_rng_state(tensors["extra.rng"])
+            _restore_rng(tensors["extra.rng"], path)
         self.state = TrainState(**counters.as_state())
 
     def _load_optimizer(self, flat: dict[str, Tensor], path: str | Path) -> None:
@@ -308,3 +319,17 @@ def model_header(model: Any) -> dict:
         "config": model.config,
         "data_shape": list(model.data_shape),
     }
+
+
+def _restore_rng(state: Tensor, path: str | Path) -> None:
+    """Torch's CPU generator state from a checkpoint: a byte tensor of the generator's own size, else refused."""
+    expected = torch.get_rng_state()
+    if state.dtype != torch.uint8 or state.shape != expected.shape:
+        raise SentflowError(
+            f"{path}: extra.rng is not a random-number state ({state.dtype}, {tuple(state.shape)}; "
+            f"expected uint8, {tuple(expected.shape)}); resume from another checkpoint or train with --overwrite"
+        )
+    try:
+        torch.set_rng_state(state)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise SentflowError(f"{path}: extra.rng is not a valid random-number state ({first_line(exc)})") from None
