@@ -1,8 +1,8 @@
 """mkdocs hooks: serve the benchmark plots from eval/results and nest the committed result tables.
 
 Result pages include `eval/results/*.md` with pymdownx.snippets (`--8<-- "eval/results/NAME.md"`), so a re-run of a
-benchmark changes the site with no hand copy. Each of those files starts with its own `# title`; inside a page it
-becomes a section, so its headings move one level down (`#` -> `##`, ...). The plots in `eval/results/*.png` are
+benchmark changes the site with no hand copy. Each of those files starts with its own `# title`; a page includes it
+inside one of its `##` sections, so its headings move two levels down (`#` -> `###`, ...). The plots in `eval/results/*.png` are
 added to the site under the same path, so a page links `eval/results/NAME.png` as the README does.
 """
 
@@ -36,7 +36,7 @@ class _MarkIncludes(Preprocessor):
 
 
 class _NestIncludes(Preprocessor):
-    """Runs after snippets: one more `#` on each heading between the markers, then drops the markers."""
+    """Runs after snippets: two more `#` on each heading between the markers, then drops the markers."""
 
     def run(self, lines: list[str]) -> list[str]:
         out: list[str] = []
@@ -49,8 +49,8 @@ class _NestIncludes(Preprocessor):
             else:
                 if FENCE.match(line):
                     fenced = not fenced
-                elif depth and not fenced and re.match(r"^#{1,5} ", line):
-                    line = "#" + line
+                elif depth and not fenced and re.match(r"^#{1,4} ", line):
+                    line = "##" + line
                 out.append(line)
         return out
 
