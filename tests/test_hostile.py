@@ -1,7 +1,7 @@
 """Generated hostile inputs (issue 12): outputs, NaN, file contents, tracebacks and the one-line rule.
 
 Every case runs the real command line in-process (`sentflow.cli.main.main`, which also turns option-parsing errors
-into one line) or the Python API, on tiny inputs. The oracles are the guarantees the README states: a refused
+into one line) or the Python API, on tiny inputs. The oracles are the guarantees docs/file-formats.md states: a refused
 command exits 1 with exactly one `error:` line and no traceback; a bad file or value is the user's problem, so its
 line never says "internal error" or "out of memory"; an output target that is refused is left as it was; whatever a
 command writes, returns or prints as JSON is finite; and whatever `fit` writes, `load` reads. Cases that could
