@@ -1,9 +1,9 @@
 """mkdocs hooks: serve the benchmark plots from eval/results and nest the committed result tables.
 
 Result pages include `eval/results/*.md` with pymdownx.snippets (`--8<-- "eval/results/NAME.md"`), so a re-run of a
-benchmark changes the site with no hand copy. Each of those files starts with its own `# title`; a page includes it
-inside one of its `##` sections, so its headings move two levels down (`#` -> `###`, ...). The plots in `eval/results/*.png` are
-added to the site under the same path, so a page links `eval/results/NAME.png` as the README does.
+benchmark changes the site with no hand copy. Each of those files starts with its own `# title`; a page includes
+it inside one of its `##` sections, so its headings move two levels down (`#` -> `###`, ...). The plots in
+`eval/results/*.png` are added to the site under the same path, so a page links `eval/results/NAME.png`.
 """
 
 from __future__ import annotations
