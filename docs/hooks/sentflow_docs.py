@@ -2,8 +2,9 @@
 
 Result pages include `eval/results/*.md` with pymdownx.snippets (`--8<-- "eval/results/NAME.md"`), so a re-run of a
 benchmark changes the site with no hand copy. Each of those files starts with its own `# title`; a page includes
-it inside one of its `##` sections, so its headings move two levels down (`#` -> `###`, ...). The plots in
-`eval/results/*.png` are added to the site under the same path, so a page links `eval/results/NAME.png`.
+it inside one of its `##` sections, so the title becomes a bold line and the other headings move one level down.
+The plots in `eval/results/*.png` are added to the site under the same path, so a page links
+`eval/results/NAME.png`.
 """
 
 from __future__ import annotations
@@ -36,37 +37,55 @@ class _MarkIncludes(Preprocessor):
 
 
 class _NestIncludes(Preprocessor):
-    """Runs after snippets: two more `#` on each heading between the markers, then drops the markers."""
+    """Runs after snippets: nests each included file in the page section that includes it, then drops the markers.
+
+    The file's `# title` becomes a bold line (the page's own `##` heading names the section, so the title adds no
+    second heading with the same words to the table of contents), and every other heading moves one level down.
+    """
 
     def run(self, lines: list[str]) -> list[str]:
         out: list[str] = []
-        depth, fenced = 0, False
+        depth, fenced, titled = 0, False, False
         for line in lines:
             if line == START:
-                depth += 1
+                depth, titled = depth + 1, False
             elif line == END:
                 depth -= 1
             else:
                 if FENCE.match(line):
                     fenced = not fenced
-                elif depth and not fenced and re.match(r"^#{1,4} ", line):
-                    line = "##" + line
+                elif depth and not fenced and re.match(r"^# ", line) and not titled:
+                    line, titled = f"**{line[2:].strip()}**", True
+                elif depth and not fenced and re.match(r"^#{1,5} ", line):
+                    line = "#" + line
                 out.append(line)
         return out
 
 
-class _LiteralTyperCode(Treeprocessor):
-    """Runs before inline parsing: the code in mkdocs-typer2's CLI reference stays literal.
+class _TyperReference(Treeprocessor):
+    """Runs before inline parsing and the table of contents: makes mkdocs-typer2's CLI reference read as a page.
 
-    mkdocs-typer2 renders its block with a plain Markdown instance and inserts the HTML tree into the page, so the
-    page's inline parsing would read a usage line such as `sentflow tune [OPTIONS] [task]` as a reference link.
+    mkdocs-typer2 renders its block with a plain Markdown instance (no fenced code) and inserts the HTML tree into the
+    page. So: its code stays literal (the page's inline parsing would read a usage line such as
+    `sentflow tune [OPTIONS] [task]` as a reference link); its ```console usage fences, which came out as inline
+    code, become code blocks; and its headings move one level down, under the page's own title.
     """
 
     def run(self, root) -> None:
         for div in root.iter("div"):
-            if "typer-docs" in (div.get("class") or "").split():
-                for code in div.iter("code"):
-                    code.text = AtomicString(code.text or "")
+            if "typer-docs" not in (div.get("class") or "").split():
+                continue
+            for code in div.iter("code"):
+                code.text = AtomicString(code.text or "")
+            for p in div.iter("p"):
+                children = list(p)
+                if len(children) == 1 and children[0].tag == "code" and not (p.text or "").strip():
+                    text = children[0].text or ""
+                    if text.startswith("console"):
+                        p.tag = "pre"
+                        children[0].text = AtomicString(text[len("console") :].strip())
+            for heading in [h for h in div.iter() if h.tag in ("h1", "h2", "h3", "h4", "h5")]:
+                heading.tag = f"h{int(heading.tag[1]) + 1}"
 
 
 class NestResultTables(Extension):
@@ -75,7 +94,7 @@ class NestResultTables(Extension):
     def extendMarkdown(self, md) -> None:  # noqa: N802 (Markdown's API)
         md.preprocessors.register(_MarkIncludes(md), "sentflow_mark_includes", 33)
         md.preprocessors.register(_NestIncludes(md), "sentflow_nest_includes", 31)
-        md.treeprocessors.register(_LiteralTyperCode(md), "sentflow_literal_typer_code", 25)
+        md.treeprocessors.register(_TyperReference(md), "sentflow_typer_reference", 25)
 
 
 def on_config(config):
