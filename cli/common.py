@@ -10,15 +10,38 @@ import unicodedata
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
-from sentflow.errors import SentflowError
-from sentflow.files.io import first_line
+from sentflow.errors import SentflowError, first_line
 
 F = TypeVar("F", bound=Callable)
 DEBUG_ENV = "SENTFLOW_DEBUG"
+
+
+def _untyped_flags(params: list[Any]) -> list[Any]:
+    """The parameters, with the help's type column left empty for on/off flags (Typer writes `<bool>` there, but
+    a flag takes no value)."""
+    for param in params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    """A sentflow command: flags shown without a type."""
+
+    def get_params(self, ctx: Any) -> Any:
+        return _untyped_flags(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    """A sentflow command group: flags shown without a type."""
+
+    def get_params(self, ctx: Any) -> Any:
+        return _untyped_flags(super().get_params(ctx))
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

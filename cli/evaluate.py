@@ -11,7 +11,7 @@ import typer
 
 from sentflow.errors import SentflowError
 
-from .common import threads_from, user_errors
+from .common import Command, Group, threads_from, user_errors
 from .options import (
     AsJson,
     Backend,
@@ -36,6 +36,7 @@ from .tables import print_retrieval, print_sts
 STS_TASKS = ("sts-b", "sts12", "sts13", "sts14", "sts15", "sts16", "sick-r")
 
 eval_app = typer.Typer(
+    cls=Group,
     help="Score calibrations: `eval sts TASK` (Spearman x100; `eval sts-b` for short) or `eval retrieval TASK`.",
     no_args_is_help=True,
 )
@@ -176,7 +177,7 @@ def _without_task():
     return signature.replace(parameters=[p for name, p in signature.parameters.items() if name != "task"])
 
 
-eval_app.command("sts")(user_errors(sts))
-eval_app.command("retrieval")(user_errors(retrieval))
+eval_app.command("sts", cls=Command)(user_errors(sts))
+eval_app.command("retrieval", cls=Command)(user_errors(retrieval))
 for _task in STS_TASKS:
-    eval_app.command(_task, hidden=_task != "sts-b")(user_errors(_sts_alias(_task)))
+    eval_app.command(_task, hidden=_task != "sts-b", cls=Command)(user_errors(_sts_alias(_task)))

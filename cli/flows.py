@@ -1,42 +1,48 @@
-"""`sentflow flows train | eval | sample`: the image flows (NICE, RealNVP, Glow, i-ResNet, f-VAE)."""
+"""`sentflow flows train | eval | sample`: the image flows (NICE, RealNVP, Glow, i-ResNet, f-VAE).
+
+torch and the models are imported inside the commands, so `sentflow --help` does not load them.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sentflow.errors import SentflowError
-from sentflow.files.io import check_output
-from sentflow.files.schemas import MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_MINUTES, MAX_WARMUP, MODEL_CONFIG, parse_json
-from sentflow.flows import (
-    MODELS,
-    FlowModel,
-    TrainConfig,
-    build_model,
-    evaluate_bpd,
-    load_data,
-    read_checkpoint,
-    seed_everything,
-    train_image_flow,
+from sentflow.files.schemas import (
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_LR,
+    MAX_MINUTES,
+    MAX_WARMUP,
+    MODEL_CONFIG,
+    parse_json,
 )
-from sentflow.flows.checkpoint import CHECKPOINT_NAME, check_shape
-from sentflow.flows.grid import check_grid, save_grid
-from sentflow.flows.train import DEFAULT_THREADS
-from sentflow.runtime import default_device, using_threads
+from sentflow.flows import CHECKPOINT_NAME, MODEL_NAMES
+from sentflow.runtime import FLOW_THREADS
 
-from .common import user_errors
+from .common import Command, Group, user_errors
 from .options import seed_option
 
+if TYPE_CHECKING:
+    from sentflow.flows import FlowModel
+
 flows_app = typer.Typer(
+    cls=Group,
     help="Train, evaluate and sample image flows (NICE, RealNVP, Glow, i-ResNet, f-VAE).", no_args_is_help=True
 )
 
 Data = Annotated[str, typer.Option(help="'digits' (embedded 8x8, 17 levels) or 'mnist:DIR' (IDX, .gz ok).")]
 Ckpt = Annotated[Path, typer.Argument(help="A checkpoint.safetensors written by `flows train`, or its run directory.")]
 Threads = Annotated[
-    int | None, typer.Option(min=1, help=f"CPU threads (default: $SENTFLOW_THREADS, else {DEFAULT_THREADS}).")
+    int | None,
+    typer.Option(
+        min=1,
+        help=f"CPU threads (default {FLOW_THREADS}: these small networks run fastest on one; "
+        "$SENTFLOW_THREADS does not apply).",
+    ),
 ]
 
 
@@ -48,6 +54,8 @@ def _start_model(
     model: str, ckpt_path: Path, resume: bool, config: str, shape: tuple, n_bins: int, seed: int
 ) -> FlowModel:
     """The checkpoint's model when resuming, else a fresh seeded one."""
+    from sentflow.flows import build_model, read_checkpoint, seed_everything
+
     if resume and ckpt_path.is_file():
         flow = read_checkpoint(ckpt_path).model
         if flow.name != model:
@@ -62,10 +70,10 @@ def _start_model(
     return build_model(model, data_shape=shape, n_bins=n_bins, **options)
 
 
-@flows_app.command()
+@flows_app.command(cls=Command)
 @user_errors
 def train(
-    model: Annotated[str, typer.Argument(help=f"One of {', '.join(MODELS)}.")],
+    model: Annotated[str, typer.Argument(help=f"One of {', '.join(MODEL_NAMES)}.")],
     out: Annotated[Path, typer.Option(help="Directory for checkpoint.safetensors (the last good epoch).")],
     data: Data = "digits",
     epochs: Annotated[int, typer.Option(min=1, max=MAX_EPOCHS)] = 10,
@@ -86,8 +94,12 @@ def train(
     threads: Threads = None,
 ) -> None:
     """Train a flow; writes OUT/checkpoint.safetensors after every epoch and prints test bits/dim."""
-    if model not in MODELS:
-        raise SentflowError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    from sentflow.files.io import check_output
+    from sentflow.flows import TrainConfig, load_data, train_image_flow
+    from sentflow.flows.checkpoint import check_shape
+
+    if model not in MODEL_NAMES:
+        raise SentflowError(f"unknown model {model!r}; choose one of {', '.join(MODEL_NAMES)}")
     if optimizer not in ("adam", "adamax"):
         raise SentflowError(f"unknown optimizer {optimizer!r}; use adam or adamax")
     if out.is_symlink():
@@ -128,11 +140,14 @@ def _bpd_line(model: FlowModel, bpd: float) -> str:
 
 def _load(checkpoint: Path) -> FlowModel:
     """The model of a checkpoint file, or of the run directory `flows train --out` wrote."""
+    from sentflow.flows import read_checkpoint
+    from sentflow.runtime import default_device
+
     path = checkpoint / CHECKPOINT_NAME if checkpoint.is_dir() else checkpoint
     return read_checkpoint(path).model.eval().to(default_device())
 
 
-@flows_app.command("eval")
+@flows_app.command("eval", cls=Command)
 @user_errors
 def evaluate(
     checkpoint: Ckpt,
@@ -141,16 +156,20 @@ def evaluate(
     threads: Threads = None,
 ) -> None:
     """Print the test bits/dim of a checkpoint."""
+    from sentflow.flows import evaluate_bpd, load_data
+    from sentflow.flows.checkpoint import check_shape
+    from sentflow.runtime import using_threads
+
     model = _load(checkpoint)
     images = load_data(data)
     check_shape(model, images.shape, data)
     if images.n_bins != model.n_bins:
         raise SentflowError(f"{checkpoint}: model expects {model.n_bins} levels, {data} has {images.n_bins}")
-    with using_threads(threads, DEFAULT_THREADS):
+    with using_threads(threads, FLOW_THREADS, read_env=False):
         typer.echo(_bpd_line(model, evaluate_bpd(model, images.test, seed=seed)))
 
 
-@flows_app.command()
+@flows_app.command(cls=Command)
 @user_errors
 def sample(
     checkpoint: Ckpt,
@@ -161,6 +180,10 @@ def sample(
     out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("grid.png"),
 ) -> None:
     """Draw N samples at a temperature and save them as a PNG grid."""
+    from sentflow.files.io import check_output
+    from sentflow.flows import seed_everything
+    from sentflow.flows.grid import check_grid, save_grid
+
     check_output(out, [checkpoint])
     model = _load(checkpoint)
     check_grid(n, model.data_shape, scale)

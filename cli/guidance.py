@@ -9,10 +9,19 @@ from typing import Annotated
 import typer
 
 from sentflow.errors import SentflowError
-from sentflow.evaluation.diagnostics import MAX_PAIRS
+from sentflow.files.schemas import MAX_PAIRS
 
-from .common import threads_from, user_errors
-from .options import AsJson, BatchSize, DataDir, Model, Pooling, Threads, make_encoder, seed_option
+from .common import Command, threads_from, user_errors
+from .options import (
+    AsJson,
+    BatchSize,
+    DataDir,
+    Model,
+    Pooling,
+    Threads,
+    make_encoder,
+    seed_option,
+)
 
 
 @user_errors
@@ -151,5 +160,5 @@ def _print_diagnosis(diagnosis) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the guidance commands to the main app."""
-    app.command("tune")(tune)
-    app.command("diagnose")(diagnose)
+    app.command("tune", cls=Command)(tune)
+    app.command("diagnose", cls=Command)(diagnose)

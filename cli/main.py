@@ -10,9 +10,8 @@ from typing import Annotated
 import typer
 
 from sentflow.errors import SentflowError
-from sentflow.files.io import check_inputs, check_output
 
-from .common import DEBUG_ENV, printable, threads_from, user_errors
+from .common import DEBUG_ENV, Command, Group, printable, threads_from, user_errors
 from .evaluate import eval_app
 from .flows import flows_app
 from .guidance import register as register_guidance
@@ -36,6 +35,7 @@ from .options import (
 from .search import register as register_search
 
 app = typer.Typer(
+    cls=Group,
     name="sentflow",
     help="Whitening and flows for sentence embeddings, and the image flows behind them.",
     no_args_is_help=True,
@@ -64,7 +64,7 @@ def _flow_options(levels, depth, hidden, epochs, lr, seed: int) -> dict:
     return {k: v for k, v in given.items() if v is not None}
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def encode(
     input: Annotated[Path, typer.Argument(help="Text file, one sentence per line.")],
@@ -92,7 +92,7 @@ def encode(
     typer.echo(f"wrote {out} {shape}", err=True)
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def fit(
     out: Annotated[
@@ -130,6 +130,7 @@ def fit(
     """Fit a calibration (no labels used) and save it, alone or as a pipeline with its encoder settings."""
     from sentflow.calibration.factory import METHODS, make_calibrator
     from sentflow.encoding.models import DEFAULT_MODEL
+    from sentflow.files.io import check_inputs, check_output
     from sentflow.pipeline import check_encoder_known, is_calibration_path, save_fitted
     from sentflow.sources import EmbeddingSource
     from sentflow.streaming import data_width, fit_calibration, fit_source
@@ -174,7 +175,7 @@ def _fit_on_cluster(scheduler: str, source, method: str, dim: int | None, power:
     return whitening, whitening.n_samples_seen_
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def transform(
     embeddings: Annotated[

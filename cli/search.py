@@ -10,7 +10,7 @@ import typer
 
 from sentflow.errors import SentflowError
 
-from .common import threads_from, user_errors
+from .common import Command, threads_from, user_errors
 from .options import BatchSize, MaxLength, Threads
 
 SNIPPET_WIDTH = 48
@@ -113,5 +113,5 @@ def _print_hits(query: str, hits) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add `index` and `search` to the main app."""
-    app.command("index")(index)
-    app.command("search")(search)
+    app.command("index", cls=Command)(index)
+    app.command("search", cls=Command)(search)

@@ -1,11 +1,17 @@
-"""The exception types for mistakes a user can fix (bad files, shapes, options)."""
+"""The exception types for mistakes a user can fix (bad files, shapes, options), and how their messages are cut.
 
-from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+Kept free of heavy imports: the command line imports it before knowing which command runs. `NotFittedError`
+(also scikit-learn's) lives beside the calibrators, in `sentflow.calibration.base`.
+"""
+
+from __future__ import annotations
 
 
 class SentflowError(ValueError):
     """A user-facing error: the message is one line that names the problem and what to do."""
 
 
-class NotFittedError(SentflowError, SklearnNotFittedError):
-    """A calibration used before `fit`: both a SentflowError and scikit-learn's NotFittedError."""
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name if empty)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

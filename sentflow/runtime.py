@@ -10,17 +10,22 @@ import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from sentflow.errors import SentflowError
 
+if TYPE_CHECKING:
+    import torch
+
 THREADS_ENV = "SENTFLOW_THREADS"
+FLOW_THREADS = 1  # flow fits: their small layers run fastest on one thread, and a shared machine hurts them least
+MAX_THREADS = 4096
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
     """`device` if given, else cuda when a GPU is visible, else cpu."""
+    import torch
+
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -34,25 +39,35 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def resolve_threads(threads: int | None = None, default: int | None = None) -> int:
-    """The thread count to use: `threads`, else $SENTFLOW_THREADS, else `default`, else every available core."""
-    if threads is None and os.environ.get(THREADS_ENV, "").strip():
-        raw = os.environ[THREADS_ENV].strip()
-        try:
-            threads = int(raw)
-        except ValueError:
-            raise SentflowError(f"{THREADS_ENV}={raw!r} is not a whole number of threads") from None
+def env_threads() -> int | None:
+    """$SENTFLOW_THREADS as a thread count (None when unset or blank); a value that is not one is refused."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_THREADS:
+        raise SentflowError(f"{THREADS_ENV}={raw!r} is not a thread count: use a whole number from 1 to {MAX_THREADS}")
+    return int(raw)
+
+
+def resolve_threads(threads: int | None = None, default: int | None = None, read_env: bool = True) -> int:
+    """The thread count to use: `threads`, else $SENTFLOW_THREADS (when `read_env`), else `default`, else every
+    available core."""
+    if threads is None and read_env:
+        threads = env_threads()
     if threads is None:
         threads = default if default is not None else available_cores()
-    if not 1 <= threads <= 4096:
-        raise SentflowError(f"threads must be between 1 and 4096, got {threads}")
+    if not 1 <= threads <= MAX_THREADS:
+        raise SentflowError(f"threads must be between 1 and {MAX_THREADS}, got {threads}")
     return threads
 
 
 @contextmanager
-def using_threads(threads: int | None = None, default: int | None = None) -> Iterator[int]:
-    """Run the block with torch using `resolve_threads(threads, default)` intra-op threads, then restore."""
-    wanted = resolve_threads(threads, default)
+def using_threads(threads: int | None = None, default: int | None = None, read_env: bool = True) -> Iterator[int]:
+    """Run the block with torch using `resolve_threads(threads, default, read_env)` intra-op threads, then
+    restore."""
+    import torch
+
+    wanted = resolve_threads(threads, default, read_env)
     before = torch.get_num_threads()
     if wanted != before:
         torch.set_num_threads(wanted)
@@ -79,6 +94,9 @@ def blas_threads(threads: int | None = None) -> Iterator[int]:
 
 def seed_everything(seed: int) -> None:
     """Seed Python's, numpy's and torch's global generators (for scripts; the library uses local generators)."""
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -8,7 +8,7 @@ from sklearn.decomposition import PCA
 
 import sentflow
 from sentflow import BertFlow, Encoder, Pipeline, SentflowError, Whitening
-from sentflow.errors import NotFittedError
+from sentflow.calibration.base import NotFittedError
 from sentflow.protocols import Calibration, LinearMap, TextEncoder
 
 
@@ -121,3 +121,59 @@ def test_one_list_of_method_names_for_fit_compare_and_retrieval(stsb_slice_dir, 
     )
     assert [(r.method, r.dim) for r in report.results] == [("none", 32), ("flow", 32)]
     assert all(0 <= r.main.metrics["ndcg@10"] <= 100 for r in report.results)
+
+
+def test_flow_fits_run_on_one_thread_whatever_sentflow_threads_says(monkeypatch):
+    import torch
+
+    from sentflow.calibration.bertflow import BertFlow
+    from sentflow.flows.train import Trainer
+
+    seen = []
+    step = Trainer._step
+
+    def spy(self, batch):
+        seen.append(torch.get_num_threads())
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "_step", spy)
+    monkeypatch.setenv("SENTFLOW_THREADS", "2")
+    X = data(300, 8).astype(np.float32)
+    BertFlow(levels=1, depth=1, hidden=8, epochs=1, progress=False).fit(X)
+    assert seen and set(seen) == {1}  # the encoder's setting does not reach the flow
+    seen.clear()
+    BertFlow(levels=1, depth=1, hidden=8, epochs=1, progress=False, threads=2).fit(X)
+    assert set(seen) == {2}  # asked for explicitly
+
+
+@pytest.mark.parametrize("value", ["1e3", "abc", "-3", "0", "5000", "2.5"])
+def test_a_sentflow_threads_value_that_is_not_a_thread_count_is_refused(tmp_path, monkeypatch, value):
+    from sentflow.cli.main import app
+    from typer.testing import CliRunner
+
+    np.save(tmp_path / "x.npy", data(50, 4).astype(np.float32))
+    monkeypatch.setenv("SENTFLOW_THREADS", value)
+    out = tmp_path / "w.safetensors"
+    result = CliRunner().invoke(app, ["fit", "--data", str(tmp_path / "x.npy"), "--out", str(out)])
+    assert result.exit_code == 1
+    assert f"SENTFLOW_THREADS={value!r} is not a thread count" in result.output.splitlines()[-1]
+    assert not out.exists()
+
+
+def test_the_command_line_starts_without_torch_or_scikit_learn():
+    import subprocess
+    import sys
+
+    probe = "import sys; from sentflow.cli.main import app; print(sorted({'torch', 'sklearn'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_help_shows_no_type_for_flags():
+    from sentflow.cli.main import app
+    from typer.testing import CliRunner
+
+    for command in ([], ["fit"], ["encode"], ["eval", "retrieval"], ["flows", "train"], ["index"], ["tune"]):
+        result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "100"})
+        assert result.exit_code == 0 and "--help" in result.output
+        assert "<bool>" not in result.output, command

@@ -10,12 +10,18 @@ import numpy as np
 import torch
 from pydantic import create_model
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
 from sentflow._version import __version__
 from sentflow.calibration.stats import as_matrix, check_finite
-from sentflow.errors import NotFittedError, SentflowError
+from sentflow.errors import SentflowError
 from sentflow.files.io import first_line, load_tensors, save_tensors
 from sentflow.files.schemas import CalibrationHeader, Schema, parse
+
+
+class NotFittedError(SentflowError, SklearnNotFittedError):
+    """A calibration used before `fit`: both a SentflowError and scikit-learn's NotFittedError."""
+
 
 _REGISTRY: dict[str, type[Calibrator]] = {}
 _RUNTIME_PARAMS = ("device", "progress", "threads", "max_minutes", "checkpoint_dir")  # how to run: never saved

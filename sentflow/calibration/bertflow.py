@@ -42,11 +42,12 @@ from sentflow.flows.invconv import InvConv
 from sentflow.flows.nets import MLP
 from sentflow.flows.priors import StandardNormal
 from sentflow.flows.reshape import Split
-from sentflow.flows.train import DEFAULT_THREADS, TrainConfig, Trainer
-from sentflow.runtime import default_device, using_threads
+from sentflow.flows.train import TrainConfig, Trainer
+from sentflow.runtime import FLOW_THREADS, default_device, using_threads
 
 WARMUP_STEPS = 50
 CLIP_NORM = 10.0
+PROGRESS_ROWS = 5_000  # a fit over more sample-epochs than this (a few seconds) shows a bar unless told
 INIT_ROWS = 1024  # ActNorm's data-dependent initialisation sees at least this many training rows
 CHECKPOINT_FORMAT = "sentflow.calibration.bertflow-fit/1"
 
@@ -147,7 +148,7 @@ class BertFlow(Calibrator):
         train, held_out = self._split(torch.from_numpy(X.astype(np.float32)))
         sigma = self.noise * float(np.sqrt(X.var(axis=0, dtype=np.float64).mean()))
         forked = [device] if device.type == "cuda" else []
-        with using_threads(self.threads, DEFAULT_THREADS) as threads, torch.random.fork_rng(devices=forked):
+        with using_threads(self.threads, FLOW_THREADS, False) as threads, torch.random.fork_rng(devices=forked):
             trainer = self._trainer(device, sigma, threads, len(train))  # seeds torch's generator
             if resume:
                 trainer.resume(self._checkpoint_path(trainer))
@@ -159,7 +160,7 @@ class BertFlow(Calibrator):
         return self
 
     def _trainer(self, device: torch.device, sigma: float, threads: int, n_train: int) -> Trainer:
-        show = self.progress if self.progress is not None else n_train * self.epochs > 50_000
+        show = self.progress if self.progress is not None else n_train * self.epochs > PROGRESS_ROWS
         config = TrainConfig(
             epochs=self.epochs,
             batch_size=self.batch_size,

@@ -23,10 +23,10 @@ from sentflow.calibration.stats import MomentAccumulator, as_matrix
 from sentflow.errors import SentflowError
 from sentflow.evaluation.sts import cosine_scores
 from sentflow.files.io import write_atomic
+from sentflow.files.schemas import MAX_PAIRS
 
 SIMILAR_GOLD = 4.0  # STS-B and SICK-R: 4 of 5 is "mostly equivalent"
 N_PAIRS = 10_000
-MAX_PAIRS = 10_000_000  # ~160 MB of index pairs: far more than any statistic here needs
 BINS = np.linspace(-1.0, 1.0, 41)
 
 

@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from sentflow.errors import SentflowError
+from sentflow.errors import SentflowError, first_line
 from sentflow.files.schemas import S, parse_json
 
 _META_KEY = "sentflow"
@@ -257,7 +257,3 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type name if empty)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

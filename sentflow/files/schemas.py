@@ -24,6 +24,7 @@ MAX_LENGTH = 1 << 20  # tokens per sentence
 MAX_WARMUP = 1 << 30  # learning-rate warm-up steps
 MAX_MINUTES = 1e7  # a wall-clock budget
 MAX_LR = 10.0
+MAX_PAIRS = 10_000_000  # random pairs a diagnosis draws: ~160 MB of indices, far more than any statistic needs
 PipelineFormat = Literal["sentflow-pipeline"]
 FlowsFormat = Literal["sentflow.flows/1"]
 CompactFormat = Literal["sentflow-compact-index/1"]

@@ -26,6 +26,9 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+MODEL_NAMES = ("nice", "realnvp", "glow", "iresnet", "fvae")  # the keys of `models.MODELS`, known without torch
+CHECKPOINT_NAME = "checkpoint.safetensors"  # what a training run writes in its directory
+
 _MODULES = {
     "actnorm": ["ActNorm", "DiagonalScaling"],
     "base": ["Flow", "FlowModel", "FlowSequential", "LogdetEstimator", "log_density"],
@@ -44,7 +47,7 @@ _MODULES = {
     "train": ["TrainConfig", "Trainer", "TrainingDiverged", "evaluate_bpd", "seed_everything"],
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
-__all__ = sorted(_WHERE)
+__all__ = sorted([*_WHERE, "CHECKPOINT_NAME", "MODEL_NAMES"])
 
 
 def __getattr__(name: str) -> Any:

@@ -24,16 +24,16 @@ from tqdm.auto import tqdm
 from sentflow.errors import SentflowError
 from sentflow.files.io import check_state, first_line, load_tensors, save_tensors
 from sentflow.files.schemas import FLOWS_FORMAT, TrainCounters
+from sentflow.flows import CHECKPOINT_NAME
 from sentflow.flows.base import LogdetEstimator, bits_per_dim
-from sentflow.runtime import default_device, seed_everything, using_threads
+from sentflow.runtime import FLOW_THREADS, default_device, seed_everything, using_threads
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
 OPTIMIZER_STATE = ("step", "exp_avg", "exp_avg_sq", "exp_inf")  # per-parameter tensors those optimizers keep
-CHECKPOINT_NAME = "checkpoint.safetensors"
 MIN_IMPROVEMENT = 1e-4  # held-out loss must drop by this much to count as better
 EVAL_BATCH = 4096
 SHUFFLE_STRIDE = 1_000_003  # epoch e of seed s shuffles with generator seed s * stride + e
-DEFAULT_THREADS = 1  # torch threads of a fit unless told: see eval/flow_threads.py (2-core machine shared)
+DEFAULT_THREADS = FLOW_THREADS  # the old name
 
 Objective = Callable[[Tensor], Tensor]
 
@@ -58,9 +58,9 @@ class TrainConfig:
     """Training options.
 
     `max_minutes` stops after a wall-clock budget (checked after every step).  `threads`: torch CPU threads for
-    the fit (None: $SENTFLOW_THREADS, else DEFAULT_THREADS).  `noise`: standard
-    deviation of Gaussian noise added to every training batch.  `patience`: with held-out data, stop after this
-    many epochs without improvement; the best held-out state is restored at the end either way.
+    the fit (None: FLOW_THREADS, one; $SENTFLOW_THREADS governs encoding and linear algebra, not flows).
+    `noise`: standard deviation of Gaussian noise added to every training batch.  `patience`: with held-out data,
+    stop after this many epochs without improvement; the best held-out state is restored at the end either way.
     """
 
     epochs: int = 10
@@ -161,7 +161,7 @@ class Trainer:
             self.best_state = copy.deepcopy(self.model.state_dict())  # what a divergence in epoch 1 falls back to
         total = self.config.epochs * math.ceil(len(train) / self.config.batch_size)
         with (
-            using_threads(self.config.threads, DEFAULT_THREADS),
+            using_threads(self.config.threads, FLOW_THREADS, read_env=False),
             tqdm(total=total, initial=self.state.step, desc="train", disable=not self.config.progress) as bar,
         ):  # the bar ends its line before any error is printed
             start = time.perf_counter() - self.state.seconds
