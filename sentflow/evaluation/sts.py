@@ -22,7 +22,15 @@ _SICK_FILES = {"train": "SICK_train.txt", "dev": "SICK_trial.txt", "test": "SICK
 
 @dataclass(frozen=True)
 class StsPairs:
-    """Sentence pairs with gold similarity scores."""
+    """Sentence pairs with gold similarity scores.
+
+    Attributes:
+        sentences1: The first sentence of each pair.
+        sentences2: The second sentence of each pair.
+        scores: The gold similarity of each pair, shape (n,).
+        subsets: Scored pairs per subset, in order, when the split joins several (the SemEval years of STS12-16);
+            empty otherwise.
+    """
 
     sentences1: list[str]
     sentences2: list[str]
@@ -103,7 +111,17 @@ def load_sts(
 ) -> StsPairs:
     """Load an STS split. STS-B comes from the package; `data_dir` points at other copies
     (the SentEval layout for sts12-16, the SICK files for sick-r); `hub` loads a dataset id or local
-    dataset folder with `datasets.load_dataset` (columns sentence1, sentence2, score)."""
+    dataset folder with `datasets.load_dataset` (columns sentence1, sentence2, score).
+
+    Args:
+        name: `sts-b`, `sts12` ... `sts16` or `sick-r`.
+        split: `train`, `dev` or `test` (STS12-16 have only `test`).
+        data_dir: The folder holding the tasks not shipped with sentflow.
+        hub: A `datasets` hub id (needs the network) or a local dataset folder, instead of the files.
+
+    Returns:
+        The split's scored pairs.
+    """
     if split not in SPLITS:
         raise SentflowError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if hub is not None:
@@ -140,7 +158,15 @@ def load_hub_sts(source: str, split: str) -> StsPairs:
 
 
 def cosine_scores(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity, computed in float64."""
+    """Row-wise cosine similarity, computed in float64.
+
+    Args:
+        a: (n, d) vectors.
+        b: (n, d) vectors, compared row by row with `a`.
+
+    Returns:
+        The (n,) cosines of `a[i]` and `b[i]`; a zero vector has cosine 0 with anything.
+    """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
@@ -148,7 +174,19 @@ def cosine_scores(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def evaluate_sts(emb1: np.ndarray, emb2: np.ndarray, gold: np.ndarray) -> dict[str, float]:
-    """Spearman and Pearson correlation x100 between cosine(emb1, emb2) and the gold scores."""
+    """Spearman and Pearson correlation x100 between cosine(emb1, emb2) and the gold scores.
+
+    Args:
+        emb1: (n, d) vectors of the first sentences.
+        emb2: (n, d) vectors of the second sentences.
+        gold: (n,) gold similarity scores.
+
+    Returns:
+        `{"spearman": ..., "pearson": ...}`, both x100.
+
+    Raises:
+        SentflowError: The lengths differ, or every cosine (or every gold score) is equal.
+    """
     if len(emb1) != len(emb2) or len(emb1) != len(gold):
         raise SentflowError(f"lengths differ: {len(emb1)} / {len(emb2)} embeddings, {len(gold)} scores")
     cos = cosine_scores(emb1, emb2)
