@@ -29,7 +29,15 @@ _MAX_CONFIG_BYTES = 64 * 1024
 
 
 class Pipeline:
-    """Encode texts, calibrate (whitening or BERT-flow, optional) and L2-normalise (optional), as one object."""
+    """Encode texts, calibrate (whitening or BERT-flow, optional) and L2-normalise (optional), as one object.
+
+    `save(DIR)` writes `pipeline.json` and `calibration.safetensors`; `sentflow.load(DIR)` reads them back.
+
+    Args:
+        encoder: The `Encoder` (or GloVe encoder) whose settings the pipeline records.
+        calibration: A fitted calibration of the encoder's vectors, or None.
+        normalize: L2-normalise the final vectors, so that inner products are cosines.
+    """
 
     def __init__(self, encoder: ModelEncoder, calibration: Calibrator | None = None, normalize: bool = False) -> None:
         if calibration is not None:
@@ -183,7 +191,17 @@ def check_fitted_for(calibration: Calibrator, config: PipelineConfig, directory:
 
 
 def load(path: str | os.PathLike) -> Calibrator | Pipeline:
-    """Load a pipeline directory or a calibration file written by sentflow (JSON and safetensors only)."""
+    """Load a pipeline directory or a calibration file written by sentflow (JSON and safetensors only).
+
+    Args:
+        path: A pipeline directory (holding `pipeline.json`) or a calibration `.safetensors` file.
+
+    Returns:
+        The `Pipeline`, or the bare calibration (`Whitening` or `BertFlow`).
+
+    Raises:
+        SentflowError: The path is neither, or a file fails its schema, checksum or shape check.
+    """
     from sentflow.sources import CalibrationSource, PipelineSource, resolve_source
 
     source = resolve_source(path, (PipelineSource, CalibrationSource), role="sentflow.load")

@@ -105,6 +105,11 @@ class Calibrator(TransformerMixin, BaseEstimator):
         raise NotImplementedError
 
     def to_torch(self) -> torch.nn.Module:
+        """The fitted map as a torch module, for use inside a model or a serving graph.
+
+        Returns:
+            An `nn.Module` mapping (n, d) embeddings to calibrated vectors, as `transform` does.
+        """
         raise NotImplementedError
 
 

@@ -75,7 +75,30 @@ class _Latent(nn.Module):
 
 
 class BertFlow(Calibrator):
-    """BERT-flow calibration with the `Whitening` interface (fit / transform / save / to_torch)."""
+    """BERT-flow calibration with the `Whitening` interface (fit / transform / save / to_torch).
+
+    A Glow-style flow on (n, d) vectors, built from the `sentflow.flows` layers: per level, `depth` steps of
+    ActNorm, an LU-parametrised invertible linear map and an affine coupling, then half of the dimensions factored
+    out under a learned conditional Gaussian. The defaults follow BERT-flow's released `config_l3_d3_w32`, budget
+    included (one epoch at batch 32). Training runs through `sentflow.flows.Trainer`.
+
+    Args:
+        levels: Levels of the multi-scale flow.
+        depth: Flow steps per level.
+        hidden: Width of the coupling networks.
+        epochs: Passes over the training rows.
+        lr: Adam's learning rate.
+        batch_size: Rows per step.
+        seed: Seed of the initialisation, the held-out split, the batches and the noise.
+        device: Torch device of the fit (None: CUDA when available, else CPU); not saved with the calibration.
+        validation: Share of the rows held out to report the likelihood and stop early.
+        patience: Epochs without held-out improvement before training stops (when `epochs > 1`).
+        noise: Gaussian noise added to the training rows, relative to the vectors' scale.
+        progress: Show a progress bar (None: only for long fits); not saved with the calibration.
+        max_minutes: Wall-clock budget of the fit; the best held-out state is kept.
+        checkpoint_dir: Where the full training state is written after every epoch, for `fit(X, resume=True)`.
+        threads: Torch CPU threads of the fit (None: `$SENTFLOW_THREADS`, else 1); restored afterwards.
+    """
 
     method = "flow"
     _parameter_constraints = {

@@ -51,6 +51,12 @@ class Whitening(Calibrator):
     a covariance is an error; with eps > 0 it is whitened, with a warning that names the count when more
     than 1% of the kept directions are null (a few, as on that hyperplane, are only logged at INFO level).
     Statistics are float64; `partial_fit` streams chunks with the same result as `fit`.
+
+    Args:
+        n_components: Dimensions kept, the directions of largest variance first (None: all of them).
+        power: The exponent of the eigenvalues in `W = U diag(λ^-power)`: 0.5 whitens, 0 centres and rotates
+            only (PCA), values in between whiten softly.
+        eps: Ridge added to every eigenvalue, relative to the largest one (0: a singular covariance is an error).
     """
 
     method = "whitening"

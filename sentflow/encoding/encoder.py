@@ -35,6 +35,20 @@ class Encoder:
     $SENTFLOW_THREADS); torch's global setting is restored afterwards.
     `cache` is a directory for embeddings (default: ~/.cache/sentflow/embeddings), or False to
     disable it; re-encoding the same texts with the same model, pooling and backend then costs nothing.
+
+    Args:
+        model: `all-MiniLM-L6-v2` (the embedded copy), a local HuggingFace directory, or a hub id (needs the
+            network); loaded with `trust_remote_code` off.
+        pooling: `cls`, `pooler`, `last-avg`, `first-last-avg`, `last2avg` or `layers:I,J,...`.
+        batch_size: Sentences per forward pass (sentences are sorted by length first).
+        max_length: Tokens kept per sentence.
+        device: Torch device of the torch backend (None: CUDA when available, else CPU).
+        cache: True for the default cache directory, a directory, or False for no cache.
+        show_progress: Show a progress bar (None: only when there are more than four batches).
+        backend: `torch`, `onnx` or `onnx-int8`.
+        threads: CPU threads of the forward passes (None: `$SENTFLOW_THREADS`, else every available core).
+        half: Run the torch backend in float16 (CUDA only); vectors still come back as float32.
+        int8_recipe: What `onnx-int8` quantises (keys of `onnx_backend.INT8_RECIPE`); None for the default.
     """
 
     def __init__(

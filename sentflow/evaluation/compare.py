@@ -71,7 +71,24 @@ def compare(
     data_dir: str | None = None,
     flow_options: dict | None = None,
 ) -> StsReport:
-    """Test-split Spearman/Pearson x100 of each method, fitted without labels on `fit_on` sentences."""
+    """Test-split Spearman/Pearson x100 of each method, fitted without labels on `fit_on` sentences.
+
+    This is `sentflow eval sts TASK`.
+
+    Args:
+        encoder: The encoder whose vectors are calibrated (an `Encoder`, or anything with its settings).
+        task: An STS task: `sts-b` (shipped), `sts12` ... `sts16` or `sick-r` (from `data_dir`).
+        methods: Calibrations to compare: `none`, `whitening`, `pca`, `flow`.
+        dim: Dimensions kept by whitening and pca (None: all).
+        power: Whitening power, overriding each method's own.
+        fit_on: The sentences the calibrations are fitted on, without labels: `all` (train+dev+test, the
+            papers' protocol), `train`, `dev` or `test`.
+        data_dir: The folder holding the tasks not shipped with sentflow.
+        flow_options: `BertFlow` parameters for the `flow` method.
+
+    Returns:
+        One `MethodResult` per method (`report.results`); `report.to_dict()` is the JSON of `sentflow eval --json`.
+    """
     sts = load_sts_task(task, fit_on, data_dir)
     if dim is not None and not 1 <= dim <= encoder.dim:
         raise SentflowError(f"dim={dim} must be between 1 and the embedding size {encoder.dim}")

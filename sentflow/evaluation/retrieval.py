@@ -87,7 +87,18 @@ class CompactRow:
 
 @dataclass(frozen=True)
 class RetrievalReport:
-    """The rows of one evaluation and what they were measured on."""
+    """The rows of one evaluation and what they were measured on.
+
+    Attributes:
+        task: The task's name.
+        model: The encoder's model.
+        pooling: The encoder's pooling.
+        n_queries: Queries scored.
+        n_corpus: Documents searched.
+        results: One row per method, dimension and index: metrics, index memory and queries/s.
+        normalize: Whether vectors were L2-normalised after the calibration (cosine similarity).
+        compact: One row per method, dimension and compact code (and baseline), when asked for.
+    """
 
     task: str
     model: str
@@ -248,6 +259,24 @@ def evaluate_retrieval(
     (`none`, `int8`, `binary`, `itq:128`, ...; see `sentflow.search.quantize`) with `rescore` candidates per result
     for sign codes, and `baselines` (names from `quant_baselines.BASELINES`) rows for sentence-transformers' and
     faiss's codes over the same vectors.
+
+    Args:
+        encoder: The encoder of the corpus and the queries.
+        task: `sts-b`, `sick-r`, a BEIR folder, or a loaded `RetrievalTask`.
+        methods: Calibrations: `none`, `whitening`, `pca`, `flow`.
+        dims: Dimensions each cut method keeps (None: the full size).
+        index: The faiss factory string of the scored index.
+        approx_index: A second faiss factory measured in the same run (None: skip).
+        split: The qrels file of a BEIR folder.
+        data_dir: The folder holding `sick-r`.
+        normalize: L2-normalise after the calibration (cosine similarity).
+        repeats: Timed searches per index; queries/s is their median.
+        quantize: Compact-search specs to add (see `make_quantizer`).
+        rescore: Candidates per result that sign codes rescore.
+        baselines: Names of sentence-transformers' and faiss's codes to add.
+
+    Returns:
+        The rows (nDCG@10, MRR@10, recall@1/10/100, index memory and queries/s) and what they were measured on.
     """
     size = int(encoder.dim)
     factories = [index] + ([approx_index] if approx_index else [])

@@ -18,7 +18,17 @@ QRELS_HEADER = "query-id"
 
 @dataclass(frozen=True)
 class RetrievalTask:
-    """A corpus, queries and graded relevance judgements (qrels: query id -> {doc id: grade})."""
+    """A corpus, queries and graded relevance judgements (qrels: query id -> {doc id: grade}).
+
+    Attributes:
+        name: The task's name in reports.
+        corpus_ids: Document ids, in corpus order.
+        corpus_texts: Document texts, in corpus order.
+        query_ids: Query ids, in query order.
+        query_texts: Query texts, in query order.
+        qrels: Query id -> {document id: relevance grade}.
+        exclude: Query id -> the document id never returned for it (its own sentence, in STS duplicates).
+    """
 
     name: str
     corpus_ids: list[str]
@@ -32,7 +42,19 @@ class RetrievalTask:
 def load_retrieval_task(
     task: str | os.PathLike, split: str = "test", data_dir: str | os.PathLike | None = None
 ) -> RetrievalTask:
-    """`sts-b` (shipped), `sick-r` (with `data_dir`) as duplicate retrieval, or the path of a BEIR folder."""
+    """`sts-b` (shipped), `sick-r` (with `data_dir`) as duplicate retrieval, or the path of a BEIR folder.
+
+    In duplicate retrieval, every test pair with gold >= 4.0 makes sentence1 a query whose relevant document is
+    sentence2, over a corpus of every distinct sentence of the task, the query's own sentence excluded.
+
+    Args:
+        task: `sts-b`, `sick-r`, or a BEIR folder.
+        split: The qrels file of a BEIR folder (`qrels/SPLIT.tsv`).
+        data_dir: The folder holding `sick-r`.
+
+    Returns:
+        The loaded task.
+    """
     from sentflow.sources import BeirSource, StsTaskSource, resolve_source
 
     source = resolve_source(task, (StsTaskSource, BeirSource), role="a retrieval task")
@@ -77,7 +99,16 @@ def duplicate_task(name: str, pairs: dict[str, StsPairs], split: str) -> Retriev
 
 def load_beir(folder: str | os.PathLike, split: str = "test") -> RetrievalTask:
     """A BEIR folder: corpus.jsonl (documents embedded as title + " " + text), queries.jsonl, qrels/SPLIT.tsv.
-    Only the queries judged in the qrels are kept; every bad line is an error naming the file and line."""
+
+    Only the queries judged in the qrels are kept; every bad line is an error naming the file and line.
+
+    Args:
+        folder: The BEIR folder.
+        split: Which `qrels/SPLIT.tsv` to read.
+
+    Returns:
+        The loaded task.
+    """
     folder = Path(folder)
     corpus = _read_jsonl(folder / "corpus.jsonl", with_title=True)
     if not corpus:

@@ -215,6 +215,21 @@ def tune(
     `select_on` split (or of `pairs_file`, lines `s1<TAB>s2<TAB>score`), and reported on test. BEIR: fitted on
     the corpus, chosen on nDCG@10 of qrels/`select_on`.tsv, reported on qrels/test.tsv. `max_dim` keeps only
     settings of at most that many dimensions. The report's `calibrator` is the chosen one, fitted (None for none).
+
+    Args:
+        encoder: The encoder whose vectors are calibrated.
+        task: An STS task name or a BEIR folder.
+        select_on: The labels chosen on: `dev` or `train` (never test).
+        max_dim: Dimension budget: only settings with at most this many dimensions can be chosen.
+        pairs_file: Your own labelled pairs to choose on, instead of `select_on`.
+        with_flow: Include BERT-flow (default settings) among the candidates.
+        fit_on: STS sentences the candidates are fitted on, without labels: `all`, `train`, `dev` or `test`.
+        data_dir: The folder holding the tasks not shipped with sentflow.
+        flow_options: `BertFlow` parameters of the flow candidate.
+        progress: Show a progress bar over the candidates (None: yes; False: no).
+
+    Returns:
+        Every candidate with its selection and test scores, the one `selected`, and its fitted `calibrator`.
     """
     if select_on not in SELECT_ON:
         raise SentflowError(f"select_on={select_on!r}: choose on {' or '.join(SELECT_ON)}, never on the test labels")

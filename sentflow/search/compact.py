@@ -43,7 +43,20 @@ _MAX_MANIFEST_BYTES = 1 << 20
 
 
 class CompactIndex:
-    """A corpus as compact codes, searched with float queries (see the module docstring for the modes)."""
+    """A corpus as compact codes, searched with float queries (see the module docstring for the modes).
+
+    Build one with `CompactIndex.build(vectors, quantize=...)` and reopen a saved one with `CompactIndex.load`;
+    the constructor takes parts that are already fitted.
+
+    Args:
+        quantizer: The fitted quantizer of the codes searched first.
+        codes: The corpus' codes, one row per document.
+        ids: A name per row (None: row numbers).
+        rescore: Sign codes: candidates kept per result for the second stage (0: the Hamming ranking is final).
+        rescorer: Sign codes: the fitted int8 quantizer of the second stage.
+        rescore_codes: Sign codes: the corpus' int8 codes (a memory map when loaded).
+        hnsw: Search the sign codes with faiss's `IndexBinaryHNSW` instead of `IndexBinaryFlat`.
+    """
 
     def __init__(
         self,

@@ -57,6 +57,16 @@ def build_index(pipeline_or_calibration, vectors, factory: str = "Flat", normali
     index takes raw vectors: `index.search(raw_queries, k)` applies the same transform to the queries.
     `factory` is any faiss index_factory string ("Flat", "HNSW32", "IVF256,PQ16", ...); the index is trained on
     `vectors` when it needs training.
+
+    Args:
+        pipeline_or_calibration: A `Pipeline`, a fitted linear calibration, or None.
+        vectors: (n, d) raw encoder vectors of the corpus.
+        factory: A faiss index_factory string.
+        normalize: L2-normalise after the calibration (None: the pipeline's flag, or True for a calibration).
+
+    Returns:
+        A faiss `IndexPreTransform` holding the corpus: the calibration and normalisation run inside it, so it
+        is searched with raw query vectors.
     """
     faiss = require("faiss", "faiss")
     calibration, normalize = _calibration_and_normalize(pipeline_or_calibration, normalize)

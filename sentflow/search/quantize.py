@@ -268,7 +268,16 @@ def check_quantizer(spec: str, dim: int, rows: int) -> Quantizer:
 
 
 def make_quantizer(spec: str, seed: int = 0) -> Quantizer:
-    """The unfitted quantizer a spec names: none, int8[:P], int4[:P], binary, itq:BITS or pca:BITS."""
+    """The unfitted quantizer a spec names: none, int8[:P], int4[:P], binary, itq:BITS or pca:BITS.
+
+    Args:
+        spec: The code: `none` (float), `int8[:P]` / `int4[:P]` (ranges from the P-th and (100-P)-th percentiles),
+            `binary` (signs), `itq:BITS` or `pca:BITS` (a PCA cut to BITS, rotated by ITQ or not, then signs).
+        seed: Seed of ITQ's random start.
+
+    Returns:
+        A quantizer to `fit` on the corpus' final vectors.
+    """
     match = _SPEC.match(spec.strip().lower())
     if match is None:
         raise SentflowError(f"unknown quantizer {spec!r}; use {SPECS}")
