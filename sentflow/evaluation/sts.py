@@ -182,7 +182,7 @@ def evaluate_sts(emb1: np.ndarray, emb2: np.ndarray, gold: np.ndarray) -> dict[s
         gold: (n,) gold similarity scores.
 
     Returns:
-        `{"spearman": ..., "pearson": ...}`, both x100.
+        The Spearman and Pearson correlations x100, under the keys `spearman` and `pearson`.
 
     Raises:
         SentflowError: The lengths differ, or every cosine (or every gold score) is equal.

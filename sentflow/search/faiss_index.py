@@ -65,8 +65,8 @@ def build_index(pipeline_or_calibration, vectors, factory: str = "Flat", normali
         normalize: L2-normalise after the calibration (None: the pipeline's flag, or True for a calibration).
 
     Returns:
-        A faiss `IndexPreTransform` holding the corpus: the calibration and normalisation run inside it, so it
-        is searched with raw query vectors.
+        A faiss `IndexPreTransform` holding the corpus, with the calibration and normalisation inside it, so
+        it is searched with raw query vectors.
     """
     faiss = require("faiss", "faiss")
     calibration, normalize = _calibration_and_normalize(pipeline_or_calibration, normalize)
