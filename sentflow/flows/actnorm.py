@@ -21,11 +21,13 @@ class DiagonalScaling(Flow):
     def forward(
         self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
     ) -> tuple[Tensor, Tensor]:
+        """Data to noise: `(z, logdet)`, logdet of shape (N,), as the layer contract in `sentflow.flows.base` says."""
         z = (x + self._bias(x)) * channel_view(self.log_scale.exp(), x)
         logdet = self.log_scale.sum() * spatial_size(x)
         return z, logdet.expand(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Noise to data: the `x` whose `forward` gives `z`."""
         return z * channel_view(torch.exp(-self.log_scale), z) - self._bias(z)
 
 
@@ -56,6 +58,7 @@ class ActNorm(DiagonalScaling):
     def forward(
         self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
     ) -> tuple[Tensor, Tensor]:
+        """Data to noise: `(z, logdet)`, logdet of shape (N,), as the layer contract in `sentflow.flows.base` says."""
         if not self.initialized:
             self._initialize(x)
         return super().forward(x)

@@ -46,9 +46,11 @@ class Flow(nn.Module):
     def forward(
         self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
     ) -> tuple[Tensor, Tensor]:
+        """Data to noise: `(z, logdet)`, logdet of shape (N,), as the layer contract in `sentflow.flows.base` says."""
         raise NotImplementedError
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Noise to data: the `x` whose `forward` gives `z`."""
         raise NotImplementedError
 
 
@@ -66,6 +68,7 @@ class FlowSequential(Flow):
     def forward(
         self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
     ) -> tuple[Tensor, Tensor]:
+        """Data to noise: `(z, logdet)`, logdet of shape (N,), as the layer contract in `sentflow.flows.base` says."""
         logdet = x.new_zeros(x.shape[0])
         for flow in self.flows:
             x, ld = flow(x, context, estimator)
@@ -73,6 +76,7 @@ class FlowSequential(Flow):
         return x, logdet
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Noise to data: the `x` whose `forward` gives `z`."""
         for flow in reversed(self.steps()):
             z = flow.inverse(z, context)
         return z

@@ -83,11 +83,13 @@ class AffineCoupling(Flow):
     def forward(
         self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
     ) -> tuple[Tensor, Tensor]:
+        """Data to noise: `(z, logdet)`, logdet of shape (N,), as the layer contract in `sentflow.flows.base` says."""
         _, log_scale, shift = self._params(x, context)
         z = x * log_scale.exp() + shift
         return z, log_scale.flatten(1).sum(1)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Noise to data: the `x` whose `forward` gives `z`."""
         _, log_scale, shift = self._params(z, context)
         return (z - shift) * torch.exp(-log_scale)
 

@@ -32,6 +32,7 @@ class InvConv(Flow):
         self.log_s = nn.Parameter(torch.log(diag.abs()).float())
 
     def weight(self) -> Tensor:
+        """The invertible C x C matrix, rebuilt from its LU factors (permutation, lower, upper, signed diagonal)."""
         eye = torch.eye(self.lower.shape[0], dtype=self.lower.dtype, device=self.lower.device)
         lower = self.lower * self.lower_mask + eye
         upper = self.upper * self.lower_mask.T + torch.diag(self.sign * self.log_s.exp())
@@ -44,8 +45,10 @@ class InvConv(Flow):
     def forward(
         self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
     ) -> tuple[Tensor, Tensor]:
+        """Data to noise: `(z, logdet)`, logdet of shape (N,), as the layer contract in `sentflow.flows.base` says."""
         logdet = self.log_s.sum() * spatial_size(x)
         return self._mix(self.weight(), x), logdet.expand(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Noise to data: the `x` whose `forward` gives `z`."""
         return self._mix(torch.linalg.inv(self.weight()), z)

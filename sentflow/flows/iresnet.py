@@ -70,9 +70,11 @@ class SpectralConv(nn.Module):
         return F.conv2d(self.u, self.weight, padding=self.padding).norm()
 
     def normalized_weight(self) -> Tensor:
+        """The weight rescaled so that its estimated operator norm is at most `coeff`."""
         return self.weight * (self.coeff / self.sigma()).clamp(max=1.0)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The convolution with the normalised weight (refining the power iteration first while training)."""
         if self.training and torch.is_grad_enabled():
             self.refine(self.power_iterations)
         return F.conv2d(x, self.normalized_weight(), self.bias, padding=self.padding)
@@ -154,6 +156,7 @@ class ResidualBlock(Flow):
 
     @torch.no_grad()
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Noise to data by the fixed-point iteration `x <- z - g(x)`; the residual reached is in `last_inverse`."""
         x, step, it = z.clone(), math.inf, 0
         while step >= self.tol and it < self.max_iterations:
             x_next = z - self.g(x)

@@ -28,9 +28,11 @@ class Dequantize(Flow):
     def forward(
         self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
     ) -> tuple[Tensor, Tensor]:
+        """Data to noise: `(z, logdet)`, logdet of shape (N,), as the layer contract in `sentflow.flows.base` says."""
         return x + torch.rand_like(x) / self.n_bins, x.new_zeros(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Noise to data: the `x` whose `forward` gives `z`."""
         return torch.floor(z.clamp(0, 1 - 0.5 / self.n_bins) * self.n_bins) / self.n_bins
 
 
@@ -44,10 +46,12 @@ class Logit(Flow):
     def forward(
         self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
     ) -> tuple[Tensor, Tensor]:
+        """Data to noise: `(z, logdet)`, logdet of shape (N,), as the layer contract in `sentflow.flows.base` says."""
         s = self.alpha + (1 - 2 * self.alpha) * x
         y = torch.log(s) - torch.log1p(-s)
         logdet = math.log(1 - 2 * self.alpha) + F.softplus(y) + F.softplus(-y)
         return y, logdet.flatten(1).sum(1)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Noise to data: the `x` whose `forward` gives `z`."""
         return (torch.sigmoid(z) - self.alpha) / (1 - 2 * self.alpha)

@@ -36,9 +36,11 @@ class Squeeze(Flow):
     def forward(
         self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
     ) -> tuple[Tensor, Tensor]:
+        """Data to noise: `(z, logdet)`, logdet of shape (N,), as the layer contract in `sentflow.flows.base` says."""
         return squeeze(x, self.factor), x.new_zeros(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Noise to data: the `x` whose `forward` gives `z`."""
         return unsqueeze(z, self.factor)
 
 
@@ -48,9 +50,11 @@ class Unsqueeze(Squeeze):
     def forward(
         self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
     ) -> tuple[Tensor, Tensor]:
+        """Data to noise: `(z, logdet)`, logdet of shape (N,), as the layer contract in `sentflow.flows.base` says."""
         return unsqueeze(x, self.factor), x.new_zeros(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Noise to data: the `x` whose `forward` gives `z`."""
         return squeeze(z, self.factor)
 
 
@@ -64,9 +68,11 @@ class Flatten(Flow):
     def forward(
         self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
     ) -> tuple[Tensor, Tensor]:
+        """Data to noise: `(z, logdet)`, logdet of shape (N,), as the layer contract in `sentflow.flows.base` says."""
         return x.flatten(1), x.new_zeros(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Noise to data: the `x` whose `forward` gives `z`."""
         return z.view(z.shape[0], *self.shape)
 
 
@@ -90,10 +96,12 @@ class Split(Flow):
     def forward(
         self, x: Tensor, context: Tensor | None = None, estimator: LogdetEstimator | None = None
     ) -> tuple[Tensor, Tensor]:
+        """Data to noise: `(z, logdet)`, logdet of shape (N,), as the layer contract in `sentflow.flows.base` says."""
         y, logdet = self.prior(x, context, estimator)
         z1, inner_logdet = self.inner(y[:, : self.kept], context, estimator)
         return torch.cat([z1, y[:, self.kept :]], dim=1), logdet + inner_logdet
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Noise to data: the `x` whose `forward` gives `z`."""
         x1 = self.inner.inverse(z[:, : self.kept], context)
         return self.prior.inverse(torch.cat([x1, z[:, self.kept :]], dim=1), context)
