@@ -153,8 +153,8 @@ def public_names() -> list[tuple[str, str]]:
 
 
 def test_every_public_name_has_a_docstring():
-    """Read statically by griffe, as mkdocstrings does: a public class or function without a docstring would not
-    render (constants are documented by the prose of their module)."""
+    """Read statically by griffe, as mkdocstrings does: a public class, method or function without a docstring would
+    not render (constants are documented by the prose of their module)."""
     import griffe
 
     package = griffe.load("sentflow", search_paths=[str(ROOT)], allow_inspection=False)
@@ -167,6 +167,10 @@ def test_every_public_name_has_a_docstring():
         obj = obj.final_target if obj.is_alias else obj
         if obj.is_attribute:
             continue
-        if not obj.docstring or not obj.docstring.value.strip():
-            missing.append(f"{module}.{name}")
+        members = [(name, obj)]
+        if obj.is_class:  # and its public methods
+            members += [(f"{name}.{m}", f) for m, f in obj.members.items() if not m.startswith("_") and f.is_function]
+        for label, member in members:
+            if not member.docstring or not member.docstring.value.strip():
+                missing.append(f"{module}.{label}")
     assert not missing, f"public names without a docstring: {missing}"
