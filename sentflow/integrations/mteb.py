@@ -143,8 +143,18 @@ def _local_task(base: type, metadata: TaskMetadata, data):
 
 
 def beir_task(folder: str | os.PathLike, split: str = "test", name: str | None = None) -> AbsTaskRetrieval:
-    """An mteb retrieval task (main score nDCG@10) from a local BEIR folder, read with `sentflow.load_beir`:
-    documents are title + " " + text as in BEIR and MTEB; `name` defaults to the folder's name."""
+    """An mteb retrieval task (main score nDCG@10) from a local BEIR folder, read with `sentflow.load_beir`.
+
+    Documents are title + " " + text as in BEIR and MTEB; nothing is downloaded.
+
+    Args:
+        folder: The BEIR folder (`corpus.jsonl`, `queries.jsonl`, `qrels/SPLIT.tsv`).
+        split: The qrels file, and the split mteb evaluates.
+        name: The task's name in mteb's results (None: the folder's name).
+
+    Returns:
+        The task, ready for `evaluate` or `mteb.evaluate`.
+    """
     task = load_beir(folder, split)
     corpus = datasets.Dataset.from_dict(
         {"id": task.corpus_ids, "text": task.corpus_texts, "title": [""] * len(task.corpus_ids)}
@@ -158,8 +168,15 @@ def beir_task(folder: str | os.PathLike, split: str = "test", name: str | None =
 
 
 def stsb_task(split: str = "test", data_dir: str | os.PathLike | None = None) -> AbsTaskSTS:
-    """mteb's STSBenchmark (main score cosine Spearman) from `sentflow.load_sts("sts-b", split)`: the shipped
-    copy, or the STS-B files in `data_dir`."""
+    """mteb's STSBenchmark (main score cosine Spearman) from `sentflow.load_sts("sts-b", split)`.
+
+    Args:
+        split: `train`, `dev` or `test`.
+        data_dir: A folder holding other STS-B files (None: the copy shipped with sentflow).
+
+    Returns:
+        The task, ready for `evaluate` or `mteb.evaluate`; nothing is downloaded.
+    """
     pairs = load_sts("sts-b", split, data_dir)
     data = datasets.Dataset.from_dict(
         {"sentence1": pairs.sentences1, "sentence2": pairs.sentences2, "score": pairs.scores.tolist()}
@@ -182,8 +199,16 @@ def _metadata(name: str, split: str, kind: Any, main_score: str, source: str) ->
 
 
 def evaluate(model, tasks: Iterable[AbsTaskRetrieval | AbsTaskSTS], **options) -> dict[str, float]:
-    """Run `mteb.evaluate` (no result cache unless `cache=` is given, no progress bar unless asked) and return
-    each task's main score x100 on its split, by task name. `model` is an MtebModel, Pipeline or Encoder."""
+    """Run `mteb.evaluate` (no result cache unless `cache=` is given, no progress bar unless asked).
+
+    Args:
+        model: An `MtebModel`, or a `Pipeline` or `Encoder` to wrap in one.
+        tasks: mteb tasks, e.g. from `beir_task` and `stsb_task`.
+        **options: Other `mteb.evaluate` options.
+
+    Returns:
+        Each task's main score x100 on its split, by task name.
+    """
     model = model if isinstance(model, MtebModel) else MtebModel(model)
     options = {"cache": None, "show_progress_bar": False, **options}
     result = mteb.evaluate(model, list(tasks), **options)
