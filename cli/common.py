@@ -67,6 +67,12 @@ def threads_from(threads: int | None) -> Iterator[None]:
             os.environ[THREADS_ENV] = old
 
 
+def typed(ctx: typer.Context, name: str) -> bool:
+    """Whether the user gave option `name` (on the command line or in the environment) rather than its default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
 def fail(message: str) -> typer.Exit:
     """Print `error: message` on stderr and return the Exit(1) to raise."""
     typer.echo(f"error: {printable(message)}", err=True)
@@ -83,8 +89,14 @@ _BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 # The library's parameter names, as the flags a user types (only those whose names differ or need the value).
-_FLAGS = {"select_on": "--select-on", "pairs_file": "--pairs", "n_components": "--dim", "max_dim": "--max-dim"}
+_FLAGS = {
+    "select_on": "--select-on",
+    "pairs_file": "--pairs",
+    "n_components": "--dim",
+    "max_dim": "--max-dim",
+}
 _PARAMETER = re.compile(r"\b(" + "|".join(_FLAGS) + r")\b(?:=(?:'([^']*)'|\"([^\"]*)\"|(\w*)))?")
+_SWITCH = re.compile(r"\b(resume|restart)=True\b")  # on/off parameters, named only with their value
 
 
 def as_flags(message: str) -> str:
@@ -94,7 +106,7 @@ def as_flags(message: str) -> str:
         value = next((v for v in match.groups()[1:] if v), "")
         return f"{_FLAGS[match.group(1)]} {value}".rstrip()
 
-    return _PARAMETER.sub(flag, message)
+    return _SWITCH.sub(r"--\1", _PARAMETER.sub(flag, message))
 
 
 def user_errors(func: F) -> F:
@@ -113,8 +125,8 @@ def user_errors(func: F) -> F:
         except OSError as exc:
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
             raise fail(f"{where}{exc.strerror or exc}") from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
+        except KeyboardInterrupt as exc:
+            typer.echo(f"interrupted: {as_flags(str(exc))}" if str(exc) else "interrupted", err=True)
             sys.exit(130)
         except MemoryError:
             raise fail("out of memory: use a smaller input or smaller options") from None

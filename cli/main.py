@@ -11,7 +11,7 @@ import typer
 
 from sentflow.errors import SentflowError
 
-from .common import DEBUG_ENV, Command, Group, printable, threads_from, user_errors
+from .common import DEBUG_ENV, Command, Group, printable, threads_from, typed, user_errors
 from .evaluate import eval_app
 from .flows import flows_app
 from .guidance import register as register_guidance
@@ -67,6 +67,7 @@ def _flow_options(levels, depth, hidden, epochs, lr, seed: int) -> dict:
 @app.command(cls=Command)
 @user_errors
 def encode(
+    ctx: typer.Context,
     input: Annotated[Path, typer.Argument(help="Text file, one sentence per line.")],
     out: Annotated[Path, typer.Option(help="Where to write the (n, d) float32 .npy.")],
     pipeline: Annotated[Path | None, typer.Option(help="A pipeline directory written by `sentflow fit`.")] = None,
@@ -77,18 +78,25 @@ def encode(
     backend: Backend = "torch",
     chunk_lines: Annotated[int, typer.Option(help="Lines encoded and written per chunk.")] = 8192,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last finished chunk.")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Discard an interrupted run's rows; start over.")] = False,
     threads: Threads = None,
 ) -> None:
     """Encode a text file into a .npy of sentence vectors, chunk by chunk (memory does not grow with the file)."""
     from sentflow.pipeline import load_pipeline
     from sentflow.streaming import encode_file
 
+    if pipeline is not None:
+        given = [f"--{name.replace('_', '-')}" for name in ("model", "pooling", "max_length") if typed(ctx, name)]
+        if given:
+            raise SentflowError(f"{', '.join(given)}: the pipeline {pipeline} fixes these; leave them out")
+    if resume and restart:
+        raise SentflowError("--resume continues an interrupted run and --restart discards it: give one")
     with threads_from(threads):
         if pipeline is not None:
             encoder = load_pipeline(pipeline, batch_size=batch_size, backend=backend, cache=False)
         else:
             encoder = make_encoder(model, pooling, batch_size, max_length, backend, cache=False)
-        shape = encode_file(encoder, input, out, chunk_lines=chunk_lines, resume=resume, inputs=[pipeline or input])
+        shape = encode_file(encoder, input, out, chunk_lines, resume, inputs=[pipeline or input], restart=restart)
     typer.echo(f"wrote {out} {shape}", err=True)
 
 

@@ -37,14 +37,17 @@ def index(
     batch_size: BatchSize = 64,
     max_length: MaxLength = 256,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted encoding of the same corpus.")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Discard an interrupted encoding; start over.")] = False,
     threads: Threads = None,
 ) -> None:
     """Encode a corpus and write a compact index of its vectors (quantized codes, ids and snippets)."""
     from sentflow.search.indexing import index_corpus
 
+    if resume and restart:
+        raise SentflowError("--resume continues an interrupted encoding and --restart discards it: give one")
     with threads_from(threads):
         encoder = _pipeline(pipeline, model, pooling, batch_size, max_length)
-        built = index_corpus(corpus, out, encoder, quantize, rescore, hnsw, resume, pipeline)
+        built = index_corpus(corpus, out, encoder, quantize, rescore, hnsw, resume, pipeline, restart=restart)
     typer.echo(
         f"wrote {out}: {len(built):,} documents, {built.quantize}, {built.ram_bytes_per_doc:g} B/doc in RAM, "
         f"{built.disk_bytes_per_doc:g} B/doc on disk",

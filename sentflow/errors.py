@@ -11,6 +11,10 @@ class SentflowError(ValueError):
     """A user-facing error: the message is one line that names the problem and what to do."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during resumable work: the message says what is kept and how to continue."""
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name if empty)."""
     text = str(exc).strip()

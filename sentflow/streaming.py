@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from sentflow.calibration.base import Calibrator
 from sentflow.calibration.stats import check_finite
 from sentflow.calibration.whitening import Whitening
 from sentflow.encoding.encoder import Encoder
-from sentflow.errors import SentflowError
+from sentflow.errors import Interrupted, SentflowError
 from sentflow.evaluation.sts_task import encode_sts_task, load_sts_task
 from sentflow.files.io import check_output, first_line, write_atomic
 from sentflow.files.npy import NpyShards, npy_writer, open_shard, write_header
@@ -149,6 +150,7 @@ def encode_file(
     resume: bool = False,
     progress: bool | None = None,
     inputs: Sequence[str | os.PathLike] = (),
+    restart: bool = False,
 ) -> tuple[int, int]:
     """Encode a text file (one sentence per line) into a (lines, dim) float32 .npy, one chunk at a time.
 
@@ -156,8 +158,10 @@ def encode_file(
     directories the output must not replace (e.g. the pipeline directory).
 
     Rows are written as they are made into `.OUT.partial` beside `out`, with a small JSON state recording the
-    input's hash, the encoder settings and the rows done; `resume=True` continues such a run from its last
-    finished chunk. The finished file replaces `out` in one rename.
+    input's hash, the encoder's settings (a pipeline's calibration checksum included), the rows done and their
+    sha256. `resume=True` continues such a run from its last finished chunk once those rows match their checksum;
+    `restart=True` discards it; with neither, a resumable partial output is refused rather than overwritten. The
+    input is checked again at the end, and the finished file replaces `out` in one rename.
     """
     if chunk_lines < 1:
         raise SentflowError(f"chunk_lines must be >= 1, got {chunk_lines}")
@@ -167,8 +171,10 @@ def encode_file(
     lines, digest = scan_text(source)
     partial, state_path = side_file(target, ".partial"), side_file(target, STATE_SUFFIX)
     state = {"input_sha256": digest, "lines": lines, "encoder": encoder_settings(encoder), "done": 0}
-    done = _resume_point(state, state_path, partial) if resume else 0
     dim = encoder.dim
+    if not (resume or restart):
+        _refuse_resumable(target, state, state_path, partial, dim)
+    done, rows = _resume_point(state, state_path, partial, dim) if resume else (0, hashlib.sha256())
     if done == 0:
         _start_partial(partial, lines, dim)
     offset = _partial_offset(partial, lines, dim)
@@ -176,6 +182,7 @@ def encode_file(
     with (
         open(partial, "r+b") as fh,
         tqdm(total=lines, initial=done, unit="sent", desc="encode", disable=not show) as bar,
+        _resume_hint(lambda: done, lines),
     ):
         for chunk in text_chunks(source, done, chunk_lines):
             vectors = np.ascontiguousarray(encoder.encode(chunk), dtype=np.float32)
@@ -184,12 +191,55 @@ def encode_file(
             fh.write(vectors.tobytes())
             fh.flush()
             os.fsync(fh.fileno())
+            rows.update(vectors.tobytes())
             done += len(chunk)
-            _save_state(state_path, {**state, "done": done})
+            _save_state(state_path, {**state, "done": done, "rows_sha256": rows.hexdigest()})
             bar.update(len(chunk))
+    _check_unchanged(source, (lines, digest), done, partial, state_path)
     os.replace(partial, target)
     state_path.unlink(missing_ok=True)
     return lines, dim
+
+
+@contextmanager
+def _resume_hint(done: Callable[[], int], lines: int) -> Iterator[None]:
+    """Turn Ctrl-C into an `Interrupted` that says how much is kept and how to continue."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"{done()} of {lines} sentences are kept; run the same command with resume=True to continue "
+            "(restart=True starts over)"
+        ) from None
+
+
+def _refuse_resumable(target: Path, state: dict, state_path: Path, partial: Path, dim: int) -> None:
+    """The finished rows of an interrupted run of this very input and encoder are never discarded silently (what
+    cannot be resumed, e.g. the remains of a killed run of another input, is simply replaced)."""
+    try:
+        done, _ = _resume_point(state, state_path, partial, dim)
+    except SentflowError:
+        return
+    if done:
+        raise SentflowError(
+            f"{target}: an interrupted run of this input left {done} of {state['lines']} rows; add resume=True to "
+            "continue it or restart=True to start over"
+        )
+
+
+def _check_unchanged(source: str | os.PathLike, before: tuple[int, str], done: int, partial: Path, state: Path):
+    """The input must be the file the run started on (another writer may have changed it meanwhile)."""
+    try:
+        after = scan_text(source)
+    except SentflowError:
+        after = (0, "")
+    if after != before or done != before[0]:
+        partial.unlink(missing_ok=True)
+        state.unlink(missing_ok=True)
+        raise SentflowError(
+            f"{source}: the file changed while it was encoded ({before[0]} lines at the start, {after[0]} at the "
+            "end); nothing was written: run again once it is complete"
+        )
 
 
 def side_file(target: Path, suffix: str) -> Path:
@@ -209,7 +259,7 @@ def encoder_settings(encoder) -> dict:
     """What decides the vectors of an encoder or pipeline (a resumed run must use the same)."""
     if isinstance(encoder, Pipeline):
         config = {k: v for k, v in encoder.config().items() if k != "sentflow_version"}
-        return {**config, "backend": encoder_backend(encoder.encoder)}
+        return {**config, "backend": encoder_backend(encoder.encoder), "fingerprint": encoder.fingerprint()}
     return {
         "model": str(encoder.model_name),
         "pooling": encoder.pooling,
@@ -218,21 +268,40 @@ def encoder_settings(encoder) -> dict:
     }
 
 
-def _resume_point(state: dict, state_path: Path, partial: Path) -> int:
+def _resume_point(state: dict, state_path: Path, partial: Path, dim: int) -> tuple[int, hashlib._Hash]:
+    """(rows done, the running sha256 of those rows) of an interrupted run, once its rows are proven."""
     if not state_path.is_file() or not partial.is_file():
-        return 0
+        return 0, hashlib.sha256()
     try:
         text = state_path.read_bytes()[: 1 << 20]
     except OSError as exc:
         raise SentflowError(f"{state_path}: unreadable resume state ({first_line(exc)}); delete it") from None
-    saved = parse_json(ResumeState, text, f"{state_path} (resume state; delete it to start over)")
-    if saved.model_dump(exclude={"done"}) != {k: v for k, v in state.items() if k != "done"}:
+    saved = parse_json(ResumeState, text, f"{state_path} (resume state; restart=True starts over)")
+    if saved.model_dump(exclude={"done", "rows_sha256"}) != {k: v for k, v in state.items() if k != "done"}:
         raise SentflowError(
-            f"{state_path}: the resume state belongs to another input or encoder; delete it or run without resume"
+            f"{state_path}: the resume state belongs to another input or encoder (or the pipeline was fitted "
+            "again); restart=True starts over"
         )
     if saved.done > state["lines"]:
         raise SentflowError(f"{state_path}: resume state has an invalid row count {saved.done}")
-    return saved.done
+    rows = _rows_digest(partial, _partial_offset(partial, state["lines"], dim), saved.done * dim * 4)
+    if rows.hexdigest() != saved.rows_sha256:
+        raise SentflowError(
+            f"{partial}: its {saved.done} finished rows do not match the checksum in the resume state; "
+            "restart=True starts over"
+        )
+    return saved.done, rows
+
+
+def _rows_digest(partial: Path, offset: int, size: int) -> hashlib._Hash:
+    """sha256 of `size` bytes of the partial output from `offset`, read in blocks."""
+    digest = hashlib.sha256()
+    with open(partial, "rb") as fh:
+        fh.seek(offset)
+        while size > 0 and (block := fh.read(min(size, 1 << 22))):
+            digest.update(block)
+            size -= len(block)
+    return digest
 
 
 def _start_partial(partial: Path, rows: int, dim: int) -> None:

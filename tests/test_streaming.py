@@ -157,7 +157,7 @@ def test_resume_state_from_another_input_is_refused(tiny_bert_dir, lines_file, t
     encoder = sentflow.Encoder(str(tiny_bert_dir), "cls", cache=False)
     out = tmp_path / "emb.npy"
     (tmp_path / ".emb.npy.partial").write_bytes(b"")
-    state = {"input_sha256": "0" * 64, "lines": 53, "encoder": {}, "done": 10}
+    state = {"input_sha256": "0" * 64, "lines": 53, "encoder": {}, "done": 10, "rows_sha256": "0" * 64}
     (tmp_path / ".emb.npy.partial.json").write_text(json.dumps(state))
     with pytest.raises(SentflowError, match="belongs to another input or encoder"):
         encode_file(encoder, path, out, resume=True)
@@ -182,7 +182,7 @@ def test_damaged_resume_states_are_one_line_errors(tiny_bert_dir, lines_file, tm
     encoder = sentflow.Encoder(str(tiny_bert_dir), "cls", cache=False)
     with pytest.raises(SentflowError, match=message) as info:
         encode_file(encoder, path, tmp_path / "emb.npy", resume=True)
-    assert "resume state; delete it to start over" in str(info.value) and "\n" not in str(info.value)
+    assert "resume state; restart=True starts over" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_a_partial_output_that_is_not_ours_is_never_written_through(tiny_bert_dir, lines_file, tmp_path):
@@ -195,7 +195,13 @@ def test_a_partial_output_that_is_not_ours_is_never_written_through(tiny_bert_di
     assert victim.read_text() == "keep me" and np.load(tmp_path / "emb.npy").shape == (len(lines), encoder.dim)
     with open(tmp_path / ".emb.npy.partial", "wb") as fh:  # wrong shape, with a matching state
         np.save(fh, np.zeros((3, 2), np.float32))
-    state = {"input_sha256": scan_text(path)[1], "lines": len(lines), "encoder": encoder_settings(encoder), "done": 1}
+    state = {
+        "input_sha256": scan_text(path)[1],
+        "lines": len(lines),
+        "encoder": encoder_settings(encoder),
+        "done": 1,
+        "rows_sha256": "0" * 64,
+    }
     (tmp_path / ".emb.npy.partial.json").write_text(json.dumps(state))
     with pytest.raises(SentflowError, match="partial output does not match this run"):
         encode_file(encoder, path, tmp_path / "emb.npy", resume=True)

@@ -188,6 +188,7 @@ class ResumeState(Schema):
     lines: Count
     encoder: Params
     done: Count
+    rows_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]  # of the `done` rows' bytes
 
 
 # --- flow checkpoints --------------------------------------------------------------------------------------------

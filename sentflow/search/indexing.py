@@ -69,11 +69,13 @@ def index_corpus(
     resume: bool = False,
     pipeline_dir: str | os.PathLike | None = None,
     seed: int = 0,
+    restart: bool = False,
 ) -> CompactIndex:
     """Encode `corpus` with `pipeline` and write a compact index directory at `out` (atomically).
 
     `pipeline_dir`, when the pipeline was loaded from one, is recorded so that `search_index` encodes queries the
-    same way (and refuses if that directory has changed since). `resume` continues an interrupted encoding.
+    same way (and refuses if that directory has changed since). `resume` continues an interrupted encoding,
+    `restart` discards one.
     """
     target = check_output_directory(out, MANIFEST)  # before any work
     inputs = [Path(corpus), *([Path(pipeline_dir)] if pipeline_dir is not None else [])]
@@ -86,7 +88,7 @@ def index_corpus(
     except SentflowError:
         texts_path.unlink(missing_ok=True)
         raise
-    encode_file(pipeline, texts_path, vectors_path, resume=resume, inputs=inputs)
+    encode_file(pipeline, texts_path, vectors_path, resume=resume, inputs=inputs, restart=restart)
     shards = NpyShards.from_spec(vectors_path)
     index = CompactIndex.build_chunks(
         (chunk for _, _, chunk in shards.chunks()),
