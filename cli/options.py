@@ -17,7 +17,13 @@ BatchSize = Annotated[int, typer.Option(help="Sentences per forward pass.", min=
 MaxLength = Annotated[
     int, typer.Option(help="Tokens per sentence at most (longer ones are truncated).", min=2, max=MAX_LENGTH)
 ]
-Backend = Annotated[str, typer.Option(help="torch | onnx | onnx-int8 (the onnx ones need sentflow\\[onnx]).")]
+Backend = Annotated[
+    str,
+    typer.Option(
+        help="torch | onnx | onnx-int8 (need sentflow\\[onnx]) | openvino | openvino-bf16 | openvino-int8 "
+        "(need sentflow\\[openvino])."
+    ),
+]
 Dim = Annotated[int | None, typer.Option(help="Keep the first K whitened dimensions.", min=1, max=MAX_DIM)]
 Power = Annotated[
     float | None, typer.Option(help="Whitening power: 0.5 full, 0 centring only (default: 0.5, or 0 for pca).")

@@ -13,6 +13,7 @@ from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from sentflow.encoding import onnx as onnx_backend
+from sentflow.encoding import openvino as openvino_backend
 from sentflow.encoding.cache import EmbeddingCache
 from sentflow.encoding.models import DEFAULT_MODEL, resolve_model
 from sentflow.encoding.pooling import parse_pooling, pool
@@ -22,7 +23,7 @@ from sentflow.files.io import first_line
 from sentflow.files.schemas import Int8Recipe, parse
 from sentflow.runtime import default_device, resolve_threads, using_threads
 
-BACKENDS = ("torch", *onnx_backend.PRECISIONS)
+BACKENDS = ("torch", *onnx_backend.PRECISIONS, *openvino_backend.PRECISIONS)
 
 
 class Encoder:
@@ -31,6 +32,9 @@ class Encoder:
     `backend` is "torch" (any device; `half=True` runs float16 on CUDA), "onnx" (ONNX Runtime, fp32) or
     "onnx-int8" (ONNX Runtime, dynamically quantised int8); the ONNX graph is exported once per model and
     pooling and cached; `int8_recipe` says what onnx-int8 quantises (default `onnx_backend.INT8_RECIPE`).
+    "openvino", "openvino-bf16" and "openvino-int8" run that export, converted once to OpenVINO IR and cached,
+    on OpenVINO's CPU plugin in fp32, bfloat16 (CPUs with bf16 instructions) or with int8 weights
+    (`sentflow.encoding.openvino`; `int8_recipe`'s `fp32_last_ffn_inputs` applies to it too).
     `threads` caps the CPU threads of the forward passes (default: every available core, or
     $SENTFLOW_THREADS); torch's global setting is restored afterwards.
     `cache` is a directory for embeddings (default: ~/.cache/sentflow/embeddings), or False to
@@ -45,7 +49,7 @@ class Encoder:
         device: Torch device of the torch backend (None: CUDA when available, else CPU).
         cache: True for the default cache directory, a directory, or False for no cache.
         show_progress: Show a progress bar (None: only when there are more than four batches).
-        backend: `torch`, `onnx` or `onnx-int8`.
+        backend: `torch`, `onnx`, `onnx-int8`, `openvino` (fp32), `openvino-bf16` or `openvino-int8`.
         threads: CPU threads of the forward passes (None: `$SENTFLOW_THREADS`, else every available core).
         half: Run the torch backend in float16 (CUDA only); vectors still come back as float32.
         int8_recipe: What `onnx-int8` quantises (keys of `onnx_backend.INT8_RECIPE`); None for the default.
@@ -77,10 +81,14 @@ class Encoder:
         if backend not in BACKENDS:
             raise SentflowError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.device = default_device(device)
-        if backend != "torch":
+        if backend in openvino_backend.PRECISIONS:
+            openvino_backend.openvino_module()
+            require("onnx", "openvino")  # the graph OpenVINO converts is exported with torch.onnx
+            openvino_backend.check_precision(openvino_backend.PRECISIONS[backend])
+        elif backend != "torch":
             require("onnxruntime", "onnx")
-            if self.device.type != "cpu":
-                raise SentflowError(f"backend={backend!r} runs on the CPU; use backend='torch' for device={device!r}")
+        if backend != "torch" and self.device.type != "cpu":
+            raise SentflowError(f"backend={backend!r} runs on the CPU; use backend='torch' for device={device!r}")
         if half and self.device.type != "cuda":
             raise SentflowError(f"half=True needs a CUDA device (got device={str(self.device)!r}); drop half=True")
         resolve_threads(threads)  # a bad count fails here, not mid-encoding
@@ -109,7 +117,12 @@ class Encoder:
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(self._path)
             self._config = self._config or AutoConfig.from_pretrained(self._path)
-            self._forward = self._torch_forward() if self.backend == "torch" else self._onnx_forward()
+            if self.backend == "torch":
+                self._forward = self._torch_forward()
+            elif self.backend in openvino_backend.PRECISIONS:
+                self._forward = self._openvino_forward()
+            else:
+                self._forward = self._onnx_forward()
         except SentflowError:
             raise
         except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # missing, truncated or foreign files
@@ -157,6 +170,38 @@ class Encoder:
 
         return forward
 
+    def _openvino_forward(self):
+        """The same function, running the cached (converted on first use) OpenVINO IR on the CPU plugin."""
+        hidden = self._pooling.hidden_states(self._n_hidden)
+        pooler = self._pooling.kind == "pooler"
+        names = onnx_backend.output_names(hidden, pooler)
+        precision = openvino_backend.PRECISIONS[self.backend]
+        recipe = self._openvino_recipe() if precision == "int8" else None
+        xml = openvino_backend.model_file(self._path, precision, names, recipe)
+        if not openvino_backend.is_cached(xml):
+            model = self._hf_model(attn_implementation="eager")
+            if pooler and getattr(model, "pooler", None) is None:
+                raise SentflowError("pooling 'pooler': this model has no pooler layer; use cls or last-avg")
+            example = self._tokenizer(["a sentence to trace the graph with", "a"], padding=True, return_tensors="pt")
+
+            def export(path: Path) -> None:
+                onnx_backend.export(model, example, hidden, pooler, path, optimise=False)
+
+            with using_threads(self.threads):
+                openvino_backend.build(export, xml, precision, recipe)
+        session = openvino_backend.OpenVinoModel(xml, precision, resolve_threads(self.threads))
+
+        def forward(batch):
+            out = session(batch)
+            states = {i: out[f"hidden_{i}"] for i in hidden}
+            return states, out.get("pooler_output"), torch.from_numpy(np.asarray(batch["attention_mask"]))
+
+        return forward
+
+    def _openvino_recipe(self) -> dict[str, Any]:
+        """openvino-int8's recipe: its weight scheme, with `fp32_last_ffn_inputs` taken from `int8_recipe`."""
+        return openvino_backend.INT8_RECIPE | {"fp32_last_ffn_inputs": self.int8_recipe["fp32_last_ffn_inputs"]}
+
     def _build_onnx(self, path: Path, precision: str, hidden, pooler: bool, names: list[str]) -> None:
         fp32 = onnx_backend.model_file(self._path, "fp32", names)
         if not fp32.is_file():
@@ -191,7 +236,11 @@ class Encoder:
     def backend_key(self) -> str:
         """The backend with everything that changes its vectors (fp16, the ONNX export and int8 recipe)."""
         backend = f"{self.backend}-fp16" if self.half else self.backend
-        if self.backend != "torch":
+        if self.backend in openvino_backend.PRECISIONS:
+            precision = openvino_backend.PRECISIONS[self.backend]
+            recipe = self._openvino_recipe() if precision == "int8" else None
+            backend += "-" + openvino_backend.graph_tag(precision, recipe)
+        elif self.backend != "torch":
             backend += "-" + onnx_backend.graph_tag(onnx_backend.PRECISIONS[self.backend], self.int8_recipe)
         return backend
 

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -78,15 +79,20 @@ class _Outputs(torch.nn.Module):
 
 
 def export(
-    model: torch.nn.Module, example: Mapping[str, torch.Tensor], hidden: Sequence[int], pooler: bool, path: Path
+    model: torch.nn.Module,
+    example: Mapping[str, torch.Tensor],
+    hidden: Sequence[int],
+    pooler: bool,
+    path: Path,
+    optimise: bool = True,
 ):
     """Export `model` (loaded with eager attention) to an fp32 ONNX graph at `path`, optimised for CPU.
 
     `example` is a padded tokenizer batch (so that the tracer records the masking); its model inputs become the
-    graph's inputs, with dynamic batch and token axes.
+    graph's inputs, with dynamic batch and token axes. `optimise=False` writes the plain exported graph, without
+    onnxruntime's fused operators (what the OpenVINO backend converts; it needs no onnxruntime).
     """
     require("onnx", "onnx")
-    from onnxruntime.transformers.optimizer import optimize_model
 
     inputs = [name for name in example if name in INPUTS]
     tensors = tuple(example[name] for name in inputs)
@@ -105,6 +111,11 @@ def export(
             dynamic_axes=axes | ({"pooler_output": {0: "batch"}} if pooler else {}),
             opset_version=OPSET,
         )
+        if not optimise:
+            write_atomic(path, lambda tmp_path: shutil.copyfile(raw, tmp_path))
+            return
+        from onnxruntime.transformers.optimizer import optimize_model
+
         config: Any = model.config
         optimised = optimize_model(
             str(raw), "bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size, opt_level=0
