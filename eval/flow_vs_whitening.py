@@ -27,7 +27,7 @@ from sentflow.evaluation.sts_task import encode_sts_task, load_sts_task  # noqa:
 from sentflow.flows.train import DEFAULT_THREADS  # noqa: E402
 from sentflow.runtime import resolve_threads  # noqa: E402
 
-warnings.simplefilter("ignore", SingularCovarianceWarning)  # cls/last-avg null directions: see README
+warnings.simplefilter("ignore", SingularCovarianceWarning)  # cls/last-avg null directions: see docs/concepts.md
 
 POOLINGS = ("cls", "last-avg", "first-last-avg")
 

@@ -5,7 +5,7 @@ Parts (each writes eval/results/tune_PART.md; encodings are cached, so re-runnin
   transfer  the STS-B choice refitted without labels on STS12-16, STS-B and SICK-R: SentEval "all" and "wmean"
   scifact   BEIR SciFact, chosen on nDCG@10 of the train qrels within 384 and 128 dimensions, test nDCG@10
   glove     GloVe 6B 50-d averages (never tuned for similarity): STS-B selection and the 7 tasks
-  diagnose  sentflow.evaluation.diagnostics of cls on STS-B before/after whitening: numbers and the README's two plots
+  diagnose  sentflow.evaluation.diagnostics of cls on STS-B before/after whitening: numbers and the docs' two plots
 Run: python eval/tune_table.py sts transfer scifact glove diagnose [--poolings cls,last-avg,first-last-avg]
 """
 
