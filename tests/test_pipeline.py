@@ -42,7 +42,7 @@ def test_pipeline_is_encoder_then_calibration_then_normalisation(corpus_vectors,
     np.testing.assert_array_equal(loaded.encode(SENTENCES), pipeline.encode(SENTENCES))
     bare = sentflow.Pipeline(encoder)
     bare.save(tmp_path / "pipe")  # replaces the earlier pipeline directory
-    assert sorted(p.name for p in (tmp_path / "pipe").iterdir()) == ["pipeline.json"]
+    assert sorted(p.name for p in (tmp_path / "pipe").iterdir()) == [".sentflow-files.json", "pipeline.json"]
     np.testing.assert_array_equal(sentflow.load(tmp_path / "pipe").encode(SENTENCES), encoder.encode(SENTENCES))
 
 

@@ -67,6 +67,10 @@ def check_inputs(target: Path, inputs: Sequence[str | os.PathLike]) -> None:
             raise SentflowError(f"{target}: is also an input of this command; write to another file")
 
 
+OWN_FILES = ".sentflow-files.json"  # in a directory output: the files sentflow wrote there
+MAX_OWN_LIST = 1 << 20
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
@@ -86,30 +90,78 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-def check_output_directory(path: str | os.PathLike, marker: str) -> Path:
-    """Refuse a directory output that would destroy something: a link, a file, or a directory sentflow did not
-    write (one without `marker`)."""
+def check_output_directory(path: str | os.PathLike, marker: str, inputs: Sequence[str | os.PathLike] = ()) -> Path:
+    """Refuse a directory output that would destroy something: a link, a file, a directory sentflow did not write
+    (one without `marker`), or one that also holds anything its list of sentflow's own files (`OWN_FILES`) does not
+    name; and one that is, holds or lies inside one of `inputs`."""
     target = Path(path)
     if target.is_symlink() or (target.exists() and not target.is_dir()):
         raise SentflowError(f"{target}: exists and is not a directory; choose a new output directory")
-    if target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
-        raise SentflowError(f"{target}: a non-empty directory without {marker}; refusing to replace it")
+    check_inputs(target, inputs)
+    if target.is_dir() and any(target.iterdir()):
+        if not (target / marker).is_file():
+            raise SentflowError(f"{target}: a non-empty directory without {marker}; refusing to replace it")
+        if not (target / OWN_FILES).is_file():
+            raise SentflowError(
+                f"{target}: has no {OWN_FILES} (an older sentflow's output), so its files cannot be told from "
+                "yours; delete it or choose a new output directory"
+            )
+        foreign = foreign_entries(target)
+        if foreign:
+            more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+            raise SentflowError(
+                f"{target}: holds {foreign[0]}{more}, which sentflow did not write there; move it out or choose a "
+                "new output directory (the whole directory is replaced)"
+            )
     return target
 
 
+def foreign_entries(directory: Path) -> list[str]:
+    """Paths under an earlier sentflow output directory (links not followed) that its `OWN_FILES` does not list
+    (all of them when the list is damaged)."""
+    own = _own_files(directory)
+    return [entry for entry in _entries(directory) if entry not in own and entry != OWN_FILES]
+
+
+def _entries(directory: Path) -> list[str]:
+    """Every file, link and folder under `directory` as a relative path, sorted: folders end with '/', links
+    with ' (a link)', which no list of sentflow's files holds (it never writes links)."""
+    found = []
+    for root, dirs, files in os.walk(directory):
+        base = Path(root).relative_to(directory)
+        for name in [*dirs, *files]:
+            kind = " (a link)" if (Path(root) / name).is_symlink() else "/" if name in dirs else ""
+            found.append(f"{(base / name).as_posix()}{kind}")
+    return sorted(found)
+
+
+def _own_files(directory: Path) -> set[str]:
+    try:
+        with open(directory / OWN_FILES, "rb") as fh:
+            listed = json.loads(fh.read(MAX_OWN_LIST))
+    except (OSError, ValueError):
+        return set()
+    ok = isinstance(listed, list) and all(isinstance(name, str) for name in listed)
+    return set(listed) if ok else set()
+
+
 @contextmanager
-def atomic_directory(path: str | os.PathLike, marker: str) -> Iterator[Path]:
+def atomic_directory(
+    path: str | os.PathLike, marker: str, inputs: Sequence[str | os.PathLike] = ()
+) -> Iterator[Path]:
     """Yield a staging directory next to `path`; swap it in for `path` only if the block succeeds.
 
-    `path` may be new, an empty directory, or an earlier output of the same kind (it holds `marker`); anything
-    else is refused, so a typo never deletes an unrelated directory.
+    `path` may be new, an empty directory, or an earlier output of the same kind that holds nothing else (it
+    has `marker` and lists its files in `OWN_FILES`, written here); anything else is refused, so neither a typo
+    nor a re-run ever deletes what a user put there.
     """
-    target = check_output_directory(path, marker)
+    target = check_output_directory(path, marker, inputs)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_orphans(target)
     staging = Path(tempfile.mkdtemp(prefix=temp_prefix(target), dir=target.parent))
     try:
         yield staging
+        (staging / OWN_FILES).write_text(json.dumps(_entries(staging)) + "\n", encoding="utf-8")
         staging.chmod(0o777 & ~current_umask())
         _swap_in(staging, target)
     finally:

@@ -58,7 +58,8 @@ def export_sentence_transformer(
 
     mode = st_pooling_mode(encoder.pooling)
     dense = dense_parameters(calibration)
-    transformer = modules.Transformer(resolve_model(encoder.model_name), max_seq_length=encoder.max_length)
+    source = resolve_model(encoder.model_name)
+    transformer = modules.Transformer(source, max_seq_length=encoder.max_length)
     dim = transformer.get_embedding_dimension()
     stack = [transformer, modules.Pooling(dim, pooling_mode=mode)]
     if dense is not None:
@@ -69,6 +70,7 @@ def export_sentence_transformer(
     if normalize:
         stack.append(modules.Normalize())
     model = SentenceTransformer(modules=stack, device="cpu")
-    with atomic_directory(directory, marker="modules.json") as staging:
+    local_model = [Path(source)] if Path(source).is_dir() else []  # never exported into, over or around
+    with atomic_directory(directory, marker="modules.json", inputs=local_model) as staging:
         model.save(str(staging))
     return directory
