@@ -118,3 +118,15 @@ def test_bf16_is_refused_with_one_line_where_the_cpu_lacks_it(monkeypatch):
 def test_openvino_runs_on_the_cpu_only():
     with pytest.raises(SentflowError, match="runs on the CPU"):
         Encoder(backend="openvino", device="cuda")
+
+
+@pytest.mark.parametrize("streams_per_thread", [0, 1])
+def test_streams_return_vectors_in_input_order(tiny_bert_dir, ov_dir, monkeypatch, streams_per_thread):
+    monkeypatch.setattr(openvino_backend, "STREAMS_PER_THREAD", streams_per_thread)
+    texts = SENTENCES * 3 + SENTENCES[::-1]
+    expected = Encoder(str(tiny_bert_dir), cache=False).encode(texts)
+    encoder = Encoder(str(tiny_bert_dir), cache=False, backend="openvino", threads=2, batch_size=2, batch_tokens=9)
+    np.testing.assert_allclose(encoder.encode(texts), expected, atol=1e-4, rtol=0)
+    session_streams = 2 if streams_per_thread else 1
+    xml = next(ov_dir.glob("*.xml"))
+    assert openvino_backend.OpenVinoModel(xml, "fp32", threads=2).streams == session_streams

@@ -26,6 +26,23 @@ from sentflow.runtime import default_device, resolve_threads, using_threads
 BACKENDS = ("torch", *onnx_backend.PRECISIONS, *openvino_backend.PRECISIONS)
 
 
+def length_batches(lengths: Sequence[int], batch_size: int, batch_tokens: int | None = None) -> list[np.ndarray]:
+    """Row indices of each batch, longest sentences first (so that a batch pads little).
+
+    With `batch_tokens`, a batch holds as many sentences as fit `batch_tokens` padded tokens (its longest length
+    times its rows; at least one sentence), so batches of short sentences are larger; else `batch_size` sentences.
+    """
+    order = np.argsort([-n for n in lengths], kind="stable")
+    if batch_tokens is None:
+        return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    groups, start = [], 0
+    while start < len(order):
+        rows = max(1, batch_tokens // max(1, lengths[order[start]]))
+        groups.append(order[start : start + rows])
+        start += rows
+    return groups
+
+
 class Encoder:
     """Encode sentences with a frozen transformer and one of the `sentflow.encoding.pooling` strategies.
 
@@ -53,6 +70,8 @@ class Encoder:
         threads: CPU threads of the forward passes (None: `$SENTFLOW_THREADS`, else every available core).
         half: Run the torch backend in float16 (CUDA only); vectors still come back as float32.
         int8_recipe: What `onnx-int8` quantises (keys of `onnx_backend.INT8_RECIPE`); None for the default.
+        batch_tokens: Padded tokens per forward pass at most (rows x longest sentence); replaces `batch_size`
+            when set, so that short sentences go in larger batches.
     """
 
     def __init__(
@@ -68,6 +87,7 @@ class Encoder:
         threads: int | None = None,
         half: bool = False,
         int8_recipe: Mapping | None = None,
+        batch_tokens: int | None = None,
     ) -> None:
         from sentflow.encoding.glove import is_glove
 
@@ -76,6 +96,8 @@ class Encoder:
                 f"{model!r} averages word vectors and is no transformer: use sentflow.make_encoder({model!r})"
             )
         self._pooling = parse_pooling(pooling)
+        if batch_tokens is not None and batch_tokens < 1:
+            raise SentflowError(f"batch_tokens must be >= 1 (or None for batch_size sentences), got {batch_tokens}")
         if batch_size < 1 or max_length < 2:
             raise SentflowError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size}, {max_length}")
         if backend not in BACKENDS:
@@ -102,12 +124,14 @@ class Encoder:
         self.threads = threads
         self.half = half
         self.int8_recipe = dict(int8_recipe or onnx_backend.INT8_RECIPE)
+        self.batch_tokens = batch_tokens
         self.show_progress = show_progress
         self._cache = None if cache is False else EmbeddingCache(None if cache is True else cache)
         self._path = resolve_model(model)
         self._tokenizer: Any = None  # loaded on first use
         self._config: Any = None
         self._forward: Any = None
+        self._pipeline: Any = None  # (rows, batch) pairs -> (rows, forward's result) pairs, batches overlapped
 
     def _load(self) -> None:
         from transformers import AutoConfig, AutoTokenizer
@@ -191,12 +215,17 @@ class Encoder:
                 openvino_backend.build(export, xml, precision, recipe)
         session = openvino_backend.OpenVinoModel(xml, precision, resolve_threads(self.threads))
 
-        def forward(batch):
-            out = session(batch)
+        def result(batch, out):
             states = {i: out[f"hidden_{i}"] for i in hidden}
             return states, out.get("pooler_output"), torch.from_numpy(np.asarray(batch["attention_mask"]))
 
-        return forward
+        def pipeline(batches):
+            pairs = (((rows, batch), batch) for rows, batch in batches)
+            for (rows, batch), out in session.map(pairs):
+                yield rows, result(batch, out)
+
+        self._pipeline = pipeline
+        return lambda batch: result(batch, session(batch))
 
     def _openvino_recipe(self) -> dict[str, Any]:
         """openvino-int8's recipe: its weight scheme, with `fp32_last_ffn_inputs` taken from `int8_recipe`."""
@@ -272,7 +301,7 @@ class Encoder:
             return out
         limit = min(self.max_length, getattr(self._config, "max_position_embeddings", self.max_length))
         ids = self._tokenizer(texts, truncation=True, max_length=limit, add_special_tokens=True)
-        order = np.argsort([-len(x) for x in ids["input_ids"]], kind="stable")
+        groups = length_batches([len(x) for x in ids["input_ids"]], self.batch_size, self.batch_tokens)
         fields = list(ids.keys())
         show = self.show_progress if self.show_progress is not None else len(texts) > 4 * self.batch_size
         tensors = "pt" if self.backend == "torch" else "np"
@@ -281,10 +310,14 @@ class Encoder:
         # contend with onnxruntime's spinning ones (measured on 2 cores: about a quarter fewer sentences/s with two)
         torch_threads = self.threads if self.backend == "torch" else 1
         with torch.inference_mode(), using_threads(torch_threads), bar:
-            for start in range(0, len(texts), self.batch_size):
-                rows = order[start : start + self.batch_size]
-                batch = self._tokenizer.pad([{f: ids[f][i] for f in fields} for i in rows], return_tensors=tensors)
-                hidden, pooler, mask = self._forward(dict(batch))
+            pad = self._tokenizer.pad
+            padded = (
+                (rows, dict(pad([{f: ids[f][i] for f in fields} for i in rows], return_tensors=tensors)))
+                for rows in groups
+            )
+            # the OpenVINO backend keeps a batch per stream in flight; the others run one batch at a time
+            results = self._pipeline(padded) if self._pipeline else ((r, self._forward(b)) for r, b in padded)
+            for rows, (hidden, pooler, mask) in results:
                 vectors = pool(self._pooling, hidden, mask, self._n_hidden, pooler)
                 out[rows] = vectors.float().cpu().numpy()
                 bar.update(len(rows))

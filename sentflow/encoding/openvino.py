@@ -20,9 +20,10 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -37,6 +38,8 @@ HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # INFERENCE_PRECISION_HI
 # int8: symmetric int8 weights per output channel for the MatMuls with a constant weight; the feed-forward input
 # projections of the last `fp32_last_ffn_inputs` layers stay fp32 (as onnx-int8's recipe).
 INT8_RECIPE: dict[str, Any] = {"weights": "int8-per-channel", "fp32_last_ffn_inputs": 2}
+STREAMS_PER_THREAD = 1  # OpenVinoModel's default streams: one per thread (0 would mean one stream in all)
+Key = TypeVar("Key")
 
 
 def openvino_module() -> Any:
@@ -165,26 +168,52 @@ def compress_int8(model: Any, recipe: Mapping) -> int:
 
 
 class OpenVinoModel:
-    """A compiled OpenVINO CPU model over a cached IR, at one precision and a fixed number of threads."""
+    """A compiled OpenVINO CPU model over a cached IR, at one precision and a fixed number of threads.
 
-    def __init__(self, xml: Path, precision: str, threads: int) -> None:
+    `streams` batches run at once, each on threads / streams threads (default: one stream per thread, which
+    measured faster than one stream over every thread: eval/results/bench_encode.md); `map` keeps that many
+    batches in flight.
+    """
+
+    def __init__(self, xml: Path, precision: str, threads: int, streams: int | None = None) -> None:
         ov = openvino_module()
         core = ov.Core()
-        config = {
-            "INFERENCE_PRECISION_HINT": HINTS[precision],
-            "INFERENCE_NUM_THREADS": threads,
-            "PERFORMANCE_HINT": "LATENCY",  # one stream using every thread: batches arrive one at a time
-        }
+        self.streams = max(1, min(threads, STREAMS_PER_THREAD * threads if streams is None else streams))
+        config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "INFERENCE_NUM_THREADS": threads}
+        config |= {"NUM_STREAMS": self.streams, "PERFORMANCE_HINT": "THROUGHPUT" if self.streams > 1 else "LATENCY"}
         self._compiled = core.compile_model(core.read_model(str(xml)), "CPU", config)
-        self._request = self._compiled.create_infer_request()
+        self._requests = [self._compiled.create_infer_request() for _ in range(self.streams)]
         self.inputs = [port.get_any_name() for port in self._compiled.inputs]
         self.outputs = [port.get_any_name() for port in self._compiled.outputs]
 
-    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        """Run one padded batch (int64 arrays by input name): output name -> tensor (a copy: buffers are reused)."""
-        feed = {name: np.asarray(batch[name], dtype=np.int64) for name in self.inputs}
-        result = self._request.infer(feed)
+    def _feed(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: np.asarray(batch[name], dtype=np.int64) for name in self.inputs}
+
+    def _results(self, request: Any) -> dict[str, torch.Tensor]:
+        """The request's outputs by name, copied (its buffers are reused by the next batch)."""
         return {
-            name: torch.from_numpy(np.array(result[port], dtype=np.float32))
+            name: torch.from_numpy(np.array(request.get_tensor(port).data, dtype=np.float32))
             for name, port in zip(self.outputs, self._compiled.outputs, strict=True)
         }
+
+    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """Run one padded batch (int64 arrays by input name): output name -> tensor."""
+        self._requests[0].infer(self._feed(batch))
+        return self._results(self._requests[0])
+
+    def map(self, batches: Iterable[tuple[Key, Mapping[str, np.ndarray]]]) -> Iterator[tuple[Key, dict[str, Any]]]:
+        """Run (key, batch) pairs with up to `streams` batches in flight; yield (key, outputs) in input order."""
+        free, pending = list(self._requests), deque[tuple[Key, Any]]()
+        for key, batch in batches:
+            if not free:
+                done_key, request = pending.popleft()
+                request.wait()
+                yield done_key, self._results(request)
+                free.append(request)
+            request = free.pop()
+            request.start_async(self._feed(batch))
+            pending.append((key, request))
+        while pending:
+            done_key, request = pending.popleft()
+            request.wait()
+            yield done_key, self._results(request)
