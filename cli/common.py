@@ -122,6 +122,8 @@ def user_errors(func: F) -> F:
             raise
         except SentflowError as exc:
             raise fail(as_flags(str(exc))) from None
+        except BrokenPipeError:
+            raise  # not the user's mistake: the reader of our output has gone (`main` ends quietly)
         except OSError as exc:
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
             raise fail(f"{where}{exc.strerror or exc}") from None

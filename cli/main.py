@@ -206,6 +206,10 @@ def main() -> None:
     """Run the app; usage errors (a bad option value, a missing argument) are one `error:` line and exit 1."""
     try:
         code = app(standalone_mode=False)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader stopped early (`| head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        code = 141  # 128 + SIGPIPE
     except typer.Abort:
         typer.echo("interrupted", err=True)
         code = 130

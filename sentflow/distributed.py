@@ -37,28 +37,47 @@ if TYPE_CHECKING:
 CHUNK_ROWS = 65_536  # rows per task when reading shards: 192 MiB of float32 at 768 dims
 SPLIT_EVERY = 8  # accumulators merged per node of the reduction tree
 CONNECT_TIMEOUT_S = 5.0
+WORKERS_TIMEOUT_S = 30.0  # how long a scheduler may have no worker before the run is refused
+_SCHEME_NEEDS = {  # what a scheme needs beyond an address, for the message when a connection cannot be made
+    "tls": "Dask's TLS settings (distributed.comm.tls.* in the Dask config)",
+    "wss": "Dask's TLS settings (distributed.comm.tls.* in the Dask config)",
+    "ucx": "UCX support in Dask (the distributed-ucxx package)",
+}
 _WORKER_ENCODERS: dict[str, Encoder] = {}  # settings digest -> encoder, one per worker process (see `encode`)
 
 PathSpec = str | os.PathLike | Sequence[str | os.PathLike]
 
 
-def connect(address: str, timeout: float = CONNECT_TIMEOUT_S):
-    """A `distributed.Client` of the scheduler at `address`; one-line SentflowError if it cannot be reached."""
+def connect(address: str, timeout: float = CONNECT_TIMEOUT_S, workers_timeout: float = WORKERS_TIMEOUT_S):
+    """A `distributed.Client` of the scheduler at `address` that has at least one worker; a one-line SentflowError
+    if it cannot be reached or no worker joins within `workers_timeout` seconds."""
     distributed = require("distributed", "dask")
+    security = distributed.Security()  # TLS settings from the Dask config, if any
 
     async def probe() -> None:  # fail fast, before a Client exists to complain on garbage collection
-        comm = await distributed.comm.connect(address, timeout=timeout)
+        comm = await distributed.comm.connect(address, timeout=timeout, **security.get_connection_args("client"))
         await comm.close()
 
     try:
         with ThreadPoolExecutor(1) as thread:  # its own event loop, even when the caller runs one (notebooks)
             thread.submit(asyncio.run, probe()).result()
-        return distributed.Client(address, timeout=timeout)
-    except (OSError, ValueError, TimeoutError) as exc:
+        client = distributed.Client(address, timeout=timeout, security=security)
+    except (OSError, ValueError, TimeoutError, TypeError, NotImplementedError) as exc:
+        scheme = address.partition("://")[0] if "://" in address else "tcp"
+        needs = f"; {scheme}:// needs {_SCHEME_NEEDS[scheme]}" if scheme in _SCHEME_NEEDS else ""
         raise SentflowError(
-            f"cannot reach the Dask scheduler at {address!r} within {timeout:g} s ({first_line(exc)}); "
+            f"cannot reach the Dask scheduler at {address!r} within {timeout:g} s ({first_line(exc)}){needs}; "
             "check the address, or start one with `dask scheduler`"
         ) from None
+    try:
+        client.wait_for_workers(1, timeout=workers_timeout)
+    except TimeoutError:
+        client.close()
+        raise SentflowError(
+            f"the Dask scheduler at {address!r} has no worker after {workers_timeout:g} s; start one with "
+            f"`dask worker {address}`"
+        ) from None
+    return client
 
 
 def _read_rows(shard: NpyShard, start: int, stop: int, version: tuple[int, int]) -> np.ndarray:

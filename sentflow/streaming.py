@@ -168,6 +168,7 @@ def encode_file(
     text = resolve_source(source, (TextSource,), role="encoding (one sentence per line)")
     assert isinstance(text, TextSource)
     target = check_output(out, [text.path, *inputs])
+    target.parent.mkdir(parents=True, exist_ok=True)  # as every other output does
     lines, digest = scan_text(source)
     partial, state_path = side_file(target, ".partial"), side_file(target, STATE_SUFFIX)
     state = {"input_sha256": digest, "lines": lines, "encoder": encoder_settings(encoder), "done": 0}

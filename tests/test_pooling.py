@@ -16,9 +16,9 @@ SENTENCES = ["a man is playing the guitar .", "the dog", "a girl is brushing her
     ("spec", "message"),
     [
         ("layers:", "pooling 'layers:' lists no layer"),
-        ("layers:1,x", "pooling 'layers:1,x': 'x' is not a whole-number hidden-state index"),
-        ("layers:1.5", "pooling 'layers:1.5': '1.5' is not a whole-number"),
-        ("layers:1,,2", "pooling 'layers:1,,2': '' is not a whole-number"),
+        ("layers:1,x", "pooling 'layers:1,x': 'x' is not a hidden-state index"),
+        ("layers:1.5", "pooling 'layers:1.5': '1.5' is not a hidden-state index"),
+        ("layers:1,,2", "pooling 'layers:1,,2': '' is not a hidden-state index"),
         ("mean", "unknown pooling 'mean'"),
     ],
 )

@@ -19,6 +19,7 @@ transformer layer i. Token averages use the attention mask (padding never counts
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ import torch
 from sentflow.errors import SentflowError
 
 ALIASES = {"last-avg": (-1,), "first-last-avg": (1, -1), "last2avg": (-2, -1)}
+_INDEX = re.compile(r"-?[0-9]{1,4}")  # ASCII digits only (int() also reads "1_0" and other scripts' digits)
 POOLINGS = ("cls", "pooler", *ALIASES, "layers:I,J,...")
 
 
@@ -73,12 +75,10 @@ def parse_pooling(spec: str) -> Pooling:
     items = [item.strip() for item in spec[len("layers:") :].split(",")]
     if items == [""]:
         raise SentflowError(f"pooling {spec!r} lists no layer; give hidden-state indices, e.g. layers:1,-1")
-    try:
-        layers = tuple(int(item) for item in items)
-    except ValueError:
-        bad = next(item for item in items if not item.lstrip("-").isdigit())
-        raise SentflowError(f"pooling {spec!r}: {bad!r} is not a whole-number hidden-state index") from None
-    return Pooling(spec, "layers", layers)
+    bad = [item for item in items if not _INDEX.fullmatch(item)]
+    if bad:
+        raise SentflowError(f"pooling {spec!r}: {bad[0]!r} is not a hidden-state index (a whole number, e.g. 1 or -1)")
+    return Pooling(spec, "layers", tuple(int(item) for item in items))
 
 
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

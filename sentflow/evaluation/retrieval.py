@@ -19,9 +19,8 @@ from sentflow.calibration.factory import METHODS, make_calibrator
 from sentflow.calibration.stats import as_matrix
 from sentflow.errors import SentflowError
 from sentflow.evaluation.retrieval_tasks import RetrievalTask, load_retrieval_task
-from sentflow.extras import require
 from sentflow.protocols import LinearMap
-from sentflow.search.faiss_index import build_index, index_bytes
+from sentflow.search.faiss_index import build_index, index_bytes, make_faiss_index
 
 METRICS = ("ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100")
 TOP_K = 100  # the largest cutoff: every metric is computed on the top 100 results of each query
@@ -218,7 +217,6 @@ def _check_compact_options(quantize: Sequence[str], rescore: int, baselines: Seq
 
 def _check_options(methods: Sequence[str], dims: Sequence[int | None], factories: Sequence[str], size: int) -> None:
     """Fail on unknown methods, dims above the embedding size or bad factory strings before any encoding."""
-    faiss = require("faiss", "faiss")
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise SentflowError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
@@ -226,12 +224,7 @@ def _check_options(methods: Sequence[str], dims: Sequence[int | None], factories
         if dim is not None and not 1 <= dim <= size:
             raise SentflowError(f"dims={dim} must be between 1 and the embedding size {size}")
         for factory in factories:
-            try:
-                faiss.index_factory(dim or size, factory, faiss.METRIC_INNER_PRODUCT)
-            except RuntimeError as exc:
-                raise SentflowError(
-                    f"faiss cannot build index {factory!r} for {dim or size}-d vectors: {exc}"
-                ) from None
+            make_faiss_index(factory, dim or size)
 
 
 def evaluate_retrieval(

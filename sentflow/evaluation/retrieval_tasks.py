@@ -158,9 +158,9 @@ def _read_qrels(path: Path, queries: dict[str, str], corpus: dict[str, str]) -> 
     qrels: dict[str, dict[str, int]] = {}
     for lineno, line in enumerate(read_lines(path), start=1):
         fields = line.split("\t")
-        if not line.strip() or (lineno == 1 and fields[0] == QRELS_HEADER):
+        if not line or (lineno == 1 and fields[0] == QRELS_HEADER):
             continue
-        if len(fields) != 3:
+        if len(fields) != 3 or not line.strip():
             raise SentflowError(f"{path}, line {lineno}: expected query-id, corpus-id, score separated by tabs")
         query, doc, grade = fields
         if query not in queries:

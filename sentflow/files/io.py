@@ -97,6 +97,8 @@ def check_output_directory(path: str | os.PathLike, marker: str, inputs: Sequenc
     target = Path(path)
     if target.is_symlink() or (target.exists() and not target.is_dir()):
         raise SentflowError(f"{target}: exists and is not a directory; choose a new output directory")
+    if not target.resolve().name or Path.cwd().resolve().is_relative_to(target.resolve()):
+        raise SentflowError(f"{target}: is the current directory or holds it; give the output directory a new name")
     check_inputs(target, inputs)
     if target.is_dir() and any(target.iterdir()):
         if not (target / marker).is_file():

@@ -6,6 +6,8 @@ by a factory string (inner-product metric), so raw encoder vectors are added and
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from sentflow.calibration.base import Calibrator
@@ -84,10 +86,7 @@ def build_index(pipeline_or_calibration, vectors, factory: str = "Flat", normali
         dim = linear.d_out
     if normalize:
         transforms.append(faiss.NormalizationTransform(dim, 2.0))
-    try:
-        inner = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as exc:
-        raise SentflowError(f"faiss cannot build index {factory!r} for {dim}-d vectors: {first_line(exc)}") from None
+    inner = make_faiss_index(factory, dim)
     index = faiss.IndexPreTransform(inner)
     for transform in reversed(transforms):
         index.prepend_transform(transform)
@@ -117,3 +116,23 @@ def search_exact(queries, corpus, k: int) -> tuple[np.ndarray, np.ndarray]:
     scores = queries @ corpus.T
     ids = np.argsort(-scores, axis=1, kind="stable")[:, : min(k, len(corpus))]
     return np.take_along_axis(scores, ids, axis=1), ids
+
+
+_GRAPH_DEGREE = re.compile(r"(HNSW|NSG)(\d+)")  # faiss aborts the process on a graph degree below 2
+MAX_FACTORY_NUMBER = 1 << 24
+
+
+def make_faiss_index(factory: str, dim: int):
+    """`faiss.index_factory(dim, factory)` for inner products, with the parameters faiss would abort the process
+    on (rather than raise) refused first as one-line SentflowErrors."""
+    faiss = require("faiss", "faiss")
+    for kind, degree in _GRAPH_DEGREE.findall(factory):
+        if not 2 <= int(degree) <= 1024:
+            raise SentflowError(f"index {factory!r}: {kind}{degree} needs a graph degree from 2 to 1024, e.g. {kind}32")
+    too_large = [n for n in re.findall(r"\d+", factory) if int(n) > MAX_FACTORY_NUMBER]
+    if too_large:
+        raise SentflowError(f"index {factory!r}: {too_large[0]} is out of range (at most {MAX_FACTORY_NUMBER})")
+    try:
+        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise SentflowError(f"faiss cannot build index {factory!r} for {dim}-d vectors: {first_line(exc)}") from None
