@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -114,3 +115,35 @@ def test_bad_backend_options():
         Encoder(backend="onnx", device="cuda")
     with pytest.raises(SentflowError, match="half=True needs a CUDA device"):
         Encoder(half=True, device="cpu")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "other-graph", "garbage"])
+def test_a_damaged_cached_graph_is_rebuilt_with_a_warning(tiny_bert_dir, onnx_dir, damage):
+    reference = Encoder(str(tiny_bert_dir), cache=False, backend="onnx").encode(SENTENCES)
+    Encoder(str(tiny_bert_dir), cache=False, backend="onnx-int8").encode(SENTENCES)
+    (fp32,) = onnx_dir.glob("*-fp32.onnx")
+    (int8,) = onnx_dir.glob("*-int8.onnx")
+    original = fp32.read_bytes()
+    replacement = {
+        "truncated": original[: len(original) // 3],
+        "empty": b"",
+        "other-graph": int8.read_bytes(),  # a valid graph that gives other numbers
+        "garbage": b"\x08\x07not a protobuf" * 100,
+    }[damage]
+    fp32.write_bytes(replacement)
+    for _ in range(2):  # the second run finds the healed entry: no warning, same numbers
+        with pytest.warns(UserWarning, match="damaged ONNX graph in the cache") if _ == 0 else nullcontext():
+            vectors = Encoder(str(tiny_bert_dir), cache=False, backend="onnx").encode(SENTENCES)
+        np.testing.assert_array_equal(vectors, reference)
+    assert onnx_backend.is_cached(fp32)
+
+
+def test_a_damaged_embedding_cache_entry_is_encoded_again(tiny_bert_dir, tmp_path):
+    encoder = Encoder(str(tiny_bert_dir), cache=tmp_path)
+    reference = encoder.encode(SENTENCES)
+    (entry,) = tmp_path.glob("*.npy")
+    swapped = np.load(entry)[::-1].copy()  # same shape and dtype, other rows: only the checksum tells
+    np.save(entry, swapped)
+    with pytest.warns(UserWarning, match="damaged embedding cache entry; encoding again"):
+        np.testing.assert_array_equal(Encoder(str(tiny_bert_dir), cache=tmp_path).encode(SENTENCES), reference)
+    np.testing.assert_array_equal(np.load(entry), reference)  # healed in place

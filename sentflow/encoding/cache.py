@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sentflow.files.io import first_line, save_npy
+from sentflow.files.io import first_line, save_npy, write_atomic
 from sentflow.files.npy import load_npy
 
 
@@ -33,6 +33,35 @@ def model_fingerprint(model_path: str) -> str:
             stat = f.stat()
             parts.append(f"{f.name}:{stat.st_size}:{stat.st_mtime_ns}")
     return "|".join(parts)
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def digests_path(path: Path) -> Path:
+    """The small JSON beside a cached file that holds its content checksums (and those of its companions)."""
+    return path.with_name(path.name + ".sha256.json")
+
+
+def record_digests(path: Path, companions: tuple[Path, ...] = ()) -> None:
+    """Write the checksums of `path` and `companions` beside `path`, once they are complete."""
+    digests = {p.name: file_digest(p) for p in (path, *companions)}
+    write_atomic(digests_path(path), lambda tmp: tmp.write_text(json.dumps(digests, sort_keys=True), "utf-8"))
+
+
+def is_intact(path: Path, companions: tuple[Path, ...] = ()) -> bool:
+    """Whether `path` and `companions` exist and match the checksums recorded beside `path`."""
+    try:
+        expected = json.loads(digests_path(path).read_bytes()[: 1 << 16])
+        return expected == {p.name: file_digest(p) for p in (path, *companions)}
+    except (OSError, ValueError):
+        return False
 
 
 def texts_digest(texts: list[str]) -> str:
@@ -58,21 +87,32 @@ class EmbeddingCache:
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 
     def get(self, key: str, n_rows: int, n_cols: int) -> np.ndarray | None:
-        """The cached (n_rows, n_cols) float32 array, or None when absent or not exactly that (then re-encoded)."""
+        """The cached (n_rows, n_cols) float32 array, or None when absent or damaged (then re-encoded and stored
+        again: the cache heals itself)."""
         path = self.directory / f"{key}.npy"
         if not path.is_file():
             return None
+        array = self._load(path) if is_intact(path) else None
+        fits = array is not None and array.shape == (n_rows, n_cols) and array.dtype == np.float32
+        if array is None or not fits or not np.isfinite(array).all():
+            warnings.warn(f"{path}: damaged embedding cache entry; encoding again", stacklevel=3)
+            return None
+        return array
+
+    @staticmethod
+    def _load(path: Path) -> np.ndarray | None:
         try:
-            array = load_npy(path)
+            return load_npy(path)
         except ValueError:
             return None
-        valid = array.shape == (n_rows, n_cols) and array.dtype == np.float32 and np.isfinite(array).all()
-        return array if valid else None
 
     def put(self, key: str, array: np.ndarray) -> None:
-        """Store an array; a cache that cannot be written is a warning, never a lost result."""
+        """Store an array with its checksum; a cache that cannot be written is a warning, never a lost result."""
+        path = self.directory / f"{key}.npy"
         try:
-            save_npy(self.directory / f"{key}.npy", array)
+            digests_path(path).unlink(missing_ok=True)  # the entry is not intact until both are written
+            save_npy(path, array)
+            record_digests(path)
         except (OSError, ValueError) as exc:
             warnings.warn(
                 f"embedding cache not written ({first_line(exc)}); set SENTFLOW_CACHE or cache=False", stacklevel=3

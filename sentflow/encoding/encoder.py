@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -183,7 +185,9 @@ class Encoder:
         names = onnx_backend.output_names(hidden, pooler)
         precision = onnx_backend.PRECISIONS[self.backend]
         path = onnx_backend.model_file(self._path, precision, names, self.int8_recipe)
-        if not path.is_file():
+        if not onnx_backend.is_cached(path):
+            _say_if_damaged(path, "ONNX graph")
+            self._status(f"building the {self.backend} graph of {self.model_name} (first use; cached in {path.parent})")
             self._build_onnx(path, precision, hidden, pooler, names)
         session = onnx_backend.OnnxSession(path, resolve_threads(self.threads))
 
@@ -203,6 +207,7 @@ class Encoder:
         recipe = self._openvino_recipe() if precision == "int8" else None
         xml = openvino_backend.model_file(self._path, precision, names, recipe)
         if not openvino_backend.is_cached(xml):
+            self._status(f"building the {self.backend} model of {self.model_name} (first use; cached in {xml.parent})")
             model = self._hf_model(attn_implementation="eager")
             if pooler and getattr(model, "pooler", None) is None:
                 raise SentflowError("pooling 'pooler': this model has no pooler layer; use cls or last-avg")
@@ -233,7 +238,8 @@ class Encoder:
 
     def _build_onnx(self, path: Path, precision: str, hidden, pooler: bool, names: list[str]) -> None:
         fp32 = onnx_backend.model_file(self._path, "fp32", names)
-        if not fp32.is_file():
+        if not onnx_backend.is_cached(fp32):
+            _say_if_damaged(fp32, "ONNX graph")
             model = self._hf_model(attn_implementation="eager")
             if pooler and getattr(model, "pooler", None) is None:
                 raise SentflowError("pooling 'pooler': this model has no pooler layer; use cls or last-avg")
@@ -242,6 +248,11 @@ class Encoder:
                 onnx_backend.export(model, example, hidden, pooler, fp32)
         if precision == "int8":
             onnx_backend.quantize(fp32, path, self.int8_recipe)
+
+    def _status(self, message: str) -> None:
+        """One line on stderr for a slow step the user would otherwise wait through in silence."""
+        if self.show_progress is not False:
+            print(message, file=sys.stderr, flush=True)
 
     @property
     def dim(self) -> int:
@@ -322,3 +333,9 @@ class Encoder:
                 out[rows] = vectors.float().cpu().numpy()
                 bar.update(len(rows))
         return out
+
+
+def _say_if_damaged(path: Path, what: str) -> None:
+    """Warn that a cache entry about to be rebuilt was there but damaged (rather than simply missing)."""
+    if path.exists():
+        warnings.warn(f"{path}: damaged {what} in the cache (its checksum does not match); rebuilding it", stacklevel=4)

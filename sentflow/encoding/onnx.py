@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sentflow.encoding.cache import default_cache_dir, model_fingerprint
+from sentflow.encoding.cache import default_cache_dir, is_intact, model_fingerprint, record_digests
 from sentflow.extras import require
 from sentflow.files.io import write_atomic
 
@@ -113,6 +113,7 @@ def export(
         )
         if not optimise:
             write_atomic(path, lambda tmp_path: shutil.copyfile(raw, tmp_path))
+            record_digests(path)
             return
         from onnxruntime.transformers.optimizer import optimize_model
 
@@ -121,6 +122,7 @@ def export(
             str(raw), "bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size, opt_level=0
         )
         write_atomic(path, lambda tmp_path: optimised.save_model_to_file(str(tmp_path)))
+    record_digests(path)
 
 
 def last_ffn_inputs(names: Sequence[str], layers: int) -> list[str]:
@@ -149,6 +151,12 @@ def quantize(source: Path, path: Path, recipe: Mapping = INT8_RECIPE) -> None:
     with warnings.catch_warnings(), _quiet_root_logger():  # its "consider pre-processing" advice is for authors
         warnings.simplefilter("ignore")
         write_atomic(path, lambda tmp: quantize_dynamic(source, tmp, **settings))
+    record_digests(path)
+
+
+def is_cached(path: Path) -> bool:
+    """Whether the cached graph at `path` is complete and unchanged since it was written (its checksum)."""
+    return is_intact(path)
 
 
 @contextmanager
