@@ -213,3 +213,13 @@ def test_the_shared_recipe_trains_scores_and_resumes(tmp_path, digits) -> None:
     resumed = train_image_flow(tiny("nice"), data, more, tmp_path, resume_from=tmp_path / "checkpoint.safetensors")
     assert resumed.state.epoch == 2 and resumed.state.step == 2 * first.state.step
     assert train_image_flow(tiny("nice"), data, config, evaluate=False).test_bpd is None
+
+
+def test_every_model_declares_bounds_for_each_constructor_option():
+    import inspect
+
+    from sentflow.flows.models import MODELS
+
+    for name, cls in MODELS.items():
+        options = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        assert set(cls._parameter_constraints) == options, name

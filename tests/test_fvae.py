@@ -108,8 +108,8 @@ def test_checkpoint_round_trip(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("config", "match"),
     [
-        ({"latent": 0}, ">= 1"),
-        ({"couplings": -1}, "couplings >= 0"),
+        ({"latent": 0}, "latent=0 is out of range \\(1 to"),
+        ({"couplings": -1}, "couplings=-1 is out of range \\(0 to"),
         ({"alpha": 0.5}, "alpha must be in"),
     ],
 )

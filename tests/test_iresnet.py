@@ -154,7 +154,7 @@ def test_checkpoint_round_trip(tmp_path) -> None:
     [
         ({"coeff": 1.0}, "coeff must be in"),
         ({"data_shape": (1, 5, 5)}, "divisible by 2"),
-        ({"blocks": 0}, ">= 1"),
+        ({"blocks": 0}, "blocks=0 is out of range \\(1 to"),
     ],
 )
 def test_bad_config_is_a_one_line_error(config: dict, match: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -105,13 +105,22 @@ def spatial_size(x: Tensor) -> int:
     return math.prod(x.shape[2:])
 
 
+COUNT = (1, 256)  # layers, steps, blocks ...: a config asking for more is damaged or hostile
+WIDTH = (1, 1 << 16)  # widths, shapes, bins, samples, iterations
+NUMBER = (-(1 << 16), 1 << 16)  # real-valued options (the models check their own ranges)
+
+
 class FlowModel(nn.Module):
-    """A flow from data to a fixed prior, with a JSON-able constructor config that rebuilds it."""
+    """A flow from data to a fixed prior, with a JSON-able constructor config that rebuilds it.
+
+    Subclasses declare `_parameter_constraints`: the (low, high) bounds of each numeric constructor option, checked
+    by `build_model` before anything is allocated (the constructors check what depends on several options)."""
 
     flow: Flow
     prior: Any  # StandardNormal or StandardLogistic: log_prob(z) and sample(shape, temperature, device)
 
     name: str = "flow"
+    _parameter_constraints: ClassVar[dict[str, tuple[float, float] | None]] = {"data_shape": WIDTH, "n_bins": WIDTH}
 
     def __init__(
         self,

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from sentflow.errors import SentflowError
 from sentflow.flows.actnorm import ActNorm
-from sentflow.flows.base import Flow, FlowModel, FlowSequential, LogdetEstimator
+from sentflow.flows.base import COUNT, NUMBER, WIDTH, Flow, FlowModel, FlowSequential, LogdetEstimator
 from sentflow.flows.checks import check_batch, check_range
 from sentflow.flows.coupling import AffineCoupling
 from sentflow.flows.invconv import InvConv
@@ -76,6 +76,15 @@ class FVAE(FlowModel):
     conditional coupling steps in the decoder (0: plain VAE), logit(alpha) pre-processing."""
 
     name = "fvae"
+    _parameter_constraints = {
+        **FlowModel._parameter_constraints,
+        "latent": WIDTH,
+        "hidden": WIDTH,
+        "depth": COUNT,
+        "couplings": (0, COUNT[1]),  # 0: a plain VAE
+        "iw_samples": WIDTH,
+        "alpha": NUMBER,
+    }
 
     def __init__(
         self,

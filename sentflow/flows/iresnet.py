@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from sentflow.errors import SentflowError
 from sentflow.flows.actnorm import ActNorm
-from sentflow.flows.base import Flow, FlowModel, FlowSequential, LogdetEstimator
+from sentflow.flows.base import COUNT, NUMBER, WIDTH, Flow, FlowModel, FlowSequential, LogdetEstimator
 from sentflow.flows.checks import check_batch, check_range
 from sentflow.flows.nets import ConvNet
 from sentflow.flows.preprocess import Dequantize, Logit
@@ -195,6 +195,20 @@ class IResNet(FlowModel):
     """
 
     name = "iresnet"
+    _parameter_constraints = {
+        **FlowModel._parameter_constraints,
+        "levels": COUNT,
+        "blocks": COUNT,
+        "hidden": WIDTH,
+        "coeff": NUMBER,
+        "power_iterations": WIDTH,
+        "terms": WIDTH,
+        "probes": WIDTH,
+        "exact_max_dims": WIDTH,
+        "eval_terms": WIDTH,
+        "eval_probes": WIDTH,
+        "alpha": NUMBER,
+    }
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ from torch import nn
 from sentflow.errors import SentflowError
 from sentflow.files.io import first_line
 from sentflow.flows.actnorm import ActNorm, DiagonalScaling
-from sentflow.flows.base import Flow, FlowModel, FlowSequential
+from sentflow.flows.base import COUNT, NUMBER, WIDTH, Flow, FlowModel, FlowSequential
 from sentflow.flows.coupling import AdditiveCoupling, AffineCoupling
 from sentflow.flows.fvae import FVAE
 from sentflow.flows.invconv import InvConv
@@ -36,6 +36,13 @@ class NICE(FlowModel):
     """
 
     name = "nice"
+    _parameter_constraints = {
+        **FlowModel._parameter_constraints,
+        "hidden": WIDTH,
+        "depth": COUNT,
+        "couplings": COUNT,
+        "prior": None,  # a name, checked by the constructor
+    }
 
     def __init__(
         self,
@@ -82,6 +89,7 @@ class RealNVP(FlowModel):
     learned conditional Gaussian prior.  Simplification: plain conv nets, no batch norm / ResNets."""
 
     name = "realnvp"
+    _parameter_constraints = {**FlowModel._parameter_constraints, "hidden": WIDTH, "scales": COUNT, "alpha": NUMBER}
 
     def __init__(
         self,
@@ -116,6 +124,13 @@ class Glow(FlowModel):
     input); logit=True adds RealNVP's logit pre-processing (an ablation)."""
 
     name = "glow"
+    _parameter_constraints = {
+        **FlowModel._parameter_constraints,
+        "levels": COUNT,
+        "steps": COUNT,
+        "hidden": WIDTH,
+        "logit": None,
+    }
 
     def __init__(
         self,
@@ -138,22 +153,19 @@ class Glow(FlowModel):
 MODELS: dict[str, type[FlowModel]] = {"nice": NICE, "realnvp": RealNVP, "glow": Glow, "iresnet": IResNet, "fvae": FVAE}
 
 
-_MAX_COUNT = 256  # layers, steps, blocks ...: a config asking for more is damaged or hostile
-_MAX_INT = 1 << 16  # widths, shapes, bins, iterations
-_COUNTS = ("levels", "steps", "blocks", "couplings", "depth", "scales")
-_POSITIVE = ("data_shape", "hidden", "n_bins")  # sizes: zero or less is never a model (counts: the models say)
-
-
 def check_config(name: str, config: dict) -> None:
-    """Bound every number of a model config before anything is allocated (the models check the rest)."""
+    """Bound every number of a model config by the bounds its class declares, before anything is allocated."""
+    constraints = MODELS[name]._parameter_constraints
     for key, value in config.items():
+        bounds = constraints.get(key)
+        if bounds is None:  # not a number (a name, a switch): the constructor checks it
+            continue
+        low, high = bounds
         for item in value if isinstance(value, list | tuple) else [value]:
             if isinstance(item, bool) or not isinstance(item, int | float):
                 continue
-            limit = _MAX_COUNT if key in _COUNTS else _MAX_INT
-            low = 1 if key in _POSITIVE else -limit
-            if not (math.isfinite(item) and low <= item <= limit):
-                raise SentflowError(f"config of model {name!r}: {key}={item} is out of range ({low} to {limit})")
+            if not (math.isfinite(item) and low <= item <= high):
+                raise SentflowError(f"config of model {name!r}: {key}={item} is out of range ({low:g} to {high:g})")
 
 
 def _check_keys(name: str, config: dict) -> None:
