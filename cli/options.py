@@ -41,7 +41,13 @@ def seed_option(help: str) -> typer.models.OptionInfo:
 
 
 Seed = Annotated[int, seed_option("Random seed (flow training).")]
-Threads = Annotated[int | None, typer.Option(help="CPU threads (default: $SENTFLOW_THREADS, else every core).")]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        help="CPU threads for encoding and linear algebra (default: $SENTFLOW_THREADS, else every core); "
+        "flow fits always use one, their fastest."
+    ),
+]
 DataDir = Annotated[Path | None, typer.Option(help="Directory of a task not shipped with sentflow.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")]
 

@@ -136,7 +136,9 @@ def search(
     if max_dim is not None and not any(s.dim <= max_dim for s in settings):
         raise SentflowError(f"no setting has at most max_dim={max_dim} dimensions")
     candidates, best, best_calibrator = [], None, None
-    for setting in tqdm(settings, desc="tune", unit="setting", disable=progress is False):
+    bar = tqdm(settings, desc="tune", unit="setting", disable=progress is False)
+    for setting in bar:
+        bar.set_postfix_str(setting.label)  # the slow one (a flow fit) is named while it runs, with its own bar
         calibrator = fit_setting(setting, fit_rows, moments, flow_options)
         candidate = Candidate(setting, _finite(select(calibrator), setting), _finite(test(calibrator), setting))
         candidates.append(candidate)
