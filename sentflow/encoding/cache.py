@@ -90,7 +90,7 @@ class EmbeddingCache:
         """The cached (n_rows, n_cols) float32 array, or None when absent or damaged (then re-encoded and stored
         again: the cache heals itself)."""
         path = self.directory / f"{key}.npy"
-        if not path.is_file():
+        if not path.is_file() or not digests_path(path).is_file():  # absent, or from a version without checksums
             return None
         array = self._load(path) if is_intact(path) else None
         fits = array is not None and array.shape == (n_rows, n_cols) and array.dtype == np.float32

@@ -336,6 +336,9 @@ class Encoder:
 
 
 def _say_if_damaged(path: Path, what: str) -> None:
-    """Warn that a cache entry about to be rebuilt was there but damaged (rather than simply missing)."""
-    if path.exists():
+    """Warn that a cache entry about to be rebuilt was there but damaged (rather than missing, or written by a
+    version that recorded no checksum)."""
+    from sentflow.encoding.cache import digests_path
+
+    if path.exists() and digests_path(path).exists():
         warnings.warn(f"{path}: damaged {what} in the cache (its checksum does not match); rebuilding it", stacklevel=4)
