@@ -1,5 +1,11 @@
 """What the hostile suite shares: running the real command line in-process, its one-line-error oracle, bounded
-runs, strict readers of what commands write, the tiny inputs (`Base`) and generated file names."""
+runs, strict readers of what commands write, the tiny inputs (`Base`) and generated file names.
+
+The oracles are the guarantees docs/file-formats.md states: a refused command exits 1 with exactly one `error:` line
+and no traceback; a bad file or value is the user's problem, so its line never says "internal error" or "out of
+memory"; an output target that is refused is left as it was; whatever a command writes, returns or prints as JSON is
+finite; and whatever `fit` writes, `load` reads.
+"""
 
 from __future__ import annotations
 

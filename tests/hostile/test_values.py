@@ -1,10 +1,6 @@
 """Nothing non-finite is written, returned or reported, whatever the arrays and STS files.
 
-Part of the generated hostile suite (issue 12; split by surface in issue 21). The oracles are the guarantees
-docs/file-formats.md states: a refused command exits 1 with exactly one `error:` line and no traceback; a bad file or
-value is the user's problem, so its line never says "internal error" or "out of memory"; an output target that is
-refused is left as it was; whatever a command writes, returns or prints as JSON is finite; and whatever `fit` writes,
-`load` reads.
+Generated cases; the oracles are `hostile_support`'s (see its docstring).
 """
 
 from __future__ import annotations
