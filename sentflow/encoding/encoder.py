@@ -53,7 +53,7 @@ class Encoder:
     pooling and cached; `int8_recipe` says what onnx-int8 quantises (default `onnx_backend.INT8_RECIPE`).
     "openvino", "openvino-bf16" and "openvino-int8" run that export, converted once to OpenVINO IR and cached,
     on OpenVINO's CPU plugin in fp32, bfloat16 (CPUs with bf16 instructions) or with int8 weights
-    (`sentflow.encoding.openvino`; `int8_recipe`'s `fp32_last_ffn_inputs` applies to it too).
+    (`sentflow.encoding.openvino`; a given `int8_recipe`'s `fp32_last_ffn_inputs` applies to it too).
     `threads` caps the CPU threads of the forward passes (default: every available core, or
     $SENTFLOW_THREADS); torch's global setting is restored afterwards.
     `cache` is a directory for embeddings (default: ~/.cache/sentflow/embeddings), or False to
@@ -126,6 +126,7 @@ class Encoder:
         self.threads = threads
         self.half = half
         self.int8_recipe = dict(int8_recipe or onnx_backend.INT8_RECIPE)
+        self._own_int8_recipe = int8_recipe is not None
         self.batch_tokens = batch_tokens
         self.show_progress = show_progress
         self._cache = None if cache is False else EmbeddingCache(None if cache is True else cache)
@@ -233,8 +234,10 @@ class Encoder:
         return lambda batch: result(batch, session(batch))
 
     def _openvino_recipe(self) -> dict[str, Any]:
-        """openvino-int8's recipe: its weight scheme, with `fp32_last_ffn_inputs` taken from `int8_recipe`."""
-        return openvino_backend.INT8_RECIPE | {"fp32_last_ffn_inputs": self.int8_recipe["fp32_last_ffn_inputs"]}
+        """openvino-int8's recipe: its own, with `fp32_last_ffn_inputs` from `int8_recipe` when one was given."""
+        if self._own_int8_recipe:
+            return openvino_backend.INT8_RECIPE | {"fp32_last_ffn_inputs": self.int8_recipe["fp32_last_ffn_inputs"]}
+        return dict(openvino_backend.INT8_RECIPE)
 
     def _build_onnx(self, path: Path, precision: str, hidden, pooler: bool, names: list[str]) -> None:
         fp32 = onnx_backend.model_file(self._path, "fp32", names)

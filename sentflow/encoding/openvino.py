@@ -10,8 +10,8 @@ Precisions (the backend name says which, as `onnx` / `onnx-int8` do):
 - `openvino`: fp32 (INFERENCE_PRECISION_HINT f32), equal to torch within 1e-4;
 - `openvino-bf16`: the same IR computed in bfloat16 on a CPU with bf16 instructions (AVX512_BF16 or AMX),
   refused with one line elsewhere (OpenVINO would silently fall back to fp32);
-- `openvino-int8`: weights of the plain MatMuls stored as int8 per output channel (`INT8_RECIPE`), activations
-  quantised per token at run time by the CPU plugin (VNNI), everything else fp32.
+- `openvino-int8`: the weights of every MatMul stored as int8 per output channel (`INT8_RECIPE`), activations
+  quantised per group at run time by the CPU plugin (VNNI), everything else fp32.
 """
 
 from __future__ import annotations
@@ -35,9 +35,11 @@ from sentflow.files.io import write_atomic
 
 PRECISIONS = {"openvino": "fp32", "openvino-bf16": "bf16", "openvino-int8": "int8"}
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # INFERENCE_PRECISION_HINT per precision
-# int8: symmetric int8 weights per output channel for the MatMuls with a constant weight; the feed-forward input
-# projections of the last `fp32_last_ffn_inputs` layers stay fp32 (as onnx-int8's recipe).
-INT8_RECIPE: dict[str, Any] = {"weights": "int8-per-channel", "fp32_last_ffn_inputs": 2}
+# int8: symmetric int8 weights per output channel for every MatMul with a constant weight; the CPU plugin quantises
+# the activations per group of 32 at run time. Unlike onnx-int8, quantising the last layers' feed-forward inputs
+# too keeps STS-B within 0.05 Spearman of torch and runs about a quarter faster (eval/results/onnx_accuracy.md,
+# eval/results/bench_encode.md); `fp32_last_ffn_inputs` keeps those of the last N layers in fp32.
+INT8_RECIPE: dict[str, Any] = {"weights": "int8-per-channel", "fp32_last_ffn_inputs": 0}
 STREAMS_PER_THREAD = 1  # OpenVinoModel's default streams: one per thread (0 would mean one stream in all)
 Key = TypeVar("Key")
 
