@@ -37,6 +37,24 @@ def write_report(name: str, title: str, sections: Sequence[str]) -> Path:
     return path
 
 
+def publish(name: str, title: str, sections: Sequence[str], smoke: bool) -> Path | None:
+    """write_report, or with `smoke` only print the report (a --smoke run writes nothing into eval/results)."""
+    if not smoke:
+        return write_report(name, title, sections)
+    print(f"# {title} (smoke run, not written)\n\n" + "\n\n".join(sections))
+    return None
+
+
+def sts_slice(folder: Path, lines: int) -> Path:
+    """FOLDER holding the first `lines` lines of each packaged STS-B split: the tiny data of --smoke runs."""
+    from sentflow.evaluation.sts import SPLITS, packaged_stsb_dir
+
+    for split in SPLITS:
+        head = (packaged_stsb_dir() / f"sts-{split}.csv").read_text(encoding="utf-8").splitlines()[:lines]
+        (folder / f"sts-{split}.csv").write_text("\n".join(head) + "\n", encoding="utf-8")
+    return folder
+
+
 def write_text(path: Path, text: str) -> Path:
     """Write a UTF-8 text file atomically."""
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

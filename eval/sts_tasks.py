@@ -1,7 +1,8 @@
 """Whitening across the STS tasks (STS12-16, STS-B, SICK-R) with the embedded model, Spearman x100.
 
 Each calibration is fitted without labels on its own task's sentences (the "target" protocol).
-Needs the SentEval STS and SICK folders: python eval/sts_tasks.py [--data-dir ../shared/data]
+Needs the SentEval STS and SICK folders: python eval/sts_tasks.py [--data-dir ../shared/data] [--smoke]
+(--smoke: last-avg only, on a 60-line slice of the packaged STS-B, seconds; writes nothing).
 `--poolings` may name `glove`: GloVe 6B 50-d word-vector averages (sentflow.encoding.glove), an embedding never
 tuned for similarity, scored with none, whitening and BERT-flow (it has 50 dimensions, so no k=256 row).
 """
@@ -11,10 +12,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import table, write_report  # noqa: E402
+from report import publish, sts_slice, table  # noqa: E402
 
 import sentflow  # noqa: E402
 from sentflow.encoding.glove import GloveEncoder  # noqa: E402
@@ -33,31 +35,49 @@ SETTINGS = [("none", "none", None), ("whitening", "whitening", None), ("whitenin
 GLOVE_SETTINGS = [("none", "none", None), ("whitening", "whitening", None), ("BERT-flow", "flow", None)]
 
 
+def table_rows(tasks: dict[str, str | None], poolings: list[str], cache: str | bool = True) -> list[list[str]]:
+    """One row per pooling and setting: each task's test Spearman x100 (data folder None = packaged), and the mean.
+
+    `cache`: the encoders' embedding cache (True: the default folder; --smoke passes a temporary one)."""
+    rows = []
+    for pooling in poolings:
+        glove = pooling == "glove"
+        encoder = GloveEncoder() if glove else sentflow.Encoder(pooling=pooling, cache=cache, show_progress=False)
+        for label, method, dim in GLOVE_SETTINGS if glove else SETTINGS:
+            scores = [
+                compare(encoder, task, [method], dim=dim, data_dir=data_dir).results[0].spearman
+                for task, data_dir in tasks.items()
+            ]
+            name = "glove-6b-50d (avg)" if glove else pooling
+            rows.append([name, label, *(f"{s:.2f}" for s in scores), f"{statistics.mean(scores):.2f}"])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--poolings", default="cls,last-avg,glove")
+    parser.add_argument("--smoke", action="store_true", help="last-avg on a 60-line STS-B slice; writes nothing")
     args = parser.parse_args()
-    rows = []
-    for pooling in args.poolings.split(","):
-        glove = pooling == "glove"
-        encoder = GloveEncoder() if glove else sentflow.Encoder(pooling=pooling)
-        for label, method, dim in GLOVE_SETTINGS if glove else SETTINGS:
-            scores = []
-            for task, folder in TASKS.items():
-                data_dir = str(args.data_dir / folder) if folder else None
-                scores.append(compare(encoder, task, [method], dim=dim, data_dir=data_dir).results[0].spearman)
-            name = "glove-6b-50d (avg)" if glove else pooling
-            rows.append([name, label, *(f"{s:.2f}" for s in scores), f"{statistics.mean(scores):.2f}"])
-    write_report(
+    tasks: dict[str, str | None]
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.smoke:
+            tasks = {"sts-b": str(sts_slice(Path(tmp), 60))}
+            poolings = ["last-avg"]
+        else:
+            tasks = {task: str(args.data_dir / folder) if folder else None for task, folder in TASKS.items()}
+            poolings = args.poolings.split(",")
+        rows = table_rows(tasks, poolings, cache=str(Path(tmp, "cache")) if args.smoke else True)
+    publish(
         "sts_tasks",
         "STS12-16, STS-B, SICK-R test, all-MiniLM-L6-v2 (embedded) and GloVe averages, Spearman x100",
         [
             "Calibration fitted without labels on each task's own sentences (all splits where a task has several). "
             "STS12-16: all subsets of a year concatenated (SentEval layout, STS13 without SMT, unscored pairs "
             "skipped).",
-            table(["pooling", "method", *TASKS, "avg"], rows),
+            table(["pooling", "method", *tasks, "avg"], rows),
         ],
+        args.smoke,
     )
 
 
