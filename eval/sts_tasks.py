@@ -2,7 +2,7 @@
 
 Each calibration is fitted without labels on its own task's sentences (the "target" protocol).
 Needs the SentEval STS and SICK folders: python eval/sts_tasks.py [--data-dir ../shared/data] [--smoke]
-(--smoke: last-avg only, on a 60-line slice of the packaged STS-B, seconds; writes nothing).
+(--smoke: last-avg only, on a 80-line slice of the packaged STS-B, seconds; writes nothing).
 `--poolings` may name `glove`: GloVe 6B 50-d word-vector averages (sentflow.encoding.glove), an embedding never
 tuned for similarity, scored with none, whitening and BERT-flow (it has 50 dimensions, so no k=256 row).
 """
@@ -57,12 +57,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--poolings", default="cls,last-avg,glove")
-    parser.add_argument("--smoke", action="store_true", help="last-avg on a 60-line STS-B slice; writes nothing")
+    parser.add_argument("--smoke", action="store_true", help="last-avg on a 80-line STS-B slice; writes nothing")
     args = parser.parse_args()
     tasks: dict[str, str | None]
     with tempfile.TemporaryDirectory() as tmp:
         if args.smoke:
-            tasks = {"sts-b": str(sts_slice(Path(tmp), 60))}
+            tasks = {"sts-b": str(sts_slice(Path(tmp), 80))}
             poolings = ["last-avg"]
         else:
             tasks = {task: str(args.data_dir / folder) if folder else None for task, folder in TASKS.items()}
