@@ -2,7 +2,8 @@
 
 Also the best two-layer `layers:I,J` pooling, chosen on STS-B dev without calibration among the 21 pairs of
 the model's 7 hidden states (embedding layer 0 and transformer layers 1-6), then scored on test like the rest.
-Encodings are cached, so re-running only re-fits. Run: python eval/sts_table.py [--backend onnx]
+Encodings are cached, so re-running only re-fits. Run: python eval/sts_table.py [--backend onnx] [--smoke]
+(--smoke: an 80-line STS-B slice, two candidate pairs, two settings, temporary cache; prints, writes nothing).
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import table, write_report  # noqa: E402
+from report import publish, sts_slice, table  # noqa: E402
 
 import sentflow  # noqa: E402
 from sentflow.evaluation.compare import compare  # noqa: E402
@@ -31,13 +33,21 @@ SETTINGS = [  # (label, method, dim, power)
 N_HIDDEN = 7  # all-MiniLM-L6-v2: the embedding layer and 6 transformer layers
 
 
-def best_pair(backend: str) -> tuple[str, list[list[str]]]:
-    """The `layers:I,J` pooling with the best STS-B dev Spearman (no calibration), and every pair's dev score."""
-    dev = sentflow.load_sts("sts-b", "dev")
+def best_pair(
+    backend: str,
+    pairs: list[tuple[int, int]] | None = None,
+    data_dir: str | None = None,
+    cache: str | bool = True,
+) -> tuple[str, list[list[str]]]:
+    """The `layers:I,J` pooling with the best STS-B dev Spearman (no calibration), and every pair's dev score.
+
+    `pairs` default to all 21 pairs of hidden states; `data_dir` None is the packaged STS-B."""
+    dev = sentflow.load_sts("sts-b", "dev", data_dir)
     n = len(dev)
     scored = []
-    for i, j in itertools.combinations(range(N_HIDDEN), 2):
-        vectors = sentflow.Encoder(pooling=f"layers:{i},{j}", backend=backend).encode(dev.sentences)
+    for i, j in pairs or list(itertools.combinations(range(N_HIDDEN), 2)):
+        encoder = sentflow.Encoder(pooling=f"layers:{i},{j}", backend=backend, cache=cache, show_progress=False)
+        vectors = encoder.encode(dev.sentences)
         scored.append((evaluate_sts(vectors[:n], vectors[n:], dev.scores)["spearman"], f"layers:{i},{j}"))
     scored.sort(reverse=True)
     return scored[0][1], [[name, f"{score:.2f}"] for score, name in scored]
@@ -46,18 +56,28 @@ def best_pair(backend: str) -> tuple[str, list[list[str]]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backend", default="torch", help="torch | onnx (fp32 ONNX equals torch within 1e-5)")
+    parser.add_argument("--smoke", action="store_true", help="an 80-line STS-B slice, a few settings; writes nothing")
     args = parser.parse_args()
-    pair, dev_rows = best_pair(args.backend)
-    poolings = (*POOLINGS, pair)
-    rows = []
-    for label, method, dim, power in SETTINGS:
-        row = [label, str(dim or 384)]
-        for pooling in poolings:
-            encoder = sentflow.Encoder(pooling=pooling, backend=args.backend)
-            result = compare(encoder, methods=[method], dim=dim, power=power).results[0]
-            row.append(f"{result.spearman:.2f}")
-        rows.append(row)
-    write_report(
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.smoke:
+            data_dir: str | None = str(sts_slice(Path(tmp), 80))
+            cache: str | bool = str(Path(tmp, "cache"))
+            pair, dev_rows = best_pair(args.backend, [(0, 6), (1, 6)], data_dir, cache)
+            poolings: tuple[str, ...] = ("last-avg", pair)
+            settings = SETTINGS[:2]
+        else:
+            data_dir, cache = None, True
+            pair, dev_rows = best_pair(args.backend)
+            poolings, settings = (*POOLINGS, pair), SETTINGS
+        rows = []
+        for label, method, dim, power in settings:
+            row = [label, str(dim or 384)]
+            for pooling in poolings:
+                encoder = sentflow.Encoder(pooling=pooling, backend=args.backend, cache=cache, show_progress=False)
+                result = compare(encoder, methods=[method], dim=dim, power=power, data_dir=data_dir).results[0]
+                row.append(f"{result.spearman:.2f}")
+            rows.append(row)
+    publish(
         "sts_table",
         "STS-B test, all-MiniLM-L6-v2 (embedded), Spearman x100",
         [
@@ -70,6 +90,7 @@ def main() -> None:
             "Hidden state 0 is the embedding layer, 1-6 the transformer layers (`layers:1,6` = `first-last-avg`).\n\n"
             + table(["pooling", "dev Spearman x100"], dev_rows),
         ],
+        args.smoke,
     )
 
 
