@@ -5,7 +5,8 @@ the in-memory fit (load every shard, Whitening.fit), `fit_shards` on a 1-worker 
 LocalCluster (1 thread each; Dask pins BLAS to 1 thread per worker). Ratios are against the 1-worker time of the same
 run, medians over repetitions. The estimate uses the pickled size of one partition's statistics and the client
 eigendecomposition time measured here at d=768.
-Run: python eval/bench_dask.py [--rows 100000 --dim 768 --shards 8 --repeats 5]
+Run: python eval/bench_dask.py [--rows 100000 --dim 768 --shards 8 --repeats 5] [--smoke]
+(--smoke: 4,000 x 64 in 2 shards under a temporary folder, one repetition; prints, writes nothing).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import pickle
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from distributed import Client, LocalCluster, get_task_stream
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_whitening import bert_like  # noqa: E402
-from report import table, write_report  # noqa: E402
+from report import publish, table  # noqa: E402
 
 from sentflow import Whitening  # noqa: E402
 from sentflow.calibration.stats import MomentAccumulator  # noqa: E402
@@ -36,9 +38,9 @@ WORK = Path(__file__).resolve().parent / ".work" / "bench_dask"
 TARGET_ROWS, TARGET_DIM = 10**9, 768
 
 
-def write_shards(rows: int, dim: int, shards: int) -> list[Path]:
+def write_shards(rows: int, dim: int, shards: int, work: Path = WORK) -> list[Path]:
     X = bert_like(rows, dim)
-    paths = [WORK / f"part-{i:03d}.npy" for i in range(shards)]
+    paths = [work / f"part-{i:03d}.npy" for i in range(shards)]
     for path, part in zip(paths, np.array_split(X, shards), strict=True):
         save_npy(path, part)
     return paths
@@ -141,8 +143,17 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="4,000 x 64, 2 shards, 1 repetition; writes nothing")
     args = parser.parse_args()
-    paths = write_shards(args.rows, args.dim, args.shards)
+    if args.smoke:
+        args.rows, args.dim, args.shards, args.repeats = 4000, 64, 2, 1
+    with tempfile.TemporaryDirectory() as tmp:
+        run(args, Path(tmp) if args.smoke else WORK)
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
+    """Measure and report (the report only printed with --smoke); the shards go to `work`."""
+    paths = write_shards(args.rows, args.dim, args.shards, work)
     reference = in_memory_fit(paths)
     times: dict[str, list[float]] = {"in-memory": [], "1 worker": [], "2 workers": []}
     errors: dict[str, float] = {}
@@ -176,7 +187,7 @@ def main() -> None:
         ]
         for name in ("1 worker", "2 workers", "in-memory")
     ]
-    write_report(
+    publish(
         "bench_dask",
         "Distributed whitening on Dask: 1 vs 2 workers, and the 10^9 x 768 estimate",
         [
@@ -200,8 +211,11 @@ def main() -> None:
             "the run), so 2 workers get at most 2 cores and often less; the scheduler and task overheads are "
             "included in every cluster fit, worker start-up is not. The compute column is the time the workers "
             "spent in tasks (Dask's task stream): it shows how the work was split, whatever the wall-clock time.",
-            estimate_section(args.rows, args.dim, min(times["1 worker"]), eigh_seconds(TARGET_DIM, 7)),
+            estimate_section(
+                args.rows, args.dim, min(times["1 worker"]), eigh_seconds(TARGET_DIM, 1 if args.smoke else 7)
+            ),
         ],
+        args.smoke,
     )
 
 
