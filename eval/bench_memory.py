@@ -3,7 +3,8 @@
 Each command runs in its own process; its peak RSS comes from the kernel (wait4's ru_maxrss). The baseline in the
 same run is `numpy.load` of the same .npy, i.e. what any command that holds the whole input must pay.
 
-Run: python eval/bench_memory.py [--gb 0.3 1 3] [--lines 2000 8000 32000]
+Run: python eval/bench_memory.py [--gb 0.3 1 3] [--lines 2000 8000 32000] [--smoke]
+(--smoke: 0.005 GB and 64 lines, under a temporary folder; prints, writes nothing).
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import table, write_report  # noqa: E402
+from report import publish, table  # noqa: E402
 
 import sentflow  # noqa: E402
 from sentflow.files.npy import npy_writer  # noqa: E402
@@ -70,10 +72,10 @@ def sentflow_cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "sentflow.cli", *args]
 
 
-def npy_rows(sizes: list[float]) -> list[list[str]]:
+def npy_rows(sizes: list[float], work: Path = WORK) -> list[list[str]]:
     rows = []
     for gigabytes in sizes:
-        data, calib, out = WORK / f"x-{gigabytes:g}gb.npy", WORK / "w.safetensors", WORK / "out.npy"
+        data, calib, out = work / f"x-{gigabytes:g}gb.npy", work / "w.safetensors", work / "out.npy"
         n = make_embeddings(data, gigabytes)
         load_mib, _ = peak_rss([sys.executable, "-c", f"import numpy; numpy.load({str(data)!r})"])
         fit_mib, fit_s = peak_rss(sentflow_cli("fit", "--data", str(data), "--out", str(calib)))
@@ -87,10 +89,10 @@ def npy_rows(sizes: list[float]) -> list[list[str]]:
     return rows
 
 
-def encode_rows(counts: list[int]) -> list[list[str]]:
+def encode_rows(counts: list[int], work: Path = WORK) -> list[list[str]]:
     rows = []
     for count in counts:
-        text, out = WORK / f"lines-{count}.txt", WORK / "emb.npy"
+        text, out = work / f"lines-{count}.txt", work / "emb.npy"
         make_lines(text, count)
         mib, seconds = peak_rss(sentflow_cli("encode", str(text), "--out", str(out), "--chunk-lines", "2048"))
         out.unlink()
@@ -102,11 +104,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gb", type=float, nargs="+", default=[0.3, 1.0, 3.0])
     parser.add_argument("--lines", type=int, nargs="+", default=[2000, 8000, 32000])
+    parser.add_argument("--smoke", action="store_true", help="0.005 GB and 64 lines in a temp folder; writes nothing")
     args = parser.parse_args()
-    WORK.mkdir(parents=True, exist_ok=True)
-    npy = npy_rows(args.gb)
-    text = encode_rows(args.lines)
-    write_report(
+    if args.smoke:
+        args.gb, args.lines = [0.005], [64]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) if args.smoke else WORK
+        work.mkdir(parents=True, exist_ok=True)
+        npy = npy_rows(args.gb, work)
+        text = encode_rows(args.lines, work)
+    publish(
         "bench_memory",
         "Peak resident memory vs input size (fit, transform, encode)",
         [
@@ -131,6 +138,7 @@ def main() -> None:
             "(STS-B train sentences repeated):",
             table(["lines", "input MiB", "encode RSS MiB", "sentences/s"], text),
         ],
+        args.smoke,
     )
 
 

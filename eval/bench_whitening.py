@@ -2,7 +2,8 @@
 
 All timings in one run; ratios are against the bare float32 product. Also checks that partial_fit
 over 10 chunks equals fit (max abs difference of whitened vectors) and that cosine scores agree with PCA.
-Run: python eval/bench_whitening.py [--rows 200000 --dim 768 --repeats 3]
+Run: python eval/bench_whitening.py [--rows 200000 --dim 768 --repeats 3] [--smoke]
+(--smoke: 5,000 x 64, one run each; prints, writes nothing).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import table, write_report  # noqa: E402
+from report import publish, table  # noqa: E402
 
 from sentflow import Whitening  # noqa: E402
 from sentflow.evaluation.sts import cosine_scores  # noqa: E402
@@ -66,7 +67,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="5,000 x 64, one run each; writes nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.rows, args.dim, args.repeats = 5000, 64, 1
     X = bert_like(args.rows, args.dim)
     r = args.repeats
     _, bare32 = best_time(lambda: X.T @ X, r)
@@ -109,7 +113,7 @@ def main() -> None:
         ["sentflow transform (float32 in, out)", f"{ours_tf:.3f}", f"{ours_tf / bare32:.2f}", ""],
         ["scikit-learn PCA.transform (float32)", f"{pca_tf:.3f}", f"{pca_tf / bare32:.2f}", ""],
     ]
-    write_report(
+    publish(
         "bench_whitening",
         "Whitening: sentflow vs scikit-learn PCA(whiten=True) vs a bare covariance product",
         [
@@ -122,6 +126,7 @@ def main() -> None:
             "- Cosine error: 2,000 cosine scores between whitened probe vectors, against numpy float64 "
             "mean/cov/eigh on the same data.",
         ],
+        args.smoke,
     )
 
 
