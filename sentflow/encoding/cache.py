@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,18 @@ def model_fingerprint(model_path: str) -> str:
             stat = f.stat()
             parts.append(f"{f.name}:{stat.st_size}:{stat.st_mtime_ns}")
     return "|".join(parts)
+
+
+def spec_digest(spec: object, length: int = 32) -> str:
+    """A short sha256 of a JSON-able spec (keys sorted): what names a cache entry."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:length]
+
+
+def graph_file(kind: str, model_path: str, tag: str, outputs: Sequence[str], name: str, directory: Path | None) -> Path:
+    """Where an exported graph of kind `kind` ("onnx", "openvino") is cached: named by the model's fingerprint,
+    the graph's `tag` (precision, recipe, tool versions) and its outputs; `name` ends the file name."""
+    spec = {"model": model_fingerprint(model_path), "graph": tag, "outputs": list(outputs)}
+    return (directory or default_cache_dir() / kind) / f"{spec_digest(spec)}-{name}"
 
 
 def file_digest(path: Path) -> str:
@@ -84,7 +97,7 @@ class EmbeddingCache:
         """Hash of everything the vectors depend on: model files, pooling (with its layer set), backend, texts."""
         spec = {"model": model_fingerprint(model), "pooling": pooling, "max_length": max_length, "backend": backend}
         spec["texts"] = texts_digest(texts)
-        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+        return spec_digest(spec)
 
     def get(self, key: str, n_rows: int, n_cols: int) -> np.ndarray | None:
         """The cached (n_rows, n_cols) float32 array, or None when absent or damaged (then re-encoded and stored

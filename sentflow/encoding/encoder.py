@@ -208,6 +208,7 @@ class Encoder:
         recipe = self._openvino_recipe() if precision == "int8" else None
         xml = openvino_backend.model_file(self._path, precision, names, recipe)
         if not openvino_backend.is_cached(xml):
+            _say_if_damaged(xml, "OpenVINO model")
             self._status(f"building the {self.backend} model of {self.model_name} (first use; cached in {xml.parent})")
             model = self._hf_model(attn_implementation="eager")
             if pooler and getattr(model, "pooler", None) is None:

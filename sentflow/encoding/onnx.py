@@ -12,8 +12,6 @@ the versions of the tools, and written atomically, so the export runs once per m
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
 import shutil
@@ -27,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sentflow.encoding.cache import default_cache_dir, is_intact, model_fingerprint, record_digests
+from sentflow.encoding.cache import graph_file, is_intact, record_digests, spec_digest
 from sentflow.extras import require
 from sentflow.files.io import write_atomic
 
@@ -49,7 +47,7 @@ def graph_tag(precision: str, recipe: Mapping | None = None) -> str:
     ort = require("onnxruntime", "onnx")
     spec: dict[str, object] = {"precision": precision, "recipe": recipe if precision == "int8" else None}
     spec["tools"] = [torch.__version__, ort.__version__, OPSET]
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    return spec_digest(spec, 16)
 
 
 def model_file(
@@ -60,9 +58,7 @@ def model_file(
     directory: Path | None = None,
 ) -> Path:
     """Where the ONNX graph of `model_path` with these outputs, precision and int8 recipe is cached."""
-    spec = {"model": model_fingerprint(model_path), "graph": graph_tag(precision, recipe), "outputs": list(outputs)}
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
-    return (directory or default_cache_dir() / "onnx") / f"{digest}-{precision}.onnx"
+    return graph_file("onnx", model_path, graph_tag(precision, recipe), outputs, f"{precision}.onnx", directory)
 
 
 class _Outputs(torch.nn.Module):

@@ -16,8 +16,6 @@ Precisions (the backend name says which, as `onnx` / `onnx-int8` do):
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import tempfile
 from collections import deque
@@ -28,10 +26,9 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from sentflow.encoding.cache import default_cache_dir, model_fingerprint
+from sentflow.encoding.cache import digests_path, graph_file, is_intact, record_digests, spec_digest
 from sentflow.errors import SentflowError
 from sentflow.extras import require
-from sentflow.files.io import write_atomic
 
 PRECISIONS = {"openvino": "fp32", "openvino-bf16": "bf16", "openvino-int8": "int8"}
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # INFERENCE_PRECISION_HINT per precision
@@ -72,7 +69,7 @@ def graph_tag(precision: str, recipe: Mapping | None = None) -> str:
     weights = weights_precision(precision)
     spec: dict[str, object] = {"weights": weights, "recipe": dict(recipe or INT8_RECIPE) if weights == "int8" else None}
     spec["tools"] = [torch.__version__, ov.get_version(), "opset17"]
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    return spec_digest(spec, 16)
 
 
 def model_file(
@@ -83,33 +80,13 @@ def model_file(
     directory: Path | None = None,
 ) -> Path:
     """Where the IR (.xml; its weights in the .bin beside it) of `model_path` with these outputs is cached."""
-    spec = {"model": model_fingerprint(model_path), "graph": graph_tag(precision, recipe), "outputs": list(outputs)}
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
-    return (directory or default_cache_dir() / "openvino") / f"{digest}-{weights_precision(precision)}.xml"
-
-
-def _manifest(xml: Path) -> Path:
-    return xml.with_suffix(".sha256.json")
-
-
-def _digests(xml: Path) -> dict[str, str]:
-    out = {}
-    for path in (xml, xml.with_suffix(".bin")):
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        out[path.name] = h.hexdigest()
-    return out
+    name = f"{weights_precision(precision)}.xml"
+    return graph_file("openvino", model_path, graph_tag(precision, recipe), outputs, name, directory)
 
 
 def is_cached(xml: Path) -> bool:
-    """True when the IR and its weights exist and match the manifest written after them."""
-    try:
-        expected = json.loads(_manifest(xml).read_text())
-        return bool(expected) and _digests(xml) == expected
-    except (OSError, ValueError):
-        return False
+    """True when the IR and its weights exist and match the checksums written after them."""
+    return is_intact(xml, (xml.with_suffix(".bin"),))
 
 
 def build(export: Callable[[Path], None], xml: Path, precision: str, recipe: Mapping | None = None) -> None:
@@ -124,11 +101,10 @@ def build(export: Callable[[Path], None], xml: Path, precision: str, recipe: Map
             compress_int8(model, dict(recipe or INT8_RECIPE))
         staged = Path(tmp) / xml.name
         ov.save_model(model, str(staged), compress_to_fp16=False)
-        _manifest(xml).unlink(missing_ok=True)  # the files below are not the manifest's any more
+        digests_path(xml).unlink(missing_ok=True)  # the files below are not the checksums' any more
         os.replace(staged.with_suffix(".bin"), xml.with_suffix(".bin"))
         os.replace(staged, xml)
-    digests = _digests(xml)
-    write_atomic(_manifest(xml), lambda tmp_path: tmp_path.write_text(json.dumps(digests, sort_keys=True)))
+    record_digests(xml, (xml.with_suffix(".bin"),))
 
 
 def last_ffn_weights(names: Sequence[str], layers: int) -> list[str]:
