@@ -3,7 +3,9 @@ against sentflow's exact search on the STS-B corpus, SciFact nDCG@10 against `se
 Flat) measured in the same run, and what the stored vectors and the persistent directory cost at 384 dims (no
 calibration), PCA-256 and PCA-128 (centring + rotation, cut; fitted on each corpus, L2-normalised).
 
-Run: python eval/chroma_check.py BEIR_DIR [--json]
+Run: python eval/chroma_check.py BEIR_DIR [--json] [--smoke]
+(--smoke: a slice of BEIR_DIR, or of STS-B duplicate retrieval when BEIR_DIR is absent, and a 150-line STS-B
+slice; prints, writes nothing).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import chromadb  # noqa: E402
 import numpy as np  # noqa: E402
 from chromadb.api.collection_configuration import CreateCollectionConfiguration  # noqa: E402
 from chromadb.api.types import Embeddable, EmbeddingFunction  # noqa: E402
-from report import RESULTS, table, write_report  # noqa: E402
+from report import RESULTS, beir_slice, publish, sts_slice, table  # noqa: E402
 
 import sentflow  # noqa: E402
 from sentflow.evaluation.retrieval import retrieval_metrics  # noqa: E402
@@ -69,9 +71,10 @@ def directory_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def stsb_recall(encoder, tmp: Path) -> dict[str, float]:
-    """recall@10 of Chroma against exact search over every distinct STS-B sentence, for each configuration."""
-    task = load_retrieval_task("sts-b")
+def stsb_recall(encoder, tmp: Path, stsb_dir: str | None = None) -> dict[str, float]:
+    """recall@10 of Chroma against exact search over every distinct STS-B sentence, for each configuration
+    (`stsb_dir` None: the packaged STS-B)."""
+    task = load_retrieval_task("sts-b", "test", stsb_dir)
     corpus = encoder.encode(task.corpus_texts)
     recall = {}
     for name, dim in CONFIGS.items():
@@ -83,9 +86,8 @@ def stsb_recall(encoder, tmp: Path) -> dict[str, float]:
     return recall
 
 
-def scifact_rows(encoder, beir_dir: Path, tmp: Path) -> dict[str, dict]:
+def scifact_rows(encoder, task, tmp: Path) -> dict[str, dict]:
     """nDCG@10 through Chroma and through sentflow's evaluator, and the storage, for each configuration."""
-    task = sentflow.load_beir(beir_dir)
     corpus = encoder.encode(task.corpus_texts)
     report = sentflow.evaluate_retrieval(encoder, task, ("none", "pca"), dims=(256, 128), approx_index=None, repeats=1)
     sentflow_ndcg = {f"{r.method}-{r.dim}": r.main.metrics["ndcg@10"] for r in report.results}
@@ -111,7 +113,7 @@ def scifact_rows(encoder, beir_dir: Path, tmp: Path) -> dict[str, dict]:
     return rows
 
 
-def write_results(result: dict, beir_dir: Path) -> None:
+def write_results(result: dict, beir_dir: Path, smoke: bool = False) -> None:
     base = result["scifact"]["none-384"]
     rows = []
     for name, r in result["scifact"].items():
@@ -134,24 +136,37 @@ def write_results(result: dict, beir_dir: Path) -> None:
         "vector's length (checked on what Chroma returns) x 4, as Chroma keeps float32; persistent dir: every file "
         "of the collection's directory (ids and vectors only, no documents), measured in the same run."
     )
-    write_report("chroma_check", "Chroma with a sentflow embedding function", [intro, table(header, rows)])
+    publish("chroma_check", "Chroma with a sentflow embedding function", [intro, table(header, rows)], smoke)
+    if smoke:
+        return
     text = json.dumps(result, indent=1) + "\n"
     write_atomic(RESULTS / "chroma_check.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("beir_dir", type=Path)
+    parser.add_argument("beir_dir", type=Path, nargs="?", help="a BEIR folder (optional with --smoke)")
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON only; write nothing.")
+    parser.add_argument("--smoke", action="store_true", help="Slices of the data, temp cache; nothing is written.")
     args = parser.parse_args()
-    encoder = sentflow.Encoder(show_progress=False)
+    if args.beir_dir is None and not args.smoke:
+        parser.error("BEIR_DIR is required (optional only with --smoke)")
     with tempfile.TemporaryDirectory() as tmp:
-        recall = stsb_recall(encoder, Path(tmp))
-        result = {"stsb_recall@10": recall, "scifact": scifact_rows(encoder, args.beir_dir, Path(tmp))}
+        encoder = sentflow.Encoder(show_progress=False, cache=str(Path(tmp, "cache")) if args.smoke else True)
+        stsb_dir = str(sts_slice(Path(tmp), 150)) if args.smoke else None
+        beir = args.beir_dir
+        if args.smoke and beir is not None and (beir / "corpus.jsonl").is_file():
+            beir = beir_slice(beir, Path(tmp, "beir"))
+        if beir is not None and (beir / "corpus.jsonl").is_file() or not args.smoke:
+            task = sentflow.load_beir(beir)
+        else:  # --smoke without the BEIR data: the packaged STS-B duplicate retrieval stands in
+            beir, task = Path("sts-b"), load_retrieval_task("sts-b", "test", stsb_dir)
+        recall = stsb_recall(encoder, Path(tmp), stsb_dir)
+        result = {"stsb_recall@10": recall, "scifact": scifact_rows(encoder, task, Path(tmp))}
     if args.json:
         print(json.dumps(result, allow_nan=False))
     else:
-        write_results(result, args.beir_dir)
+        write_results(result, beir, args.smoke)
 
 
 if __name__ == "__main__":

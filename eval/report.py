@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from collections.abc import Sequence
@@ -53,6 +54,25 @@ def sts_slice(folder: Path, lines: int) -> Path:
         head = (packaged_stsb_dir() / f"sts-{split}.csv").read_text(encoding="utf-8").splitlines()[:lines]
         (folder / f"sts-{split}.csv").write_text("\n".join(head) + "\n", encoding="utf-8")
     return folder
+
+
+def beir_slice(beir_dir: Path, out: Path, n_qrels: int = 8, n_extra_docs: int = 40) -> Path:
+    """A small BEIR folder under `out`: the first test qrels, their queries and documents plus the first other
+    documents (the tiny retrieval data of --smoke runs)."""
+    qrels_lines = (beir_dir / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()[: n_qrels + 1]
+    judged = [line.split("\t") for line in qrels_lines[1:]]
+    docs, queries = {d for _, d, _ in judged}, {q for q, _, _ in judged}
+
+    def keep(path: Path, wanted: set[str], first: int) -> str:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return "".join(line + "\n" for i, line in enumerate(lines) if i < first or json.loads(line)["_id"] in wanted)
+
+    small = out / beir_dir.name
+    (small / "qrels").mkdir(parents=True)
+    (small / "corpus.jsonl").write_text(keep(beir_dir / "corpus.jsonl", docs, n_extra_docs), encoding="utf-8")
+    (small / "queries.jsonl").write_text(keep(beir_dir / "queries.jsonl", queries, 0), encoding="utf-8")
+    (small / "qrels" / "test.tsv").write_text("\n".join(qrels_lines) + "\n", encoding="utf-8")
+    return small
 
 
 def write_text(path: Path, text: str) -> Path:
