@@ -1,7 +1,8 @@
 """Benchmark NICE, RealNVP and Glow on digits and on MNIST (t10k split) under one CPU time budget per model.
 
-Run: python eval/flows_bench.py [--minutes 3] [--mnist DIR]
+Run: python eval/flows_bench.py [--minutes 3] [--mnist DIR] [--smoke]
 Writes eval/results/flows_bench.md and eval/results/samples_{model}_{data}.png.
+--smoke: digits only, 1 second per model, samples to a temporary folder; prints the report, writes nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import math
 import os
 import platform
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -82,7 +84,7 @@ def run(name: str, data: ImageData, minutes: float, args: argparse.Namespace) ->
     note = f" (diverged at step {state.step})" if trained.diverged else ""
     seed_everything(args.seed)
     save_grid(
-        RESULTS / f"samples_{name.replace('+', '_')}_{data.name.split('-')[0]}.png",
+        args.samples / f"samples_{name.replace('+', '_')}_{data.name.split('-')[0]}.png",
         trained.model.sample(64, 0.7),
         scale=4 if data.shape[1] <= 8 else 1,
     )
@@ -244,6 +246,8 @@ def report(digits: list[Row], mnist: list[Row], args: argparse.Namespace) -> str
 def measure(args: argparse.Namespace, names: list[str]) -> tuple[list[Row], list[Row]]:
     digits_data = load_data("digits")
     digits = [run(name, digits_data, args.minutes, args) for name in names]
+    if args.smoke:
+        return digits, []
     if not args.mnist.is_dir():
         print(f"no MNIST directory at {args.mnist}; skipping MNIST")
         return digits, []
@@ -266,7 +270,15 @@ def main() -> None:
     parser.add_argument("--progress", action="store_true", help="show tqdm bars")
     parser.add_argument("--models", default="", help=f"comma-separated subset of {', '.join(CONFIGS)} to re-run")
     parser.add_argument("--report-only", action="store_true", help=f"rewrite the report from {RAW.name}")
+    parser.add_argument("--smoke", action="store_true", help="digits only, 1 s per model; prints, writes nothing")
     args = parser.parse_args()
+    args.samples = RESULTS
+    if args.smoke:
+        with tempfile.TemporaryDirectory() as tmp:
+            args.minutes, args.samples = 1 / 60, Path(tmp)
+            digits, _ = measure(args, list(CONFIGS))
+            print(report(digits, [], args))
+        return
     if args.report_only:
         raw = json.loads(RAW.read_text())
         args = argparse.Namespace(**raw["args"])
