@@ -6,7 +6,9 @@ Parts (each writes eval/results/tune_PART.md; encodings are cached, so re-runnin
   scifact   BEIR SciFact, chosen on nDCG@10 of the train qrels within 384 and 128 dimensions, test nDCG@10
   glove     GloVe 6B 50-d averages (never tuned for similarity): STS-B selection and the 7 tasks
   diagnose  sentflow.evaluation.diagnostics of cls on STS-B before/after whitening: numbers and the docs' two plots
-Run: python eval/tune_table.py sts transfer scifact glove diagnose [--poolings cls,last-avg,first-last-avg]
+Run: python eval/tune_table.py sts transfer scifact glove diagnose [--poolings cls,last-avg,first-last-avg] [--smoke]
+--smoke: parts sts (without BERT-flow) and diagnose, last-avg, on an 80-line STS-B slice with a temporary cache and
+plot folder; prints the tables, writes nothing.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import RESULTS, table, write_report  # noqa: E402
+from report import RESULTS, publish, sts_slice, table, write_report  # noqa: E402
 from sts_tasks import TASKS  # noqa: E402  (the 7 tasks and their folders under ../shared/data)
 
 import sentflow  # noqa: E402
@@ -45,14 +48,18 @@ def tune_rows(label: str, report: TuneReport) -> list[list[str]]:
     return rows
 
 
-def encoder_for(pooling: str):
-    return GloveEncoder() if pooling == "glove" else sentflow.Encoder(pooling=pooling)
+def encoder_for(pooling: str, cache: str | bool = True):
+    return GloveEncoder() if pooling == "glove" else sentflow.Encoder(pooling=pooling, cache=cache)
 
 
-def part_sts(poolings: list[str]) -> None:
+def part_sts(poolings: list[str], smoke: Path | None = None) -> None:
+    """`smoke`: a folder holding an STS-B slice; then no BERT-flow candidate, a cache there, the report printed."""
     rows, wins = [], []
     for pooling in poolings:
-        report = tune(encoder_for(pooling), "sts-b")
+        if smoke is None:
+            report = tune(encoder_for(pooling), "sts-b")
+        else:
+            report = tune(encoder_for(pooling, str(smoke / "cache")), "sts-b", with_flow=False, data_dir=smoke)
         rows += tune_rows(pooling, report)
         none = report.baseline()["none"].test
         best_test = max(c.test for c in report.candidates)
@@ -61,10 +68,11 @@ def part_sts(poolings: list[str]) -> None:
             f"(goal: >= {fmt(none - 0.2)}{', and above none' if best_test > none else ''}; "
             f"best test score of any candidate {fmt(best_test)})"
         )
-    write_report(
+    publish(
         "tune_sts",
         "sentflow.tune on STS-B: chosen on dev Spearman, reported on test (Spearman x100)",
         [PROTOCOL, table(["pooling", "setting", "dev", "test"], rows), "\n".join(wins)],
+        smoke is not None,
     )
 
 
@@ -142,10 +150,12 @@ def part_glove(_: list[str]) -> None:
     )
 
 
-def part_diagnose(_: list[str]) -> None:
+def part_diagnose(poolings: list[str], smoke: Path | None = None) -> None:
+    """cls and last-avg (`smoke`: an STS-B slice folder; then the given poolings, plots and cache there, printed)."""
     rows = []
-    for pooling in ("cls", "last-avg"):
-        vectors, similar = task_vectors(sentflow.Encoder(pooling=pooling), "sts-b")
+    for pooling in ("cls", "last-avg") if smoke is None else poolings:
+        cache = True if smoke is None else str(smoke / "cache")
+        vectors, similar = task_vectors(sentflow.Encoder(pooling=pooling, cache=cache), "sts-b", smoke)
         diagnosis = diagnose(vectors, similar, sentflow.Whitening().fit(vectors).transform, "whitening")
         for stage, stats in (("before", diagnosis.before), ("after whitening", diagnosis.after)):
             assert stats is not None and stats.similar_cosines is not None, "diagnose ran without pairs"
@@ -160,11 +170,11 @@ def part_diagnose(_: list[str]) -> None:
                     f"{stats.similar_cosines.mean():.3f}",
                 ]
             )
-        if pooling == "cls":
-            title = f"all-MiniLM-L6-v2 {pooling}, STS-B"
-            plot_spectrum(diagnosis, RESULTS / "diagnose_cls_spectrum.png", title)
-            plot_cosines(diagnosis, RESULTS / "diagnose_cls_cosines.png", title)
-    write_report(
+        if pooling == "cls" or smoke is not None:
+            title, out = f"all-MiniLM-L6-v2 {pooling}, STS-B", RESULTS if smoke is None else smoke
+            plot_spectrum(diagnosis, out / f"diagnose_{pooling}_spectrum.png", title)
+            plot_cosines(diagnosis, out / f"diagnose_{pooling}_cosines.png", title)
+    publish(
         "tune_diagnose",
         "sentflow.evaluation.diagnostics on STS-B (17,256 sentences), before and after whitening fitted on them",
         [
@@ -175,6 +185,7 @@ def part_diagnose(_: list[str]) -> None:
                 ["pooling", "vectors", "anisotropy", "effective rank", "top-1 var", "top-10 var", "similar cos"], rows
             ),
         ],
+        smoke is not None,
     )
 
 
@@ -189,9 +200,18 @@ PARTS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("parts", nargs="+", choices=list(PARTS))
+    parser.add_argument("parts", nargs="*", metavar="PART", help=", ".join(PARTS) + " (none with --smoke)")
     parser.add_argument("--poolings", default="cls,last-avg,first-last-avg")
+    parser.add_argument("--smoke", action="store_true", help="sts and diagnose on an STS-B slice; writes nothing")
     args = parser.parse_args()
+    if args.smoke:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = sts_slice(Path(tmp), 80)
+            part_sts(["last-avg"], folder)
+            part_diagnose(["last-avg"], folder)
+        return
+    if not args.parts or set(args.parts) - set(PARTS):
+        parser.error(f"name one or more parts among: {', '.join(PARTS)}")
     for part in args.parts:
         PARTS[part](args.poolings.split(","))
 
