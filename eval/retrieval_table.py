@@ -2,7 +2,9 @@
 STS-B duplicates and BEIR SciFact, with index bytes and queries/s of an exact (Flat) and an HNSW32 index measured in
 the same run. Checks the evaluator against MTEB's published SciFact nDCG@10 for the model (64.51).
 
-Encodings are cached, so re-runs only re-fit and re-index. Run: python eval/retrieval_table.py [--tasks ...]
+Encodings are cached, so re-runs only re-fit and re-index. Run: python eval/retrieval_table.py [--tasks ...] [--smoke]
+--smoke: last-avg, 32 dims (the SciFact slice has fewer documents than 384), one timing repeat, on a 100-line
+STS-B slice and a slice of SciFact (skipped when absent), temporary cache; prints the tables, writes nothing.
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import RESULTS, table, write_report, write_text  # noqa: E402
+from report import RESULTS, beir_slice, publish, sts_slice, table, write_text  # noqa: E402
 
 import sentflow  # noqa: E402
 from sentflow.evaluation.retrieval import METRICS, evaluate_retrieval  # noqa: E402
+from sentflow.evaluation.retrieval_tasks import RetrievalTask  # noqa: E402
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir" / "scifact"
 TASKS = {"sts-b": "sts-b", "scifact": str(SCIFACT)}
@@ -73,12 +77,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--poolings", nargs="+", default=list(POOLINGS))
+    parser.add_argument("--smoke", action="store_true", help="slices of the data, 32 dims, last-avg; writes nothing")
     args = parser.parse_args()
-    for name in args.tasks:
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.smoke:
+            stsb = sts_slice(Path(tmp), 100)
+            tasks: dict[str, str | RetrievalTask] = {"sts-b": sentflow.load_retrieval_task("sts-b", "test", stsb)}
+            if (SCIFACT / "corpus.jsonl").is_file():
+                tasks["scifact"] = sentflow.load_beir(beir_slice(SCIFACT, Path(tmp)))
+            run(tasks, ["last-avg"], (32,), 1, str(Path(tmp, "cache")))
+        else:
+            run({name: TASKS[name] for name in args.tasks}, args.poolings, DIMS, 5, True)
+
+
+def run(
+    tasks: dict[str, str | RetrievalTask], poolings: list[str], dims: tuple[int, ...], repeats: int, cache: str | bool
+) -> None:
+    """Each task's tables (a task name, folder or loaded task); a temporary `cache` means --smoke: print only."""
+    smoke = cache is not True
+    for name, task in tasks.items():
         sections, reports = [], []
-        for pooling in args.poolings:
-            encoder = sentflow.Encoder(pooling=pooling, max_length=256)
-            report = evaluate_retrieval(encoder, TASKS[name], dims=DIMS, index="Flat", approx_index="HNSW32", repeats=5)
+        for pooling in poolings:
+            encoder = sentflow.Encoder(pooling=pooling, max_length=256, cache=cache, show_progress=not smoke)
+            report = evaluate_retrieval(
+                encoder, task, dims=dims, index="Flat", approx_index="HNSW32", repeats=repeats
+            )
             data = report.to_dict()
             reports.append(data)
             head = f"### {pooling} ({data['n_queries']} queries, {data['n_corpus']} documents)"
@@ -100,8 +123,9 @@ def main() -> None:
             "busy machine: read ratios within a table, not absolute values."
         )
         slug = name.replace("-", "")
-        write_report(f"retrieval_{slug}", TITLES[name], [intro, *sections])
-        write_text(RESULTS / f"retrieval_{slug}.json", json.dumps(reports, indent=1) + "\n")
+        publish(f"retrieval_{slug}", TITLES[name], [intro, *sections], smoke)
+        if not smoke:
+            write_text(RESULTS / f"retrieval_{slug}.json", json.dumps(reports, indent=1) + "\n")
 
 
 if __name__ == "__main__":
