@@ -1,7 +1,8 @@
 """BertFlow fit on the 17,256 STS-B cls vectors (all-MiniLM-L6-v2): the machine as shared vs with 2 extra busy
 processes, 1 thread (the new default) vs all cores (the old policy).  Throughput from budgeted fits, interleaved,
 median of repeats; projected fit time = steps of one epoch / steps per second.
-Run: python eval/flow_threads.py CLS.npy [--repeats 2] [--minutes 0.75]"""
+Run: python eval/flow_threads.py CLS.npy [--repeats 2] [--minutes 0.75] [--smoke]
+(--smoke: CLS.npy optional, else 512 seeded random 64-d vectors; one repeat of 1-second fits; prints only)."""
 
 from __future__ import annotations
 
@@ -26,11 +27,20 @@ def steps_per_second(X: np.ndarray, threads: int, minutes: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("cls", help=".npy of the cls vectors")
+    parser.add_argument("cls", nargs="?", help=".npy of the cls vectors (optional with --smoke)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--minutes", type=float, default=0.75)
+    parser.add_argument("--smoke", action="store_true", help="one repeat of 1-second fits (random data without CLS)")
     args = parser.parse_args()
-    X = np.load(args.cls)
+    if args.cls is None and not args.smoke:
+        parser.error("CLS.npy is required (optional only with --smoke)")
+    if args.smoke:
+        args.repeats, args.minutes = 1, 1 / 60
+    if args.cls is None:
+        rng = np.random.default_rng(0)
+        X = (rng.standard_normal((512, 64)) @ rng.standard_normal((64, 64))).astype(np.float32)
+    else:
+        X = np.load(args.cls)
     epoch_steps = math.ceil(round(0.9 * len(X)) / 32)
     rates: dict[str, list[float]] = {}
     for _ in range(args.repeats):
