@@ -21,7 +21,6 @@ NOT_SCRIPTS = {"report.py", "st_worker.py"}
 ARGS: dict[str, tuple[list[str], Path]] = {
     "mteb_check.py": ([str(SCIFACT)], SCIFACT),
 }
-PENDING = {"bench_encode.py", "onnx_accuracy.py"}  # another engineer is adding their --smoke (issue 19 work)
 
 
 def scripts() -> list:
@@ -29,10 +28,7 @@ def scripts() -> list:
     for path in sorted(EVAL.glob("*.py")):
         if path.name in NOT_SCRIPTS:
             continue
-        marks = []
-        if path.name in PENDING:
-            marks.append(pytest.mark.xfail(reason="--smoke pending (issue 19 work)", strict=False))
-        params.append(pytest.param(path.name, marks=marks, id=path.stem))
+        params.append(pytest.param(path.name, id=path.stem))
     return params
 
 
