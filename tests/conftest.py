@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
 
 from sentflow.evaluation.sts import packaged_stsb_dir
+
+if TYPE_CHECKING:
+    from hostile_support import Base
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SENTENCES = [  # for the tiny BERT's word-level vocabulary: lengths 2 to 17 tokens, so batches need padding
@@ -68,3 +72,26 @@ def stsb_slice_dir(tmp_path_factory) -> Path:
         lines = (packaged_stsb_dir() / f"sts-{split}.csv").read_text(encoding="utf-8").splitlines()[:120]
         (directory / f"sts-{split}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return directory
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, tiny_bert_dir) -> Base:
+    """The hostile suite's tiny inputs (tests/hostile/), one set per test module."""
+    import numpy as np
+
+    import sentflow
+    from sentflow.flows import build_model
+    from sentflow.flows.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("hostile")
+    x = root / "x.npy"
+    np.save(x, np.random.default_rng(0).standard_normal((60, 4)).astype(np.float32))
+    calib = root / "c.safetensors"
+    sentflow.Whitening().fit(np.load(x)).save(calib)
+    text = root / "in.txt"
+    text.write_text("a man is playing the guitar .\nthe dog\na cat on the beach\nmen\na woman with a ball\n")
+    ckpt = root / "nice.safetensors"
+    save_checkpoint(ckpt, build_model("nice", data_shape=(1, 8, 8), n_bins=17, hidden=8, depth=1, couplings=2))
+    from hostile_support import Base
+
+    return Base(root, x, calib, text, tiny_bert_dir, ckpt)
