@@ -210,7 +210,7 @@ def goals(rate: dict, diffs: dict[str, float], keeping: set[str]) -> list[list[o
     return rows
 
 
-def report(parts: list[dict], sentences: int, subset: bool, repeats: int, name: str | None) -> None:
+def report(parts: list[dict], sentences: int, subset: bool, repeats: int, name: str | None, note: str = "") -> None:
     """Write the markdown table (and the measurements as JSON) from one or more measured parts."""
     rate = {(n, b, t): r for part in parts for n, b, t, r in part["rates"]}
     diffs = parts[0]["diffs"]
@@ -244,7 +244,8 @@ def report(parts: list[dict], sentences: int, subset: bool, repeats: int, name: 
         f"after a warm-up). **Machine load** (1-minute load average at the start of each round, then at the end) "
         f"{loads}: the 2 cores were shared with other engineers' test runs (timed runs held an exclusive lock that "
         "their test runs are asked to take, but not every process took it), so absolute numbers are noisy and "
-        "low; ratios come from the same rounds, where every implementation saw the same load.",
+        "low; ratios come from the same rounds, where every implementation saw the same load."
+        + (f" {note}" if note else ""),
         "## Goals (issue 19)\n\naccuracy-keeping: STS-B Spearman within 0.3 of torch fp32 for cls and last-avg, "
         "plain and whitened (eval/results/onnx_accuracy.md); exact: unit vectors within 1e-4 of torch. Goal: ratio "
         ">= 1.3.\n\n"
@@ -300,6 +301,7 @@ def main() -> None:
     parser.add_argument("--report", default="bench_encode", help="name of the eval/results/*.md table")
     parser.add_argument("--partial", type=Path, help="save the measurements to this JSON instead of the table")
     parser.add_argument("--merge", type=Path, nargs="+", help="write the table from these --partial files")
+    parser.add_argument("--note", default="", help="a sentence added to the table's description")
     parser.add_argument("--smoke", action="store_true", help="64 sentences, batch 16, 1 thread, 1 round; prints")
     args = parser.parse_args()
     if args.smoke:
@@ -308,7 +310,8 @@ def main() -> None:
     parts = [json.loads(path.read_text()) for path in args.merge] if args.merge else [measure(args, texts)]
     if args.partial:
         return write_atomic(args.partial, lambda tmp: tmp.write_text(json.dumps(parts[0])))
-    report(parts, len(texts), args.sentences is not None, args.repeats, None if args.smoke else args.report)
+    name = None if args.smoke else args.report
+    report(parts, len(texts), args.sentences is not None, args.repeats, name, args.note)
 
 
 if __name__ == "__main__":
