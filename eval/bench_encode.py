@@ -242,9 +242,8 @@ def report(parts: list[dict], sentences: int, subset: bool, repeats: int, name: 
         "all-MiniLM-L6-v2 (embedded), mean pooling, no embedding cache; "
         f"median of {repeats} interleaved rounds (each round times every implementation at every setting "
         f"after a warm-up). **Machine load** (1-minute load average at the start of each round, then at the end) "
-        f"{loads}: the 2 cores were shared with other engineers' test runs (timed runs held an exclusive lock that "
-        "their test runs are asked to take, but not every process took it), so absolute numbers are noisy and "
-        "low; ratios come from the same rounds, where every implementation saw the same load."
+        f"{loads}: a load above the timed run's own threads means other jobs shared the 2 cores, making absolute "
+        "numbers noisy and low; ratios come from the same rounds, where every implementation saw the same load."
         + (f" {note}" if note else ""),
         "## Goals (issue 19)\n\naccuracy-keeping: STS-B Spearman within 0.3 of torch fp32 for cls and last-avg, "
         "plain and whitened (eval/results/onnx_accuracy.md); exact: unit vectors within 1e-4 of torch. Goal: ratio "
