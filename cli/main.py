@@ -89,8 +89,6 @@ def encode(
         given = [f"--{name.replace('_', '-')}" for name in ("model", "pooling", "max_length") if typed(ctx, name)]
         if given:
             raise SentflowError(f"{', '.join(given)}: the pipeline {pipeline} fixes these; leave them out")
-    if resume and restart:
-        raise SentflowError("--resume continues an interrupted run and --restart discards it: give one")
     with threads_from(threads):
         if pipeline is not None:
             encoder = load_pipeline(pipeline, batch_size=batch_size, backend=backend, cache=False)

@@ -43,8 +43,6 @@ def index(
     """Encode a corpus and write a compact index of its vectors (quantized codes, ids and snippets)."""
     from sentflow.search.indexing import index_corpus
 
-    if resume and restart:
-        raise SentflowError("--resume continues an interrupted encoding and --restart discards it: give one")
     with threads_from(threads):
         encoder = _pipeline(pipeline, model, pooling, batch_size, max_length)
         built = index_corpus(corpus, out, encoder, quantize, rescore, hnsw, resume, pipeline, restart=restart)

@@ -24,7 +24,7 @@ from sentflow.calibration.whitening import Whitening
 from sentflow.encoding.encoder import Encoder
 from sentflow.errors import Interrupted, SentflowError
 from sentflow.evaluation.sts_task import encode_sts_task, load_sts_task
-from sentflow.files.io import check_output, first_line, write_atomic
+from sentflow.files.io import check_output, file_hash, first_line, write_atomic
 from sentflow.files.npy import NpyShards, npy_writer, open_shard, write_header
 from sentflow.files.schemas import ResumeState, parse_json
 from sentflow.pipeline import Pipeline
@@ -165,6 +165,7 @@ def encode_file(
     """
     if chunk_lines < 1:
         raise SentflowError(f"chunk_lines must be >= 1, got {chunk_lines}")
+    check_resume_flags(resume, restart)
     text = resolve_source(source, (TextSource,), role="encoding (one sentence per line)")
     assert isinstance(text, TextSource)
     target = check_output(out, [text.path, *inputs])
@@ -202,6 +203,12 @@ def encode_file(
     return lines, dim
 
 
+def check_resume_flags(resume: bool, restart: bool) -> None:
+    """Refuse asking to both continue and discard an interrupted run."""
+    if resume and restart:
+        raise SentflowError("resume=True continues an interrupted run and restart=True discards it: give one")
+
+
 @contextmanager
 def _resume_hint(done: Callable[[], int], lines: int) -> Iterator[None]:
     """Turn Ctrl-C into an `Interrupted` that says how much is kept and how to continue."""
@@ -228,7 +235,9 @@ def _refuse_resumable(target: Path, state: dict, state_path: Path, partial: Path
         )
 
 
-def _check_unchanged(source: str | os.PathLike, before: tuple[int, str], done: int, partial: Path, state: Path):
+def _check_unchanged(
+    source: str | os.PathLike, before: tuple[int, str], done: int, partial: Path, state: Path
+) -> None:
     """The input must be the file the run started on (another writer may have changed it meanwhile)."""
     try:
         after = scan_text(source)
@@ -285,24 +294,13 @@ def _resume_point(state: dict, state_path: Path, partial: Path, dim: int) -> tup
         )
     if saved.done > state["lines"]:
         raise SentflowError(f"{state_path}: resume state has an invalid row count {saved.done}")
-    rows = _rows_digest(partial, _partial_offset(partial, state["lines"], dim), saved.done * dim * 4)
+    rows = file_hash(partial, _partial_offset(partial, state["lines"], dim), saved.done * dim * 4)
     if rows.hexdigest() != saved.rows_sha256:
         raise SentflowError(
             f"{partial}: its {saved.done} finished rows do not match the checksum in the resume state; "
             "restart=True starts over"
         )
     return saved.done, rows
-
-
-def _rows_digest(partial: Path, offset: int, size: int) -> hashlib._Hash:
-    """sha256 of `size` bytes of the partial output from `offset`, read in blocks."""
-    digest = hashlib.sha256()
-    with open(partial, "rb") as fh:
-        fh.seek(offset)
-        while size > 0 and (block := fh.read(min(size, 1 << 22))):
-            digest.update(block)
-            size -= len(block)
-    return digest
 
 
 def _start_partial(partial: Path, rows: int, dim: int) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sentflow.files.io import first_line, save_npy, write_atomic
+from sentflow.files.io import file_hash, first_line, save_npy, write_atomic
 from sentflow.files.npy import load_npy
 
 
@@ -48,15 +48,6 @@ def graph_file(kind: str, model_path: str, tag: str, outputs: Sequence[str], nam
     return (directory or default_cache_dir() / kind) / f"{spec_digest(spec)}-{name}"
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def digests_path(path: Path) -> Path:
     """The small JSON beside a cached file that holds its content checksums (and those of its companions)."""
     return path.with_name(path.name + ".sha256.json")
@@ -64,7 +55,7 @@ def digests_path(path: Path) -> Path:
 
 def record_digests(path: Path, companions: tuple[Path, ...] = ()) -> None:
     """Write the checksums of `path` and `companions` beside `path`, once they are complete."""
-    digests = {p.name: file_digest(p) for p in (path, *companions)}
+    digests = {p.name: file_hash(p).hexdigest() for p in (path, *companions)}
     write_atomic(digests_path(path), lambda tmp: tmp.write_text(json.dumps(digests, sort_keys=True), "utf-8"))
 
 
@@ -72,7 +63,7 @@ def is_intact(path: Path, companions: tuple[Path, ...] = ()) -> bool:
     """Whether `path` and `companions` exist and match the checksums recorded beside `path`."""
     try:
         expected = json.loads(digests_path(path).read_bytes()[: 1 << 16])
-        return expected == {p.name: file_digest(p) for p in (path, *companions)}
+        return expected == {p.name: file_hash(p).hexdigest() for p in (path, *companions)}
     except (OSError, ValueError):
         return False
 

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from sentflow.encoding import onnx as onnx_backend
 from sentflow.encoding import openvino as openvino_backend
-from sentflow.encoding.cache import EmbeddingCache
+from sentflow.encoding.cache import EmbeddingCache, digests_path
 from sentflow.encoding.models import DEFAULT_MODEL, resolve_model
 from sentflow.encoding.pooling import parse_pooling, pool
 from sentflow.errors import SentflowError
@@ -210,10 +210,7 @@ class Encoder:
         if not openvino_backend.is_cached(xml):
             _say_if_damaged(xml, "OpenVINO model")
             self._status(f"building the {self.backend} model of {self.model_name} (first use; cached in {xml.parent})")
-            model = self._hf_model(attn_implementation="eager")
-            if pooler and getattr(model, "pooler", None) is None:
-                raise SentflowError("pooling 'pooler': this model has no pooler layer; use cls or last-avg")
-            example = self._tokenizer(["a sentence to trace the graph with", "a"], padding=True, return_tensors="pt")
+            model, example = self._export_source(pooler)
 
             def export(path: Path) -> None:
                 onnx_backend.export(model, example, hidden, pooler, path, optimise=False)
@@ -244,14 +241,19 @@ class Encoder:
         fp32 = onnx_backend.model_file(self._path, "fp32", names)
         if not onnx_backend.is_cached(fp32):
             _say_if_damaged(fp32, "ONNX graph")
-            model = self._hf_model(attn_implementation="eager")
-            if pooler and getattr(model, "pooler", None) is None:
-                raise SentflowError("pooling 'pooler': this model has no pooler layer; use cls or last-avg")
-            example = self._tokenizer(["a sentence to trace the graph with", "a"], padding=True, return_tensors="pt")
+            model, example = self._export_source(pooler)
             with using_threads(self.threads):
                 onnx_backend.export(model, example, hidden, pooler, fp32)
         if precision == "int8":
             onnx_backend.quantize(fp32, path, self.int8_recipe)
+
+    def _export_source(self, pooler: bool) -> tuple[torch.nn.Module, Any]:
+        """The model to trace (eager attention, so the exporter records the masking) and a padded example batch."""
+        model = self._hf_model(attn_implementation="eager")
+        if pooler and getattr(model, "pooler", None) is None:
+            raise SentflowError("pooling 'pooler': this model has no pooler layer; use cls or last-avg")
+        example = self._tokenizer(["a sentence to trace the graph with", "a"], padding=True, return_tensors="pt")
+        return model, example
 
     def _status(self, message: str) -> None:
         """One line on stderr for a slow step the user would otherwise wait through in silence."""
@@ -342,7 +344,5 @@ class Encoder:
 def _say_if_damaged(path: Path, what: str) -> None:
     """Warn that a cache entry about to be rebuilt was there but damaged (rather than missing, or written by a
     version that recorded no checksum)."""
-    from sentflow.encoding.cache import digests_path
-
     if path.exists() and digests_path(path).exists():
         warnings.warn(f"{path}: damaged {what} in the cache (its checksum does not match); rebuilding it", stacklevel=4)

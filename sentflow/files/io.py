@@ -311,3 +311,14 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def file_hash(path: str | os.PathLike, offset: int = 0, size: int | None = None) -> hashlib._Hash:
+    """The sha256 of a file's bytes (`size` of them from `offset`; all by default), read in blocks; the hash object,
+    so a caller may go on updating it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        left = os.fstat(fh.fileno()).st_size - offset if size is None else size
+        fh.seek(offset)
+        while left > 0 and (block := fh.read(min(left, 1 << 22))):
+            digest.update(block)
+            left -= len(block)
+    return digest

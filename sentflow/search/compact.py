@@ -13,7 +13,6 @@ with a sha256 for every file), the quantizers (safetensors), the codes (`.npy`, 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,7 +24,7 @@ from tqdm.auto import tqdm
 from sentflow.calibration.stats import as_matrix
 from sentflow.errors import SentflowError
 from sentflow.extras import require
-from sentflow.files.io import atomic_directory
+from sentflow.files.io import atomic_directory, file_hash
 from sentflow.files.schemas import COMPACT_FORMAT, CompactManifest, parse_json
 from sentflow.search.quantize import (
     Quantizer,
@@ -269,7 +268,9 @@ class CompactIndex:
                 "rows": len(self),
                 "dim": self.dim,
                 "pipeline": pipeline,
-                "files": {key: {"name": name, "sha256": _sha256(staging / name)} for key, name in files.items()},
+                "files": {
+                    key: {"name": name, "sha256": file_hash(staging / name).hexdigest()} for key, name in files.items()
+                },
             }
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         return Path(directory)
@@ -378,19 +379,11 @@ def _rescore(queries: np.ndarray, candidates: np.ndarray, fine: np.ndarray, resc
     return scores, rows
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _checked_file(directory: Path, name: str, sha256: str) -> Path:
     path = directory / name
     if not path.is_file():
         raise SentflowError(f"{path}: missing from the index directory")
-    if _sha256(path) != sha256:
+    if file_hash(path).hexdigest() != sha256:
         raise SentflowError(f"{path}: checksum mismatch: the file is damaged or was replaced; rebuild the index")
     return path
 

@@ -23,7 +23,7 @@ from sentflow.pipeline import Pipeline, load_pipeline
 from sentflow.search.compact import FIT_ROWS, MANIFEST, CompactIndex, load_compact_index, read_snippets
 from sentflow.search.quantize import check_quantizer, make_quantizer
 from sentflow.sources import BeirSource, PipelineSource, TextSource, resolve_source
-from sentflow.streaming import encode_file, side_file, text_chunks
+from sentflow.streaming import check_resume_flags, encode_file, side_file, text_chunks
 
 SNIPPET_CHARS = 200
 CORPUS_KINDS = (TextSource, BeirSource)
@@ -77,7 +77,8 @@ def index_corpus(
     same way (and refuses if that directory has changed since). `resume` continues an interrupted encoding,
     `restart` discards one.
     """
-    target = check_output_directory(out, MANIFEST)  # before any work
+    check_resume_flags(resume, restart)  # before any work
+    target = check_output_directory(out, MANIFEST)
     inputs = [Path(corpus), *([Path(pipeline_dir)] if pipeline_dir is not None else [])]
     check_inputs(target, inputs)
     texts_path, vectors_path = side_file(target, ".corpus.txt"), side_file(target, ".vectors.npy")
