@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from importlib import import_module
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,7 +24,12 @@ class NotFittedError(SentflowError, SklearnNotFittedError):
     """A calibration used before `fit`: both a SentflowError and scikit-learn's NotFittedError."""
 
 
-_REGISTRY: dict[str, type[Calibrator]] = {}
+# the method a file records -> the module defining its class: a fixed table, so a new process can load a file after
+# `import sentflow` alone (a registry filled on subclass import stays empty until someone imports the class)
+CALIBRATOR_CLASSES = {
+    "whitening": ("sentflow.calibration.whitening", "Whitening"),
+    "flow": ("sentflow.calibration.bertflow", "BertFlow"),
+}
 _RUNTIME_PARAMS = ("device", "progress", "threads", "max_minutes", "checkpoint_dir")  # how to run: never saved
 
 
@@ -45,8 +51,6 @@ class Calibrator(TransformerMixin, BaseEstimator):
         super().__init_subclass__(**kwargs)
         if "_parameter_constraints" in cls.__dict__:
             cls.Params = params_schema(cls)
-        if "method" in cls.__dict__:  # only a class naming its own method is what files of that method load as
-            _REGISTRY[cls.method] = cls
 
     def check_fitted(self) -> None:
         """Raise NotFittedError (a SentflowError and scikit-learn's NotFittedError) unless fitted."""
@@ -122,12 +126,18 @@ def params_schema(cls: type[Calibrator]) -> type[Schema]:
     return create_model(f"{cls.__name__}Params", __base__=Schema, **fields)
 
 
+def calibrator_class(method: str, path: str | os.PathLike) -> type[Calibrator]:
+    """The class that files of `method` load as (its module imported on demand); `path` names the file in errors."""
+    if method not in CALIBRATOR_CLASSES:
+        raise SentflowError(f"{path}: unknown calibration method {method!r}")
+    module, name = CALIBRATOR_CLASSES[method]
+    return getattr(import_module(module), name)
+
+
 def load_calibration(path: str | os.PathLike) -> Calibrator:
     """Load any calibration written by `Calibrator.save` (no pickle: safetensors + a JSON header, validated)."""
     tensors, header = load_tensors(path, CalibrationHeader)
-    if header.method not in _REGISTRY:
-        raise SentflowError(f"{path}: unknown calibration method {header.method!r}")
-    kind = _REGISTRY[header.method]
+    kind = calibrator_class(header.method, path)
     params = parse(kind.Params, header.params, f"{path}: {header.method} parameters")
     calibrator = kind(**params.model_dump())
     try:
