@@ -74,7 +74,11 @@ def search(
     query: Annotated[str | None, typer.Argument(help="The query text.", show_default=False)] = None,
     k: Annotated[int, typer.Option("--k", min=1, max=10_000, help="Results per query.")] = 10,
     queries: Annotated[Path | None, typer.Option(help="A text file of queries, one a line.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help='Print JSON on stdout and nothing else: [{"query", "hits": [{"id", "score", '
+                     '"snippet"}]}], one row per query.'),  # fmt: skip
+    ] = False,
     threads: Threads = None,
 ) -> None:
     """Search an index with query texts: ids, scores and snippets, best first."""
@@ -91,7 +95,7 @@ def search(
         results = search_index(index_dir, texts, k, cache=False, show_progress=False)
     if as_json:
         rows = [{"query": t, "hits": [vars(h) for h in hits]} for t, hits in zip(texts, results, strict=True)]
-        typer.echo(json.dumps(rows if queries is not None else rows[0], allow_nan=False, ensure_ascii=False))
+        typer.echo(json.dumps(rows, allow_nan=False, ensure_ascii=False))  # one shape: a list, one row per query
         return
     for text, hits in zip(texts, results, strict=True):
         _print_hits(text, hits)

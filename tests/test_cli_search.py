@@ -37,7 +37,7 @@ def test_the_installed_command_runs_index_and_search(corpus, pipeline_dir, tmp_p
     )
     assert built.returncode == 0, built.stderr
     found = subprocess.run([*command, "search", tmp_path / "i", lines[0], "--json"], capture_output=True, text=True)
-    assert found.returncode == 0 and json.loads(found.stdout)["hits"][0]["snippet"] == lines[0]
+    assert found.returncode == 0 and json.loads(found.stdout)[0]["hits"][0]["snippet"] == lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,9 @@ def test_index_and_search_agree_with_the_library(corpus, pipeline_dir, tmp_path)
     query = lines[7]
     found = run("search", out, query, "--k", "5", "--json")
     assert found.returncode == 0, found.stderr
-    hits = json.loads(found.stdout)["hits"]
+    (row,) = json.loads(found.stdout)  # one shape: a list of one row per query, even for one query
+    assert row["query"] == query
+    hits = row["hits"]
     scores, rows = expected.search(sentflow.load(pipeline_dir).encode([query]), 5)
     assert [h["id"] for h in hits] == [str(r + 1) for r in rows[0]]  # ids are line numbers from 1
     np.testing.assert_allclose([h["score"] for h in hits], scores[0], atol=1e-5)

@@ -2,7 +2,8 @@
 
 Convention for examples on the pages under docs/ (README.md has its own test, tests/test_readme.py):
 
-- every ```python block runs, in a scratch directory, with the process's working directory set to it;
+- every ```python block runs in its own new interpreter (`python -c`, not inside the pytest process, so an import
+  done by another block or test cannot make it pass), in a scratch directory;
 - every ```bash block runs line by line: each line is a `sentflow ...` command, run in-process through the Typer
   app, and must exit 0;
 - a block is left out only when the line right above its opening fence is
@@ -103,12 +104,20 @@ def run_shell(code: str) -> None:
         assert result.exit_code == 0, f"{line}\n{result.output}"
 
 
+def run_python(block: Block, directory: Path) -> None:
+    """The block as a script of its own in a new interpreter (the test run's environment, its cache included)."""
+    done = subprocess.run(
+        [sys.executable, "-c", block.code], cwd=directory, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, f"{block.id} failed:\n{done.stderr[-3000:]}"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("block", EXAMPLES, ids=[block.id for block in EXAMPLES])
 def test_example_runs(block, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     if block.lang == "python":
-        exec(compile(block.code, f"{block.page} example at line {block.line}", "exec"), {"__name__": "__docs__"})
+        run_python(block, tmp_path)
     else:
         run_shell(block.code)
 
