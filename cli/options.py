@@ -21,7 +21,7 @@ Backend = Annotated[
     str,
     typer.Option(
         help="torch | onnx | onnx-int8 (need sentflow\\[onnx]) | openvino | openvino-bf16 | openvino-int8 "
-        "(need sentflow\\[openvino])."
+        "(need sentflow\\[openvino]) | auto (the fastest accuracy-keeping one installed for this CPU)."
     ),
 ]
 Dim = Annotated[int | None, typer.Option(help="Keep the first K whitened dimensions.", min=1, max=MAX_DIM)]

@@ -42,6 +42,7 @@ from report import RESULTS, table, write_report, write_text  # noqa: E402
 
 import sentflow  # noqa: E402
 from sentflow.encoding import openvino as openvino_backend  # noqa: E402
+from sentflow.encoding.cpu import has_bf16  # noqa: E402
 from sentflow.encoding.models import DEFAULT_MODEL, resolve_model  # noqa: E402
 from sentflow.files.io import write_atomic  # noqa: E402
 from sentflow.runtime import using_threads  # noqa: E402
@@ -152,6 +153,9 @@ def measure(args: argparse.Namespace, texts: list[str]) -> dict:
         workers.append(StWorker(args.st_python, texts, workdir / "st"))
         makers |= {f"st {v}": workers[0].factory(v) for v in ST_VARIANTS}
     rows = [*SENTFLOW, *AB_ROWS] if not args.only else list(dict.fromkeys(["torch", *args.only]))  # torch: reference
+    if not has_bf16():  # openvino-bf16 is refused there (and SENTFLOW_CPU=avx2 acts as such a CPU)
+        print("no bf16 instructions on this CPU (or SENTFLOW_CPU=avx2): leaving out the bf16 rows", file=sys.stderr)
+        rows = [r for r in rows if PRECISION[f"sentflow {r}"] != "bf16"]
     makers |= {f"sentflow {r}": sentflow_encoder(r) for r in rows}
     grid = [(b, t) for t in args.threads for b in args.batch_sizes]
     runners = {(name, t): make(args.batch_sizes[0], t) for name, make in makers.items() for t in args.threads}

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from sentflow.encoding import onnx as onnx_backend
 from sentflow.encoding import openvino as openvino_backend
+from sentflow.encoding.auto import resolve_backend
 from sentflow.encoding.cache import EmbeddingCache, digests_path
 from sentflow.encoding.models import DEFAULT_MODEL, resolve_model
 from sentflow.encoding.pooling import parse_pooling, pool
@@ -68,7 +69,8 @@ class Encoder:
         device: Torch device of the torch backend (None: CUDA when available, else CPU).
         cache: True for the default cache directory, a directory, or False for no cache.
         show_progress: Show a progress bar (None: only when there are more than four batches).
-        backend: `torch`, `onnx`, `onnx-int8`, `openvino` (fp32), `openvino-bf16` or `openvino-int8`.
+        backend: `torch`, `onnx`, `onnx-int8`, `openvino` (fp32), `openvino-bf16`, `openvino-int8`, or `auto`
+            (the fastest accuracy-keeping one installed for this CPU: `sentflow.encoding.auto`).
         threads: CPU threads of the forward passes (None: `$SENTFLOW_THREADS`, else every available core).
         half: Run the torch backend in float16 (CUDA only); vectors still come back as float32.
         int8_recipe: What `onnx-int8` quantises (keys of `onnx_backend.INT8_RECIPE`); None for the default.
@@ -93,6 +95,7 @@ class Encoder:
     ) -> None:
         from sentflow.encoding.glove import is_glove
 
+        backend = resolve_backend(backend, device)  # "auto": the fastest accuracy-keeping backend for this CPU
         if is_glove(model):
             raise SentflowError(
                 f"{model!r} averages word vectors and is no transformer: use sentflow.make_encoder({model!r})"

@@ -55,7 +55,10 @@ def check_precision(precision: str) -> None:
     """Refuse bf16 where the CPU plugin does not report bf16 support (it would quietly run fp32)."""
     if precision != "bf16":
         return
-    capabilities = list(openvino_module().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    from sentflow.encoding.cpu import openvino_capabilities
+
+    reported = list(openvino_module().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    capabilities = openvino_capabilities(reported)  # less what SENTFLOW_CPU=avx2 hides
     if "BF16" not in capabilities:
         raise SentflowError(
             "backend='openvino-bf16' needs a CPU with bf16 instructions (AVX512_BF16 or AMX); this one offers "
