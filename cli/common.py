@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import re
 import sys
@@ -30,14 +31,26 @@ def _untyped_flags(params: list[Any]) -> list[Any]:
     return params
 
 
-class Command(TyperCommand):
+class _WholeSummary:
+    """A command's summary in lists of commands is its help's first paragraph, whole (click cuts it at 45
+    characters, mid-sentence, e.g. in the CLI reference's list of commands)."""
+
+    short_help: str | None
+    help: str | None
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        text = inspect.cleandoc(self.short_help or self.help or "")
+        return " ".join(text.split("\n\n")[0].split())
+
+
+class Command(_WholeSummary, TyperCommand):
     """A sentflow command: flags shown without a type."""
 
     def get_params(self, ctx: Any) -> Any:
         return _untyped_flags(super().get_params(ctx))
 
 
-class Group(TyperGroup):
+class Group(_WholeSummary, TyperGroup):
     """A sentflow command group: flags shown without a type."""
 
     def get_params(self, ctx: Any) -> Any:

@@ -16,6 +16,7 @@ generated arrays; nothing reaches the network.
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import shlex
@@ -123,12 +124,13 @@ def test_example_runs(block, tmp_path, monkeypatch):
 
 
 def test_mkdocs_build_strict(tmp_path):
-    """No broken link, anchor, include or reference, and no griffe docstring warning: any warning fails."""
+    """No broken link, anchor, include or reference, and no griffe docstring warning: any warning fails. Built as
+    `VENV/bin/python -m mkdocs` runs without activating the venv: PATH holds only the system's directories."""
     site = tmp_path / "site"
     done = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
         cwd=ROOT,
-        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1", "PATH": os.defpath},
         capture_output=True,
         text=True,
         timeout=300,
@@ -140,12 +142,24 @@ def test_mkdocs_build_strict(tmp_path):
     cli = (site / "cli-reference" / "index.html").read_text(encoding="utf-8")
     for command in ("sentflow tune", "sentflow eval sts", "sentflow flows train", "sentflow index"):
         assert command in cli, command
+    for name, summary in command_summaries():  # the list of commands has them whole, not cut at 45 characters
+        rendered = re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(summary, quote=False))
+        assert f"<li><code>{name}</code>: {rendered}</li>" in cli, summary
     api = (site / "reference" / "calibration" / "index.html").read_text(encoding="utf-8")
     assert "sentflow.calibration.whitening.Whitening" in api
     # the result tables are included, not copied: a row of a committed table appears on its page
     sts = (site / "results" / "flow-vs-whitening" / "index.html").read_text(encoding="utf-8")
     assert "78.59 ± 0.15" in sts
     assert (site / "eval" / "results" / "diagnose_cls_spectrum.png").is_file()
+
+
+def command_summaries() -> list[tuple[str, str]]:
+    """(name, the first paragraph of its help as its docstring has it) of every top-level command."""
+    import typer
+    from sentflow.cli.main import app
+
+    commands = typer.main.get_command(app).commands.items()  # type: ignore[attr-defined]
+    return [(n, " ".join(textwrap.dedent(c.help or "").strip().split("\n\n")[0].split())) for n, c in commands]
 
 
 def public_names() -> list[tuple[str, str]]:

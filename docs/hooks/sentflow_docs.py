@@ -9,8 +9,13 @@ The plots in `eval/results/*.png` are added to the site under the same path, so 
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shlex
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 from markdown import Extension
@@ -98,15 +103,29 @@ class NestResultTables(Extension):
 
 
 def on_config(config):
-    """Register the heading nesting for included result tables; let mkdocs-typer2 import `cli.main`.
+    """Register the heading nesting for included result tables; let mkdocs-typer2 run `typer` and import `cli.main`.
 
     mkdocs-typer2 runs `typer cli.main utils docs` in a subprocess, which imports the app by module name: the
-    repository root goes on that subprocess's PYTHONPATH, so the CLI reference builds from a plain clone too.
+    repository root goes on that subprocess's PYTHONPATH, so the CLI reference builds from a plain clone too. The
+    `typer` it runs is found on PATH, where a venv's own is only once the venv is activated (and a venv with system
+    site-packages has none): a `typer` that runs `python -m typer` with mkdocs' own interpreter goes first on PATH,
+    so the build works from `VENV/bin/python -m mkdocs` without activating anything.
     """
     paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    os.environ["PATH"] = os.pathsep.join([_typer_shim(), os.environ.get("PATH", "")])
     config.markdown_extensions.append(NestResultTables())
     return config
+
+
+def _typer_shim() -> str:
+    """A private directory holding a `typer` that is this interpreter's `python -m typer` (removed at exit)."""
+    directory = tempfile.mkdtemp(prefix="sentflow-docs-typer-")
+    atexit.register(shutil.rmtree, directory, True)
+    shim = Path(directory) / "typer"
+    shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m typer "$@"\n', encoding="utf-8")
+    shim.chmod(0o755)
+    return directory
 
 
 def on_files(files: Files, config) -> Files:
