@@ -28,9 +28,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import RESULTS, table, write_report  # noqa: E402
 
+from sentflow.data_root import data_path  # noqa: E402
 from sentflow.files.io import write_atomic  # noqa: E402
 
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir" / "scifact"
+SCIFACT = data_path("beir", "scifact")
 METHODS = ("float-flat", "binary", "binary/20", "itq:128", "itq:128/20", "int8")  # spec[/rescore], default 4
 N_QUERIES = 1000
 K = 10

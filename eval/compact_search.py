@@ -23,13 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import RESULTS, table, write_report  # noqa: E402
 
 import sentflow  # noqa: E402
+from sentflow.data_root import data_path  # noqa: E402
 from sentflow.evaluation.quant_baselines import BASELINES  # noqa: E402
 from sentflow.evaluation.sts import evaluate_sts  # noqa: E402
 from sentflow.evaluation.sts_task import encode_sts_task, load_sts_task  # noqa: E402
 from sentflow.files.io import write_atomic  # noqa: E402
 from sentflow.search.quantize import ScalarQuantizer, make_quantizer  # noqa: E402
 
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir" / "scifact"
+SCIFACT = data_path("beir", "scifact")
 SPECS = ("none", "int8", "int4", "binary", "itq:128", "itq:256")
 POOLINGS = ("last-avg", "cls")
 GOALS = {"binary": 64.2, "itq:128": 63.9, "int8": 64.4}  # SciFact last-avg nDCG@10

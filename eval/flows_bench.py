@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from sentflow.data_root import data_path
 from sentflow.files.io import write_atomic
 from sentflow.flows import TrainConfig, build_model, load_data, seed_everything, train_image_flow
 from sentflow.flows.data import ImageData
@@ -30,7 +31,7 @@ from sentflow.runtime import resolve_threads
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "eval" / "results"
 RAW = RESULTS / "flows_bench.json"
-MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
+MNIST_DIR = data_path("mnist")
 PUBLISHED_MNIST = {"nice": "4.36", "realnvp": "1.06", "glow": "1.05"}
 # label -> (model, config). NICE as in the paper (4 couplings, 5 x 1000 MLPs, logistic prior);
 CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -19,10 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import RESULTS, beir_slice, publish, sts_slice, table, write_text  # noqa: E402
 
 import sentflow  # noqa: E402
+from sentflow.data_root import data_path  # noqa: E402
 from sentflow.evaluation.retrieval import METRICS, evaluate_retrieval  # noqa: E402
 from sentflow.evaluation.retrieval_tasks import RetrievalTask  # noqa: E402
 
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir" / "scifact"
+SCIFACT = data_path("beir", "scifact")
 TASKS = {"sts-b": "sts-b", "scifact": str(SCIFACT)}
 TITLES = {
     "sts-b": "STS-B duplicate retrieval (test pairs with gold >= 4.0; corpus = every distinct STS-B sentence)",

@@ -1,7 +1,7 @@
 """Whitening across the STS tasks (STS12-16, STS-B, SICK-R) with the embedded model, Spearman x100.
 
 Each calibration is fitted without labels on its own task's sentences (the "target" protocol).
-Needs the SentEval STS and SICK folders: python eval/sts_tasks.py [--data-dir ../shared/data] [--smoke]
+Needs the SentEval STS and SICK folders: python eval/sts_tasks.py [--data-dir DIR (default $SENTFLOW_DATA)] [--smoke]
 (--smoke: last-avg only, on a 80-line slice of the packaged STS-B, seconds; writes nothing).
 `--poolings` may name `glove`: GloVe 6B 50-d word-vector averages (sentflow.encoding.glove), an embedding never
 tuned for similarity, scored with none, whitening and BERT-flow (it has 50 dimensions, so no k=256 row).
@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import publish, sts_slice, table  # noqa: E402
 
 import sentflow  # noqa: E402
+from sentflow.data_root import data_root  # noqa: E402
 from sentflow.encoding.glove import GloveEncoder  # noqa: E402
 from sentflow.evaluation.compare import compare  # noqa: E402
 
@@ -55,7 +56,7 @@ def table_rows(tasks: dict[str, str | None], poolings: list[str], cache: str | b
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--data-dir", type=Path, default=data_root(), help="default: $SENTFLOW_DATA")
     parser.add_argument("--poolings", default="cls,last-avg,glove")
     parser.add_argument("--smoke", action="store_true", help="last-avg on a 80-line STS-B slice; writes nothing")
     args = parser.parse_args()

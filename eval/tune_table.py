@@ -21,14 +21,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import RESULTS, publish, sts_slice, table, write_report  # noqa: E402
-from sts_tasks import TASKS  # noqa: E402  (the 7 tasks and their folders under ../shared/data)
+from sts_tasks import TASKS  # noqa: E402  (the 7 tasks and their folders under $SENTFLOW_DATA)
 
 import sentflow  # noqa: E402
+from sentflow.data_root import data_root  # noqa: E402
 from sentflow.encoding.glove import GloveEncoder  # noqa: E402
 from sentflow.evaluation.diagnostics import diagnose, plot_cosines, plot_spectrum, task_vectors  # noqa: E402
 from sentflow.evaluation.tuning import Setting, TuneReport, transfer, tune  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = data_root()
 PROTOCOL = (
     "Every candidate is fitted without labels on the task's sentences (train+dev+test for STS-B, the corpus for "
     "SciFact), chosen on the selection labels only, then scored on test. Candidates: none; whitening with power "

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING
 import pytest
 import torch
 
+from sentflow.data_root import data_root
 from sentflow.evaluation.sts import packaged_stsb_dir
 
 if TYPE_CHECKING:
     from hostile_support import Base
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = data_root()  # $SENTFLOW_DATA, else ../shared/data beside the clone
 SENTENCES = [  # for the tiny BERT's word-level vocabulary: lengths 2 to 17 tokens, so batches need padding
     "a man is playing the guitar .",
     "the dog",

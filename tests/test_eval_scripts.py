@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from sentflow.data_root import data_path
+
 ROOT = Path(__file__).resolve().parents[1]
 EVAL = ROOT / "eval"
 RESULTS = EVAL / "results"
-SCIFACT = ROOT.parent / "shared" / "data" / "beir" / "scifact"
+SCIFACT = data_path("beir", "scifact")
 # not scripts: report.py is the scripts' helper module; st_worker.py is the side-interpreter worker that
 # bench_encode.py drives over stdin (it imports neither sentflow nor torch), exercised through bench_encode.py
 NOT_SCRIPTS = {"report.py", "st_worker.py"}

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sentflow.data_root import data_path
 from sentflow.errors import SentflowError
 from sentflow.flows import load_data, load_digits_data, load_mnist, read_idx
 
-MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+MNIST = data_path("mnist")
 needs_mnist = pytest.mark.skipif(
     not (MNIST / "t10k-images-idx3-ubyte.gz").is_file(), reason=f"MNIST t10k IDX files not found in {MNIST}"
 )

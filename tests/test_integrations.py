@@ -15,12 +15,13 @@ import pytest
 from conftest import SENTENCES
 
 import sentflow
+from sentflow.data_root import data_path
 from sentflow.errors import SentflowError
 from sentflow.search.faiss_index import search_exact
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in this file may download
 ROOT = Path(__file__).resolve().parents[1]
-SCIFACT = ROOT.parent / "shared" / "data" / "beir" / "scifact"
+SCIFACT = data_path("beir", "scifact")
 COSINE = {"hnsw": {"space": "cosine"}}
 PACKAGES = {"mteb": "mteb", "chroma": "chromadb", "langchain": "langchain_core"}
 
@@ -148,7 +149,7 @@ def test_mteb_beir_task_reports_bad_folders(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SCIFACT.is_dir(), reason="needs the shared SciFact folder")
+@pytest.mark.skipif(not SCIFACT.is_dir(), reason=f"needs the SciFact folder {SCIFACT} (SENTFLOW_DATA)")
 def test_mteb_check_smoke_agrees_with_sentflow():
     out = subprocess.run(
         [sys.executable, "eval/mteb_check.py", str(SCIFACT), "--smoke", "--json"],

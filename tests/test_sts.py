@@ -40,13 +40,13 @@ def test_malformed_lines_name_file_and_line(tmp_path, line, message):
         read_stsb_file(path)
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "sts12-16").is_dir(), reason="../shared/data/sts12-16 is not present")
+@pytest.mark.skipif(not (SHARED_DATA / "sts12-16").is_dir(), reason=f"no {SHARED_DATA / 'sts12-16'} (SENTFLOW_DATA)")
 def test_senteval_sizes_match_the_published_counts():
     sizes = [len(load_sts(f"sts1{i}", "test", SHARED_DATA / "sts12-16")) for i in range(2, 7)]
     assert sizes == [3108, 1500, 3750, 3000, 1186]
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "sick").is_dir(), reason="../shared/data/sick is not present")
+@pytest.mark.skipif(not (SHARED_DATA / "sick").is_dir(), reason=f"no {SHARED_DATA / 'sick'} (SENTFLOW_DATA)")
 def test_sick_without_header():
     assert len(load_sts("sick-r", "test", SHARED_DATA / "sick")) == 4927
 
