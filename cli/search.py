@@ -54,7 +54,10 @@ def index(
 
 
 def _pipeline(directory: Path | None, model: str | None, pooling: str | None, batch_size: int, max_length: int):
-    """The pipeline that encodes the corpus: a saved one, or the plain encoder with L2 normalisation (cosine)."""
+    """The pipeline that encodes the corpus: a saved one, or the plain encoder with L2 normalisation (cosine).
+
+    Its vectors go to the embedding cache, so `eval retrieval` and `tune` on the same corpus do not encode it again
+    (the index's progress bar is the chunked encoding's, one step a chunk; the encoder's own bar stays off)."""
     from sentflow.encoding.factory import make_encoder
     from sentflow.encoding.models import DEFAULT_MODEL
     from sentflow.pipeline import Pipeline, load_pipeline
@@ -62,8 +65,8 @@ def _pipeline(directory: Path | None, model: str | None, pooling: str | None, ba
     if directory is not None:
         if model is not None or pooling is not None:
             raise SentflowError("--model and --pooling are fixed by --pipeline; give one or the other")
-        return load_pipeline(directory, batch_size=batch_size, cache=False, show_progress=False)
-    options = {"batch_size": batch_size, "max_length": max_length, "cache": False, "show_progress": False}
+        return load_pipeline(directory, batch_size=batch_size, show_progress=False)
+    options = {"batch_size": batch_size, "max_length": max_length, "show_progress": False}
     encoder = make_encoder(model or DEFAULT_MODEL, pooling or "last-avg", **options)
     return Pipeline(encoder, None, normalize=True)
 

@@ -31,7 +31,8 @@ from sentflow.pipeline import Pipeline
 from sentflow.protocols import TextEncoder
 from sentflow.sources import EmbeddingSource, Source, StsTaskSource, TextSource, resolve_source
 
-CHUNK_LINES = 8192
+CHUNK_LINES = 512  # small enough that an interrupted run of a few thousand lines keeps most rows (--resume), a
+# multiple of the embedding cache's block (encoding.cache.CACHE_BLOCK) so chunks and whole-corpus calls share entries
 STATE_SUFFIX = ".partial.json"
 
 

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +78,11 @@ def texts_digest(texts: list[str]) -> str:
     return h.hexdigest()
 
 
+KeyOf = Callable[[list[str]], str]  # texts -> their cache key
+Encode = Callable[[list[str]], np.ndarray]  # texts -> their (n, width) vectors
+CACHE_BLOCK = 512  # texts per cache entry (see EmbeddingCache.encode); streaming.CHUNK_LINES is a multiple of it
+
+
 class EmbeddingCache:
     """A folder of .npy files, one per (model, pooling, max_length, backend, texts) key."""
 
@@ -109,6 +114,29 @@ class EmbeddingCache:
             return load_npy(path)
         except ValueError:
             return None
+
+    def encode(self, texts: list[str], key_of: KeyOf, width: int, encode: Encode) -> np.ndarray:
+        """`encode(texts)` through the cache, one entry per block of CACHE_BLOCK consecutive texts from the first.
+
+        Blocks make entries depend on content, not on how a corpus was split into calls: a corpus encoded whole
+        (`eval retrieval`, `tune`) and the same corpus encoded in chunks of a multiple of CACHE_BLOCK (`index`,
+        `encode`, resumed or not) share them. The blocks not cached are encoded in one call.
+        """
+        blocks = [texts[i : i + CACHE_BLOCK] for i in range(0, len(texts), CACHE_BLOCK)]
+        keys = [key_of(block) for block in blocks]
+        found: dict[int, np.ndarray] = {}
+        for i, (key, block) in enumerate(zip(keys, blocks, strict=True)):
+            hit = self.get(key, len(block), width)
+            if hit is not None:
+                found[i] = hit
+        missing = [i for i in range(len(blocks)) if i not in found]
+        if missing:
+            fresh = encode([text for i in missing for text in blocks[i]])
+            start = 0
+            for i in missing:
+                found[i], start = fresh[start : start + len(blocks[i])], start + len(blocks[i])
+                self.put(keys[i], found[i])
+        return found[0] if len(blocks) == 1 else np.concatenate([found[i] for i in range(len(blocks))])
 
     def put(self, key: str, array: np.ndarray) -> None:
         """Store an array with its checksum; a cache that cannot be written is a warning, never a lost result."""

@@ -300,17 +300,18 @@ class Encoder:
         texts = list(texts)
         if not all(isinstance(t, str) for t in texts):
             raise SentflowError("encode expects a list of strings")
-        key = None
-        if self._cache is not None and texts:
-            key = self._cache.key(self._path, self._pooling.key, self.max_length, texts, backend=self.backend_key)
-            hit = self._cache.get(key, len(texts), self._width())
-            if hit is not None:
-                return hit
-        vectors = self._encode(texts)
+        if self._cache is None or not texts:
+            return self._finite(self._encode(texts))
+        cache, backend = self._cache, self.backend_key
+
+        def key_of(block: list[str]) -> str:
+            return cache.key(self._path, self._pooling.key, self.max_length, block, backend=backend)
+
+        return cache.encode(texts, key_of, self._width(), lambda todo: self._finite(self._encode(todo)))
+
+    def _finite(self, vectors: np.ndarray) -> np.ndarray:
         if not np.isfinite(vectors).all():
             raise SentflowError(f"model {self.model_name!r} produced non-finite vectors; try half=False")
-        if key is not None and self._cache is not None:
-            self._cache.put(key, vectors)
         return vectors
 
     def _encode(self, texts: list[str]) -> np.ndarray:

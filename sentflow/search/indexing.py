@@ -112,10 +112,9 @@ def _write_texts(corpus: str | os.PathLike, path: Path) -> tuple[list[str], list
     ids, snippets = [], []
     with open(path, "w", encoding="utf-8") as fh:
         for doc_id, text in corpus_documents(corpus):
-            line = " ".join(text.split())
-            fh.write(line + "\n")
+            fh.write(text.replace("\r", " ").replace("\n", " ") + "\n")  # else as read: cached vectors match
             ids.append(doc_id)
-            snippets.append(line[:SNIPPET_CHARS])
+            snippets.append(" ".join(text.split())[:SNIPPET_CHARS])
     if not ids:
         path.unlink(missing_ok=True)
         raise SentflowError(f"{corpus}: the corpus is empty: there is nothing to index")
