@@ -11,7 +11,7 @@ import typer
 
 from sentflow.errors import SentflowError
 
-from .common import DEBUG_ENV, Command, Group, printable, threads_from, typed, user_errors
+from .common import DEBUG_ENV, Command, Group, printable, threads_from, user_errors
 from .evaluate import eval_app
 from .flows import flows_app
 from .guidance import register as register_guidance
@@ -32,6 +32,7 @@ from .options import (
     Threads,
     make_encoder,
 )
+from .prechecks import existing, pipeline_fixes
 from .search import register as register_search
 
 app = typer.Typer(
@@ -76,19 +77,17 @@ def encode(
     batch_size: BatchSize = 64,
     max_length: MaxLength = 256,
     backend: Backend = "torch",
-    chunk_lines: Annotated[int, typer.Option(help="Lines encoded and written per chunk.")] = 8192,
+    chunk_lines: Annotated[int, typer.Option(help="Lines encoded and written per chunk.")] = 512,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last finished chunk.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Discard an interrupted run's rows; start over.")] = False,
     threads: Threads = None,
 ) -> None:
     """Encode a text file into a .npy of sentence vectors, chunk by chunk (memory does not grow with the file)."""
+    existing(input)  # cheap checks first: a bad argument answers before torch loads
+    pipeline_fixes(ctx, pipeline, ("model", "pooling", "max_length"))
     from sentflow.pipeline import load_pipeline
     from sentflow.streaming import encode_file
 
-    if pipeline is not None:
-        given = [f"--{name.replace('_', '-')}" for name in ("model", "pooling", "max_length") if typed(ctx, name)]
-        if given:
-            raise SentflowError(f"{', '.join(given)}: the pipeline {pipeline} fixes these; leave them out")
     with threads_from(threads):
         if pipeline is not None:
             encoder = load_pipeline(pipeline, batch_size=batch_size, backend=backend, cache=False)
@@ -163,6 +162,7 @@ def fit(
         if scheduler is not None:
             calibrator, rows = _fit_on_cluster(scheduler, source, method, dim, power)
         else:
+            typer.echo(f"fitting {method} on {data} (encoding it first, unless its vectors are cached)", err=True)
             rows = fit_calibration(calibrator, source, encoder, data_dir)
         save_fitted(calibrator, out, encoder if named else None, normalize)
     typer.echo(f"wrote {out}: {method} {width} -> {calibrator.n_components_out_} dims, fitted on {rows} rows", err=True)

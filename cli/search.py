@@ -12,12 +12,14 @@ from sentflow.errors import SentflowError
 
 from .common import Command, threads_from, user_errors
 from .options import BatchSize, MaxLength, Threads
+from .prechecks import existing, pipeline_fixes, sentflow_directory
 
 SNIPPET_WIDTH = 48
 
 
 @user_errors
 def index(
+    ctx: typer.Context,
     corpus: Annotated[
         Path, typer.Argument(help="A text file (one document a line), a BEIR corpus.jsonl, or a BEIR folder.")
     ],
@@ -41,6 +43,8 @@ def index(
     threads: Threads = None,
 ) -> None:
     """Encode a corpus and write a compact index of its vectors (quantized codes, ids and snippets)."""
+    existing(corpus)  # cheap checks first: a bad argument answers before torch loads
+    pipeline_fixes(ctx, pipeline, ("model", "pooling", "max_length"))
     from sentflow.search.indexing import index_corpus
 
     with threads_from(threads):
@@ -63,8 +67,6 @@ def _pipeline(directory: Path | None, model: str | None, pooling: str | None, ba
     from sentflow.pipeline import Pipeline, load_pipeline
 
     if directory is not None:
-        if model is not None or pooling is not None:
-            raise SentflowError("--model and --pooling are fixed by --pipeline; give one or the other")
         return load_pipeline(directory, batch_size=batch_size, show_progress=False)
     options = {"batch_size": batch_size, "max_length": max_length, "show_progress": False}
     encoder = make_encoder(model or DEFAULT_MODEL, pooling or "last-avg", **options)
@@ -85,6 +87,9 @@ def search(
     threads: Threads = None,
 ) -> None:
     """Search an index with query texts: ids, scores and snippets, best first."""
+    sentflow_directory(index_dir, "index.json", "index")  # cheap checks first: answered before torch loads
+    if queries is not None:
+        existing(queries)
     from sentflow.search.indexing import search_index
     from sentflow.streaming import text_chunks
 
