@@ -27,7 +27,6 @@ CPU_ENV = "SENTFLOW_CPU"
 MODES = ("native", "avx2")
 AVX2_ENV = {CPU_ENV: "avx2", "ATEN_CPU_CAPABILITY": "avx2"}  # the whole no-bf16 mode
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 BEYOND_AVX2 = ("avx512", "amx", "avx_vnni")  # flag prefixes the avx2 mode hides
 HIDDEN_BY_AVX2 = frozenset({"BF16", "FP16"})  # OpenVINO OPTIMIZATION_CAPABILITIES an AVX2 CPU does not list
 
@@ -65,11 +64,6 @@ def cpu_flags() -> frozenset[str]:
 def has_bf16() -> bool:
     """Whether the CPU computes in bfloat16 (AVX512_BF16 or AMX)."""
     return bool(cpu_flags() & BF16_FLAGS)
-
-
-def has_vnni() -> bool:
-    """Whether the CPU has int8 dot-product instructions (AVX512_VNNI, AVX-VNNI or AMX)."""
-    return bool(cpu_flags() & VNNI_FLAGS)
 
 
 def openvino_capabilities(reported: list[str]) -> list[str]:
