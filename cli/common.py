@@ -86,6 +86,13 @@ def typed(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
+def status(message: str) -> None:
+    """Say on stderr what a long, otherwise silent step is doing, for a person at a terminal (scripts and the
+    one-line refusals keep their stderr as it was)."""
+    if sys.stderr.isatty():
+        typer.echo(f"{printable(message)} ...", err=True)
+
+
 def fail(message: str) -> typer.Exit:
     """Print `error: message` on stderr and return the Exit(1) to raise."""
     typer.echo(f"error: {printable(message)}", err=True)

@@ -11,7 +11,7 @@ import typer
 
 from sentflow.errors import SentflowError
 
-from .common import DEBUG_ENV, Command, Group, printable, threads_from, user_errors
+from .common import DEBUG_ENV, Command, Group, printable, status, threads_from, user_errors
 from .evaluate import eval_app
 from .flows import flows_app
 from .guidance import register as register_guidance
@@ -162,7 +162,7 @@ def fit(
         if scheduler is not None:
             calibrator, rows = _fit_on_cluster(scheduler, source, method, dim, power)
         else:
-            typer.echo(f"fitting {method} on {data} (encoding it first, unless its vectors are cached)", err=True)
+            status(f"fitting {method} on {data} (encoding it first, unless its vectors are cached)")
             rows = fit_calibration(calibrator, source, encoder, data_dir)
         save_fitted(calibrator, out, encoder if named else None, normalize)
     typer.echo(f"wrote {out}: {method} {width} -> {calibrator.n_components_out_} dims, fitted on {rows} rows", err=True)
