@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from sentflow.calibration.stats import as_matrix
 from sentflow.errors import SentflowError
 from sentflow.extras import require
-from sentflow.files.io import atomic_directory, file_hash
+from sentflow.files.io import atomic_directory, file_hash, read_json_lines, write_json_lines
 from sentflow.files.schemas import COMPACT_FORMAT, CompactManifest, parse_json
 from sentflow.search.quantize import (
     Quantizer,
@@ -252,14 +252,14 @@ class CompactIndex:
             files = {"quantizer": "quantizer.safetensors", "codes": "codes.npy", "ids": "ids.jsonl"}
             self.quantizer.save(staging / files["quantizer"])
             np.save(staging / files["codes"], self.codes, allow_pickle=False)
-            _write_lines(staging / files["ids"], self.ids)
+            write_json_lines(staging / files["ids"], self.ids)
             if self.rescorer is not None:
                 files.update(rescorer="rescore.safetensors", rescore_codes="rescore.npy")
                 self.rescorer.save(staging / files["rescorer"])
                 np.save(staging / files["rescore_codes"], np.asarray(self.rescore_codes), allow_pickle=False)
             if snippets is not None:
                 files["snippets"] = "snippets.jsonl"
-                _write_lines(staging / files["snippets"], snippets)
+                write_json_lines(staging / files["snippets"], snippets)
             manifest = {
                 "format": COMPACT_FORMAT,
                 "quantize": self.quantize,
@@ -300,7 +300,7 @@ def load_compact_index(directory: str | os.PathLike) -> tuple[CompactIndex, Comp
             raise SentflowError(f"{paths['rescorer']}: not int8 rescoring codes of {manifest.dim} dims")
         fine = _load_codes(paths["rescore_codes"], manifest.rows, manifest.dim, mmap=True)
     index = CompactIndex(quantizer, codes, None, manifest.rescore, rescorer, fine, manifest.hnsw)
-    index._read_ids = lambda: _read_lines(paths["ids"], manifest.rows)
+    index._read_ids = lambda: read_json_lines(paths["ids"], manifest.rows)
     return index, manifest
 
 
@@ -319,7 +319,7 @@ def read_snippets(directory: str | os.PathLike, manifest: CompactManifest) -> li
     entry = manifest.files.get("snippets")
     if entry is None:
         return None
-    return _read_lines(_checked_file(Path(directory), entry.name, entry.sha256), manifest.rows)
+    return read_json_lines(_checked_file(Path(directory), entry.name, entry.sha256), manifest.rows)
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
@@ -396,26 +396,4 @@ def _load_codes(path: Path, rows: int, width: int, mmap: bool) -> np.ndarray:
     if codes.dtype != np.uint8 or codes.shape != (rows, width):
         raise SentflowError(f"{path}: holds {codes.dtype} {codes.shape}, the index needs uint8 ({rows}, {width})")
     return codes
-
-
-def _write_lines(path: Path, values: Sequence[str]) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        for value in values:
-            fh.write(json.dumps(str(value), ensure_ascii=False) + "\n")
-
-
-def _read_lines(path: Path, rows: int) -> list[str]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if len(lines) != rows:
-        raise SentflowError(f"{path}: {len(lines)} lines, the index has {rows} documents")
-    values = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError:
-            value = None
-        if not isinstance(value, str):
-            raise SentflowError(f"{path}, line {number}: not a JSON string")
-        values.append(value)
-    return values
 
