@@ -25,7 +25,7 @@ from sentflow.calibration.stats import as_matrix
 from sentflow.errors import SentflowError
 from sentflow.extras import require
 from sentflow.files.io import atomic_directory, file_hash, read_json_lines, write_json_lines
-from sentflow.files.schemas import COMPACT_FORMAT, CompactManifest, parse_json
+from sentflow.files.schemas import COMPACT_FORMAT, CompactManifest, parse, parse_json
 from sentflow.search.quantize import (
     Quantizer,
     ScalarQuantizer,
@@ -272,6 +272,7 @@ class CompactIndex:
                     key: {"name": name, "sha256": file_hash(staging / name).hexdigest()} for key, name in files.items()
                 },
             }
+            parse(CompactManifest, manifest, staging / MANIFEST)  # what is written must load again
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         return Path(directory)
 
@@ -286,7 +287,7 @@ def load_compact_index(directory: str | os.PathLike) -> tuple[CompactIndex, Comp
     """(the index, its manifest) of a directory written by `CompactIndex.save`."""
     directory = Path(directory)
     manifest = read_manifest(directory)
-    paths = {key: _checked_file(directory, entry.name, entry.sha256) for key, entry in manifest.files.items()}
+    paths = {key: _checked_file(directory, entry.name, entry.sha256) for key, entry in manifest.files.paths().items()}
     quantizer = load_quantizer(paths["quantizer"])
     if quantizer.spec != manifest.quantize or quantizer.dim != manifest.dim:
         raise SentflowError(
@@ -294,6 +295,11 @@ def load_compact_index(directory: str | os.PathLike) -> tuple[CompactIndex, Comp
         )
     codes = _load_codes(paths["codes"], manifest.rows, quantizer.code_bytes, mmap=False)
     rescorer, fine = None, None
+    if (isinstance(quantizer, SignQuantizer) and manifest.rescore > 0) != ("rescorer" in paths):
+        raise SentflowError(
+            f"{directory / MANIFEST}: {manifest.quantize} codes with rescore {manifest.rescore} "
+            f"{'need' if 'rescorer' not in paths else 'take no'} rescorer and rescore_codes files"
+        )
     if "rescorer" in paths:
         rescorer = load_quantizer(paths["rescorer"])
         if not isinstance(rescorer, ScalarQuantizer) or rescorer.dim != manifest.dim:
@@ -316,7 +322,7 @@ def read_manifest(directory: Path) -> CompactManifest:
 
 def read_snippets(directory: str | os.PathLike, manifest: CompactManifest) -> list[str] | None:
     """The stored snippets of an index directory, if it has them."""
-    entry = manifest.files.get("snippets")
+    entry = manifest.files.snippets
     if entry is None:
         return None
     return read_json_lines(_checked_file(Path(directory), entry.name, entry.sha256), manifest.rows)

@@ -23,6 +23,7 @@ from sentflow.errors import Interrupted, SentflowError
 from sentflow.evaluation.retrieval_tasks import iter_jsonl
 from sentflow.files.io import check_inputs, check_output_directory, locked_directory
 from sentflow.files.npy import NpyShards
+from sentflow.files.schemas import IndexPipeline
 from sentflow.pipeline import Pipeline, load_pipeline
 from sentflow.search.compact import FIT_ROWS, MANIFEST, CompactIndex, load_compact_index, read_snippets
 from sentflow.search.quantize import check_quantizer, make_quantizer
@@ -180,25 +181,22 @@ def _record(pipeline: Pipeline, pipeline_dir: str | os.PathLike | None) -> dict:
     return record
 
 
-def query_pipeline(record: dict | None, where: Path, **encoder_options) -> Pipeline:
+def query_pipeline(record: IndexPipeline | None, where: Path, **encoder_options) -> Pipeline:
     """The pipeline that encodes queries for an index, checked against the fingerprint the index recorded."""
     from sentflow.encoding.factory import make_encoder
 
-    if not record:
+    if record is None:
         raise SentflowError(f"{where}: the index records no pipeline; search it from Python with query vectors")
-    directory = record.get("directory")
-    if directory is not None:
-        resolve_source(directory, (PipelineSource,), role="the index's pipeline")
-        pipeline = load_pipeline(directory, **encoder_options)
+    if record.directory is not None:
+        resolve_source(record.directory, (PipelineSource,), role="the index's pipeline")
+        pipeline = load_pipeline(record.directory, **encoder_options)
     else:
-        encoder = make_encoder(
-            str(record["model"]), str(record["pooling"]), max_length=int(record["max_length"]), **encoder_options
-        )
-        pipeline = Pipeline(encoder, None, bool(record["normalize"]))
-    if pipeline.fingerprint() != record.get("fingerprint"):
+        encoder = make_encoder(record.model, record.pooling, max_length=record.max_length, **encoder_options)
+        pipeline = Pipeline(encoder, None, record.normalize)
+    if pipeline.fingerprint() != record.fingerprint:
         raise SentflowError(
-            f"{where}: was built with another pipeline than {directory or record['model']} is now (fingerprint "
-            "mismatch); rebuild the index with `sentflow index`"
+            f"{where}: was built with another pipeline than {record.directory or record.model} is now "
+            "(fingerprint mismatch); rebuild the index with `sentflow index`"
         )
     return pipeline
 

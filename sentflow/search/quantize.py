@@ -279,6 +279,8 @@ def make_quantizer(spec: str, seed: int = 0) -> Quantizer:
     Returns:
         A quantizer to `fit` on the corpus' final vectors.
     """
+    if not isinstance(spec, str):
+        raise SentflowError(f"a quantizer spec is a string ({SPECS}), got {type(spec).__name__}")
     match = _SPEC.match(spec.strip().lower())
     if match is None:
         raise SentflowError(f"unknown quantizer {spec!r}; use {SPECS}")
