@@ -15,11 +15,10 @@ import sys
 
 import numpy as np
 import pytest
+from hostile_support import assert_one_error, sentflow_cli
 
 from sentflow.errors import Interrupted
 from sentflow.search.indexing import index_corpus
-
-from hostile_support import assert_one_error, sentflow_cli
 
 # the names the helper files of earlier versions had beside `--out idx`
 HELPER_NAMES = [".idx.corpus.txt", ".idx.vectors.npy", "..idx.vectors.npy.partial", "..idx.vectors.npy.partial.json"]
