@@ -272,7 +272,7 @@ class CompactIndex:
                     key: {"name": name, "sha256": file_hash(staging / name).hexdigest()} for key, name in files.items()
                 },
             }
-            parse(CompactManifest, manifest, staging / MANIFEST)  # what is written must load again
+            parse(CompactManifest, manifest, Path(directory) / MANIFEST)  # what is written must load again
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         return Path(directory)
 
