@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -433,6 +434,9 @@ def locked_directory(target: Path) -> Iterator[Path]:
                 f"{target}: another sentflow process is writing this output now; wait until it ends or choose "
                 "another output directory"
             ) from None
+        except OSError as exc:  # a file system without locks: builds stay private and atomic, only unserialised
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP):
+                raise SentflowError(f"{target}: cannot be locked ({exc.strerror})") from None
         if not os.path.samestat(os.fstat(fd), os.stat(target, follow_symlinks=False)):
             created = False
             raise SentflowError(f"{target}: was replaced by another sentflow process as this one started; run again")

@@ -21,7 +21,7 @@ import numpy as np
 
 from sentflow.errors import Interrupted, SentflowError
 from sentflow.evaluation.retrieval_tasks import iter_jsonl
-from sentflow.files.io import check_inputs, check_output_directory, locked_directory
+from sentflow.files.io import MAX_LINE_BYTES, check_inputs, check_output_directory, locked_directory
 from sentflow.files.npy import NpyShards
 from sentflow.files.schemas import IndexPipeline
 from sentflow.pipeline import Pipeline, load_pipeline
@@ -151,13 +151,20 @@ def _write_texts(corpus: str | os.PathLike, path: Path) -> tuple[list[str], list
     path.unlink(missing_ok=True)
     with open(path, "x", encoding="utf-8", newline="\n") as fh:
         for doc_id, text in corpus_documents(corpus):
-            line = " ".join(text.split())
+            line = _bounded(" ".join(text.split()))
             fh.write(line + "\n")
             ids.append(doc_id)
             snippets.append(line[:SNIPPET_CHARS])
     if not ids:
         raise SentflowError(f"{corpus}: the corpus is empty: there is nothing to index")
     return ids, snippets
+
+
+def _bounded(line: str) -> str:
+    """A document cut to the longest line the encoder reads (`MAX_LINE_BYTES`, far past what any model's
+    `max_length` tokens cover, so its vector is unchanged): a BEIR record may hold more."""
+    raw = line.encode("utf-8")
+    return line if len(raw) <= MAX_LINE_BYTES else raw[:MAX_LINE_BYTES].decode("utf-8", "ignore")
 
 
 def _first_rows(shards: NpyShards, rows: int) -> np.ndarray:

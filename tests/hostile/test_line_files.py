@@ -162,3 +162,20 @@ def _is_utf8(raw: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def test_a_beir_record_longer_than_a_text_line_is_indexed_as_the_model_reads_it(tmp_path, tiny_bert_dir):
+    import numpy as np
+
+    long_text = "the man plays guitar " * 60_000  # 1.2 MB: more than a text line, less than a JSON Lines record
+    records = [{"_id": "long", "text": long_text}, {"_id": "short", "text": "a dog on the beach"}]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    cut = tmp_path / "cut.txt"  # the same documents, as lines the model reads no further than 32 tokens into
+    cut.write_text("the man plays guitar " * 20 + "\na dog on the beach\n", encoding="utf-8")
+    model = ["--model", tiny_bert_dir, "--max-length", "32"]
+    for name, source in (("full", corpus), ("cut", cut)):
+        run = sentflow_cli("index", source, "--out", tmp_path / name, *model)
+        assert run.code == 0, run.err
+    np.testing.assert_array_equal(np.load(tmp_path / "full" / "rescore.npy"), np.load(tmp_path / "cut" / "rescore.npy"))
+    assert read_json_lines(tmp_path / "full" / "ids.jsonl", 2) == ["long", "short"]
