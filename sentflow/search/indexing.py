@@ -120,20 +120,20 @@ def _work_prefix(target: Path) -> str:
 def _work_directory(target: Path, restart: bool) -> Iterator[Path]:
     """The private directory of a build of `target`, entered while holding `target`'s lock.
 
-    An earlier build's directory (only ever kept after an interruption, for `resume`) is reused unless
-    `restart`; a new one is made with an exclusive create (mode 0700, a random name). It is removed when the
-    block ends, except after an interruption, when it keeps the finished rows for `resume`."""
+    An earlier build's directory (kept after an interruption, for `resume`) is reused unless `restart`; a new
+    one is made with an exclusive create (mode 0700, a random name). It is removed once the index is published;
+    after a failure only a new one is, and not after an interruption: the finished rows stay for `resume`."""
     prefix = _work_prefix(target)
     earlier = sorted((p for p in target.parent.iterdir() if _ours(p, prefix)), key=lambda p: p.stat().st_mtime)
     for stale in earlier[:-1] if not restart else earlier:
         shutil.rmtree(stale, ignore_errors=True)
-    work = earlier[-1] if earlier and not restart else Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    reused = bool(earlier) and not restart
+    work = earlier[-1] if reused else Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
     try:
         yield work
-    except Interrupted:
-        raise
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+    except BaseException as exc:
+        if not (reused or isinstance(exc, Interrupted)):
+            shutil.rmtree(work, ignore_errors=True)
         raise
     shutil.rmtree(work, ignore_errors=True)
 

@@ -9,6 +9,7 @@ The oracle of a correct index is the same corpus built alone into another direct
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import subprocess
 import sys
@@ -17,11 +18,13 @@ import numpy as np
 import pytest
 from hostile_support import assert_one_error, sentflow_cli
 
-from sentflow.errors import Interrupted
+from sentflow.errors import Interrupted, SentflowError
 from sentflow.search.indexing import index_corpus
+from sentflow.streaming import encode_file
 
 # the names the helper files of earlier versions had beside `--out idx`
 HELPER_NAMES = [".idx.corpus.txt", ".idx.vectors.npy", "..idx.vectors.npy.partial", "..idx.vectors.npy.partial.json"]
+CHUNK = 30  # lines an index build encodes at a time, in the resume test
 WORDS = "a the man woman dog cat is playing guitar ball on beach".split()
 
 
@@ -146,28 +149,39 @@ def test_two_concurrent_builds_give_one_correct_index_or_one_refusal(tmp_path, t
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*(c.name for c in corpora), "idx"])
 
 
-def test_an_interrupted_build_keeps_its_rows_privately_and_resumes(tmp_path, tiny_bert_dir, monkeypatch, reference):
+def test_an_interrupted_build_keeps_its_rows_privately_and_resumes(tmp_path, tiny_bert_dir, monkeypatch):
     import sentflow
+    import sentflow.search.indexing as indexing
 
-    corpus = write_corpus(tmp_path / "corpus.txt")
+    monkeypatch.setattr(indexing, "encode_file", functools.partial(encode_file, chunk_lines=CHUNK))
+    corpus = write_corpus(tmp_path / "corpus.txt", CHUNK + 10)  # two chunks: the first is kept
     out = tmp_path / "idx"
     encoder = sentflow.Encoder(str(tiny_bert_dir), "last-avg", max_length=32, cache=False)
     pipeline = sentflow.Pipeline(encoder, normalize=True)  # what the command line builds
-    real = pipeline.encode
+    alone = tmp_path / "alone"
+    index_corpus(corpus, alone / "idx", pipeline)  # the oracle: the same build, never interrupted
+    real, calls = pipeline.encode, []
 
     def interrupted(texts):
-        raise KeyboardInterrupt
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(texts)
 
     monkeypatch.setattr(pipeline, "encode", interrupted)
-    with pytest.raises(Interrupted):
+    with pytest.raises(Interrupted, match=f"{CHUNK} of {CHUNK + 10} sentences are kept"):
         index_corpus(corpus, out, pipeline)
-    (kept,) = [p for p in tmp_path.iterdir() if p.name not in ("corpus.txt",)]
+    (kept,) = [p for p in tmp_path.iterdir() if p.name not in ("corpus.txt", "alone")]
     assert kept.name.startswith(".idx.sentflow-build-") and kept.stat().st_mode & 0o077 == 0  # private
     assert not out.exists()
     monkeypatch.setattr(pipeline, "encode", real)
+    kept_rows = everything(kept)
+    with pytest.raises(SentflowError, match=f"left {CHUNK} of {CHUNK + 10} rows; add resume=True"):
+        index_corpus(corpus, out, pipeline)  # neither flag: refused, and what resume needs is kept
+    assert everything(kept) == kept_rows and not out.exists()
     index_corpus(corpus, out, pipeline, resume=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "idx"]
-    assert index_files(out) == reference[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alone", "corpus.txt", "idx"]
+    assert index_files(out) == index_files(alone / "idx")
 
 
 def test_an_output_whose_parent_is_missing_is_created(tmp_path, tiny_bert_dir, reference):
