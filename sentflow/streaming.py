@@ -24,7 +24,8 @@ from sentflow.calibration.whitening import Whitening
 from sentflow.encoding.encoder import Encoder
 from sentflow.errors import Interrupted, SentflowError
 from sentflow.evaluation.sts_task import encode_sts_task, load_sts_task
-from sentflow.files.io import check_output, file_hash, first_line, iter_lines, open_regular, write_atomic
+from sentflow.files.io import check_output, file_hash, first_line, write_atomic
+from sentflow.files.lines import iter_lines, open_regular
 from sentflow.files.npy import NpyShards, npy_writer, open_shard, write_header
 from sentflow.files.schemas import ResumeState, parse_json
 from sentflow.pipeline import Pipeline

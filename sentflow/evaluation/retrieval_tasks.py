@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sentflow.errors import SentflowError
 from sentflow.evaluation.sts import SPLITS, StsPairs, load_sts, read_lines
-from sentflow.files.io import MAX_JSON_LINE_BYTES, iter_lines
+from sentflow.files.lines import MAX_JSON_LINE_BYTES, iter_lines
 from sentflow.files.schemas import GRADE, BeirRecord, parse_json, parse_value
 
 DUPLICATE_TASKS = ("sts-b", "sick-r")

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from sentflow.calibration.stats import as_matrix
 from sentflow.errors import SentflowError
 from sentflow.extras import require
-from sentflow.files.io import atomic_directory, file_hash, read_json_lines, write_json_lines
+from sentflow.files.io import atomic_directory, file_hash
+from sentflow.files.lines import read_json_lines, write_json_lines
 from sentflow.files.schemas import COMPACT_FORMAT, CompactManifest, parse, parse_json
 from sentflow.search.quantize import (
     Quantizer,

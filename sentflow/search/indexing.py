@@ -21,7 +21,8 @@ import numpy as np
 
 from sentflow.errors import Interrupted, SentflowError
 from sentflow.evaluation.retrieval_tasks import iter_jsonl
-from sentflow.files.io import MAX_LINE_BYTES, check_inputs, check_output_directory, locked_directory
+from sentflow.files.io import check_inputs, check_output_directory, locked_directory
+from sentflow.files.lines import MAX_LINE_BYTES
 from sentflow.files.npy import NpyShards
 from sentflow.files.schemas import IndexPipeline
 from sentflow.pipeline import Pipeline, load_pipeline

@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sentflow.errors import SentflowError
-from sentflow.files.io import MAX_LINE_BYTES, iter_lines, read_json_lines, write_json_lines
+from sentflow.files.lines import MAX_LINE_BYTES, iter_lines, read_json_lines, write_json_lines
 
 SEPARATORS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # everything str.splitlines breaks on
 HIDDEN = ("Cc", "Cf", "Zl", "Zp")
