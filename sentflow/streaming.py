@@ -121,7 +121,7 @@ def check_text_file(path: str | os.PathLike) -> Path:
     if p.is_dir():
         raise SentflowError(f"{p}: is a directory, expected a text file with one sentence per line")
     if not p.is_file():
-        raise SentflowError(f"{p}: no such file")
+        raise SentflowError(f"{p}: no such file" if not p.exists() else f"{p}: not a regular file (a FIFO or device)")
     return p
 
 
