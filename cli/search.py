@@ -114,13 +114,15 @@ def _print_hits(query: str, hits) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=query if len(query) <= 70 else query[:69] + "…", title_justify="left")
+    from .tables import printable
+
+    table = Table(title=printable(query if len(query) <= 70 else query[:69] + "…"), title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("id", overflow="fold", max_width=16)
     table.add_column("score", justify="right")
     table.add_column("document", overflow="ellipsis", no_wrap=True, max_width=SNIPPET_WIDTH)
     for rank, hit in enumerate(hits, start=1):
-        table.add_row(str(rank), hit.id, f"{hit.score:.3f}", hit.snippet)
+        table.add_row(str(rank), printable(hit.id), f"{hit.score:.3f}", printable(hit.snippet))
     Console().print(table)
 
 

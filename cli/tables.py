@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+_HIDDEN = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")  # controls, format characters, line breaks, unassigned
+
+
+def printable(text: str) -> Text:
+    """`text` for a terminal: every control, format and line-separator character (escape sequences, bidi
+    overrides, U+2028) shown as a Python escape such as `\\x1b`, and no rich markup interpreted."""
+    shown = "".join(_escape(c) if unicodedata.category(c) in _HIDDEN else c for c in text)
+    return Text(shown)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def _table(title: str, columns: list[str]) -> Table:
-    table = Table(title=title)
+    table = Table(title=printable(title))
     for i, column in enumerate(columns):
         table.add_column(column, justify="left" if i == 0 else "right")
     return table

@@ -70,13 +70,10 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT_S, workers_timeout: f
             "check the address, or start one with `dask scheduler`"
         ) from None
     try:
-        client.wait_for_workers(1, timeout=workers_timeout)
-    except TimeoutError:
+        _check_workers(client, workers_timeout)
+    except SentflowError:
         client.close()
-        raise SentflowError(
-            f"the Dask scheduler at {address!r} has no worker after {workers_timeout:g} s; start one with "
-            f"`dask worker {address}`"
-        ) from None
+        raise
     return client
 
 
@@ -152,10 +149,23 @@ def _current_client():
         return None
 
 
+def _check_workers(client, timeout: float) -> None:
+    """A client whose scheduler has no worker would wait forever: refuse it once `timeout` seconds pass."""
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise SentflowError(
+            f"the Dask scheduler of the active client ({client.scheduler.address}) has no worker after "
+            f"{timeout:g} s; start one with `dask worker ADDRESS`"
+        ) from None
+
+
 def _reduce(leaves: list, root, progress: bool) -> MomentAccumulator:
     """Compute the tree; on a distributed client with `progress`, a tqdm bar counts the chunks done."""
-    client = _current_client() if progress else None
-    if client is None:
+    client = _current_client()
+    if client is not None:
+        _check_workers(client, WORKERS_TIMEOUT_S)
+    if client is None or not progress:
         (merged,) = require("dask", "dask").compute(root)
         return merged
     root_future, *leaf_futures = client.compute([root, *leaves])

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from sentflow.errors import SentflowError
+from sentflow.parsing import whole_number
 
 if TYPE_CHECKING:
     import torch
@@ -44,9 +45,7 @@ def env_threads() -> int | None:
     raw = os.environ.get(THREADS_ENV, "").strip()
     if not raw:
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_THREADS:
-        raise SentflowError(f"{THREADS_ENV}={raw!r} is not a thread count: use a whole number from 1 to {MAX_THREADS}")
-    return int(raw)
+    return whole_number(raw, f"{THREADS_ENV} (a thread count)", 1, MAX_THREADS)
 
 
 def resolve_threads(threads: int | None = None, default: int | None = None, read_env: bool = True) -> int:

@@ -130,12 +130,12 @@ def _classify_file(path: Path) -> Source:
     suffix = path.suffix.lower()
     if suffix == ".npz":
         raise SentflowError(f"{path}: .npz archives are not read; save each array as its own .npy file")
+    if not path.is_file():  # before anything opens it: a FIFO would block
+        raise SentflowError(f"{path}: not a regular file (a FIFO, device or socket); give a file")
     if suffix == ".npy":
         return EmbeddingSource(str(path))
     if suffix == ".safetensors" or _looks_like_safetensors(path):
         return CalibrationSource(path)
-    if not path.is_file():
-        raise SentflowError(f"{path}: not a regular file")
     return TextSource(path)
 
 

@@ -25,6 +25,7 @@ from sentflow.encoding.encoder import Encoder
 from sentflow.errors import Interrupted, SentflowError
 from sentflow.evaluation.sts_task import encode_sts_task, load_sts_task
 from sentflow.files.io import check_output, file_hash, first_line, write_atomic
+from sentflow.files.lines import iter_lines, open_regular
 from sentflow.files.npy import NpyShards, npy_writer, open_shard, write_header
 from sentflow.files.schemas import ResumeState, parse_json
 from sentflow.pipeline import Pipeline
@@ -104,7 +105,7 @@ def scan_text(path: str | os.PathLike) -> tuple[int, str]:
     """(number of lines, sha256 of the bytes) of a text file, read in blocks; a line per row, as `read_lines`."""
     p = check_text_file(path)
     digest, lines, last = hashlib.sha256(), 0, b"\n"
-    with open(p, "rb") as fh:
+    with open_regular(p) as fh:
         while block := fh.read(1 << 20):
             digest.update(block)
             lines += block.count(b"\n")
@@ -121,24 +122,18 @@ def check_text_file(path: str | os.PathLike) -> Path:
     if p.is_dir():
         raise SentflowError(f"{p}: is a directory, expected a text file with one sentence per line")
     if not p.is_file():
-        raise SentflowError(f"{p}: no such file")
+        raise SentflowError(f"{p}: no such file" if not p.exists() else f"{p}: not a regular file (a FIFO or device)")
     return p
 
 
 def text_chunks(path: str | os.PathLike, start: int, size: int) -> Iterator[list[str]]:
-    """Lists of `size` lines from line index `start` on (newline-separated, a trailing \\r dropped)."""
+    """Lists of `size` lines from line index `start` on (read by `iter_lines`: "\n"-separated, bounded length)."""
     chunk: list[str] = []
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh):
-            if number < start:
-                continue
-            try:
-                chunk.append(raw.rstrip(b"\n").removesuffix(b"\r").decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise SentflowError(f"{path}, line {number + 1}: not UTF-8 text ({exc.reason})") from None
-            if len(chunk) == size:
-                yield chunk
-                chunk = []
+    for _, line in iter_lines(path, start=start):
+        chunk.append(line)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
     if chunk:
         yield chunk
 

@@ -120,7 +120,7 @@ def test_a_saved_index_searches_identically(tmp_path, hnsw):
     corpus, queries = unit_vectors(300), unit_vectors(5, seed=5)
     ids = [f"doc-{i}" for i in range(300)]
     index = CompactIndex.build(corpus, "itq:32", rescore=4, ids=ids, hnsw=hnsw)
-    index.save(tmp_path / "idx", pipeline={"model": "m"}, snippets=[f"text {i}" for i in range(300)])
+    index.save(tmp_path / "idx", snippets=[f"text {i}" for i in range(300)])
     loaded = CompactIndex.load(tmp_path / "idx")
     for got, want in zip(loaded.search(queries, 10), index.search(queries, 10), strict=True):
         np.testing.assert_array_equal(got, want)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sentflow.errors import SentflowError
+from sentflow.errors import SentflowError, first_line
 
 CHUNK_ROWS = 8192
 
@@ -12,8 +12,12 @@ CHUNK_ROWS = 8192
 def as_matrix(X, name: str = "X") -> np.ndarray:
     """Check that X is a finite 2-D numeric array and return it as a float32/float64 ndarray."""
     if hasattr(X, "detach"):
-        X = X.detach().cpu().numpy()
-    X = np.asarray(X)
+        X = X.detach().cpu()
+        X = (X.double() if X.is_floating_point() and X.dtype.itemsize < 4 else X).numpy()  # bf16/fp16: no numpy twin
+    try:
+        X = np.asarray(X)
+    except (ValueError, TypeError) as exc:  # a ragged list
+        raise SentflowError(f"{name} must be 2-D numbers, rows of equal length ({first_line(exc)})") from None
     if X.ndim != 2:
         raise SentflowError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
     if not np.issubdtype(X.dtype, np.number):

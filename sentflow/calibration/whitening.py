@@ -73,13 +73,19 @@ class Whitening(Calibrator):
 
     def fit_chunks(self, chunks: Iterable) -> Whitening:
         """Fit on row chunks read one at a time (same result as `fit` on their concatenation)."""
-        for attr in ("_moments", "_solution"):
-            self.__dict__.pop(attr, None)
-        for chunk in chunks:
-            self.partial_fit(chunk)
-        if "_moments" not in self.__dict__:
-            raise SentflowError("no rows to fit on")
-        self._solve()
+        state = ("_moments", "_solution", "n_features_in_")
+        before = {attr: self.__dict__.pop(attr) for attr in state if attr in self.__dict__}
+        try:
+            for chunk in chunks:
+                self.partial_fit(chunk)
+            if "_moments" not in self.__dict__:
+                raise SentflowError("no rows to fit on")
+            self._solve()
+        except BaseException:  # a refused refit leaves the earlier fit as it was
+            for attr in state:
+                self.__dict__.pop(attr, None)
+            self.__dict__.update(before)
+            raise
         return self
 
     def partial_fit(self, X, y=None) -> Whitening:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sentflow.errors import SentflowError
 from sentflow.files.io import file_hash, first_line, save_npy, write_atomic
 from sentflow.files.npy import load_npy
 
@@ -45,7 +46,19 @@ def graph_file(kind: str, model_path: str, tag: str, outputs: Sequence[str], nam
     """Where an exported graph of kind `kind` ("onnx", "openvino") is cached: named by the model's fingerprint,
     the graph's `tag` (precision, recipe, tool versions) and its outputs; `name` ends the file name."""
     spec = {"model": model_fingerprint(model_path), "graph": tag, "outputs": list(outputs)}
-    return (directory or default_cache_dir() / kind) / f"{spec_digest(spec)}-{name}"
+    return (directory or _graph_directory(kind)) / f"{spec_digest(spec)}-{name}"
+
+
+def _graph_directory(kind: str) -> Path:
+    """The cache folder of exported graphs; a file in the way is the cache setting's fault, not the model's."""
+    root = default_cache_dir()
+    for folder in (root, root / kind):
+        if folder.exists() and not folder.is_dir():
+            raise SentflowError(
+                f"{folder}: is not a directory, so exported graphs cannot be cached there; point SENTFLOW_CACHE "
+                "at a directory (it is created if missing)"
+            )
+    return root / kind
 
 
 def digests_path(path: Path) -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sentflow.errors import SentflowError
 from sentflow.evaluation.sts import SPLITS, StsPairs, load_sts, read_lines
+from sentflow.files.lines import MAX_JSON_LINE_BYTES, iter_lines
 from sentflow.files.schemas import GRADE, BeirRecord, parse_json, parse_value
 
 DUPLICATE_TASKS = ("sts-b", "sick-r")
@@ -134,23 +135,15 @@ def _read_jsonl(path: Path, with_title: bool) -> dict[str, str]:
 def iter_jsonl(path: str | os.PathLike, with_title: bool = True) -> Iterator[tuple[str, str]]:
     """(id, text) of each record of a BEIR jsonl file, read one line at a time (title + " " + text when
     `with_title`, as BEIR and MTEB embed documents); a bad or repeated record is an error naming its line."""
-    path = Path(path)
-    if not path.is_file():
-        raise SentflowError(f"{path}: no such file")
     seen: set[str] = set()
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as exc:
-                raise SentflowError(f"{path}, line {lineno}: not UTF-8 text ({exc.reason})") from None
-            if not line.strip():
-                continue
-            record = parse_json(BeirRecord, line, f"{path}, line {lineno}")
-            if record.id in seen:
-                raise SentflowError(f"{path}, line {lineno}: duplicate _id {record.id!r}")
-            seen.add(record.id)
-            yield record.id, f"{record.title or ''} {record.text}".strip() if with_title else record.text
+    for lineno, line in iter_lines(path, MAX_JSON_LINE_BYTES):
+        if not line.strip():
+            continue
+        record = parse_json(BeirRecord, line, f"{path}, line {lineno}")
+        if record.id in seen:
+            raise SentflowError(f"{path}, line {lineno}: duplicate _id {record.id!r}")
+        seen.add(record.id)
+        yield record.id, f"{record.title or ''} {record.text}".strip() if with_title else record.text
 
 
 def _read_qrels(path: Path, queries: dict[str, str], corpus: dict[str, str]) -> dict[str, dict[str, int]]:

@@ -12,6 +12,7 @@ import numpy as np
 from scipy import stats
 
 from sentflow.errors import SentflowError
+from sentflow.files.lines import iter_lines
 from sentflow.files.schemas import SCORE, parse_value
 
 SPLITS = ("train", "dev", "test")
@@ -208,16 +209,9 @@ def senteval_dir(root: Path, name: str) -> Path:
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:
-    """The file's lines, split on newlines only (not on the other characters str.splitlines splits on)."""
-    p = Path(path)
-    if not p.is_file():
-        raise SentflowError(f"{p}: no such file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise SentflowError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    lines = [line.removesuffix("\r") for line in text.split("\n")]
-    return lines[:-1] if lines and lines[-1] == "" else lines
+    """The file's lines, split on newlines only (not on the other characters str.splitlines splits on), each
+    of bounded length (`sentflow.files.lines.iter_lines`)."""
+    return [line for _, line in iter_lines(path)]
 
 
 def _tab_lines(path: str | os.PathLike):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -322,3 +324,45 @@ def file_hash(path: str | os.PathLike, offset: int = 0, size: int | None = None)
             digest.update(block)
             left -= len(block)
     return digest
+
+
+# --- exclusive output directories ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def locked_directory(target: Path) -> Iterator[Path]:
+    """Hold an exclusive lock on the output directory `target` for the block, so that a second writer of the same
+    output is refused in one line while the first runs.
+
+    A missing `target` (and its parents) is created empty to carry the lock, and removed again if the block fails
+    while it is still empty. The lock is an advisory `flock` on the directory itself: it needs no file of a
+    predictable name beside the user's, and dies with its process."""
+    import fcntl
+
+    created = not target.exists()
+    target.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            created = False
+            raise SentflowError(
+                f"{target}: another sentflow process is writing this output now; wait until it ends or choose "
+                "another output directory"
+            ) from None
+        except OSError as exc:  # a file system without locks: builds stay private and atomic, only unserialised
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP):
+                raise SentflowError(f"{target}: cannot be locked ({exc.strerror})") from None
+        if not os.path.samestat(os.fstat(fd), os.stat(target, follow_symlinks=False)):
+            created = False
+            raise SentflowError(f"{target}: was replaced by another sentflow process as this one started; run again")
+        yield target
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                target.rmdir()  # only while still empty
+        raise
+    finally:
+        os.close(fd)
+

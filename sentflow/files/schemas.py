@@ -10,7 +10,7 @@ import json
 import math
 from typing import Annotated, Final, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, model_validator
 
 from sentflow.errors import SentflowError
 
@@ -153,8 +153,42 @@ class IndexFile(Schema):
     sha256: Sha256
 
 
+class IndexFiles(Schema):
+    """The files of an index directory: the codes searched first are required; the int8 rescoring codes come as a
+    pair (their quantizer and codes) or not at all; snippets are optional."""
+
+    quantizer: IndexFile
+    codes: IndexFile
+    ids: IndexFile
+    rescorer: IndexFile | None = None
+    rescore_codes: IndexFile | None = None
+    snippets: IndexFile | None = None
+
+    @model_validator(mode="after")
+    def _rescoring_pair(self) -> IndexFiles:
+        if (self.rescorer is None) != (self.rescore_codes is None):
+            raise ValueError("rescorer and rescore_codes come together or not at all")
+        return self
+
+    def paths(self) -> dict[str, IndexFile]:
+        """The files present, by key."""
+        return {key: entry for key, entry in self if entry is not None}
+
+
+class IndexPipeline(Schema):
+    """What an index remembers of the pipeline that made its vectors (`sentflow index`); queries are encoded by it."""
+
+    model: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    pooling: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+    max_length: Annotated[int, Field(ge=2, le=MAX_LENGTH)]
+    normalize: bool
+    fingerprint: Sha256
+    directory: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+
+
 class CompactManifest(Schema):
-    """index.json of a compact-search index directory (`CompactIndex.save`)."""
+    """index.json of a compact-search index directory (`CompactIndex.save`): every field required, typed and
+    bounded (`pipeline` is null for an index built in Python from vectors)."""
 
     format: CompactFormat
     quantize: Key
@@ -162,8 +196,8 @@ class CompactManifest(Schema):
     hnsw: bool
     rows: Annotated[int, Field(ge=1, le=1 << 40)]
     dim: Dim
-    pipeline: Params | None = None
-    files: Annotated[dict[Key, IndexFile], Field(max_length=16)]
+    pipeline: IndexPipeline | None
+    files: IndexFiles
 
 
 # --- pipelines and resumable runs --------------------------------------------------------------------------------

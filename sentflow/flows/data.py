@@ -31,7 +31,7 @@ _IDX_DTYPES: dict[int, type | np.dtype] = {
     0x0E: np.dtype(">f8"),
 }
 SPLIT_SEED = 0
-_MAX_IDX_BYTES = 1 << 30  # 1 GiB; MNIST's largest file is 47 MB
+_MAX_IDX_BYTES = 1 << 27  # 128 MiB of pixels (0.5 GiB as float32); MNIST's largest file is 47 MB
 _MIN_IMAGES = 10  # a split must leave images to train on and to test
 
 
@@ -72,13 +72,19 @@ def read_idx(path: str | Path) -> np.ndarray:
                 raise SentflowError(
                     f"{p}: IDX dims {list(dims)} announce {size} bytes: not an image set (empty, or too large)"
                 )
+            if p.suffix != ".gz":  # a plain file's payload length is known before it is read
+                _check_payload(p, p.stat().st_size - 4 - 4 * ndim, size, dims)
             payload, trailing = fh.read(size), fh.read(1)
     except (OSError, EOFError, zlib.error) as exc:
         raise SentflowError(f"{p}: not a readable IDX file ({first_line(exc)})") from None
-    if len(payload) < size or trailing:
-        what = "truncated" if len(payload) < size else "trailing bytes in"
-        raise SentflowError(f"{p}: {what} IDX data for dims {list(dims)} ({size} bytes expected)")
+    _check_payload(p, len(payload) + len(trailing), size, dims)
     return np.frombuffer(payload, dtype).reshape(dims)
+
+
+def _check_payload(path: Path, found: int, size: int, dims: tuple[int, ...]) -> None:
+    if found != size:
+        what = "truncated" if found < size else "trailing bytes in"
+        raise SentflowError(f"{path}: {what} IDX data for dims {list(dims)} ({size} bytes expected)")
 
 
 def _find(directory: Path, stem: str) -> Path | None:

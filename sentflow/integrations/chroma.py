@@ -46,6 +46,8 @@ class ChromaEmbeddingFunction(EmbeddingFunction[Documents]):
 
     def __call__(self, input: Documents) -> Embeddings:
         """The pipeline's float32 vector of each document, as Chroma's list of 1-d arrays."""
+        if isinstance(input, str):  # list() would split it into characters
+            raise SentflowError("Chroma passes a list of documents, got one string: wrap it in a list")
         return list(np.asarray(self.pipeline.encode(list(input)), dtype=np.float32))
 
     @staticmethod

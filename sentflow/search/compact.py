@@ -25,7 +25,8 @@ from sentflow.calibration.stats import as_matrix
 from sentflow.errors import SentflowError
 from sentflow.extras import require
 from sentflow.files.io import atomic_directory, file_hash
-from sentflow.files.schemas import COMPACT_FORMAT, CompactManifest, parse_json
+from sentflow.files.lines import read_json_lines, write_json_lines
+from sentflow.files.schemas import COMPACT_FORMAT, CompactManifest, parse, parse_json
 from sentflow.search.quantize import (
     Quantizer,
     ScalarQuantizer,
@@ -252,14 +253,14 @@ class CompactIndex:
             files = {"quantizer": "quantizer.safetensors", "codes": "codes.npy", "ids": "ids.jsonl"}
             self.quantizer.save(staging / files["quantizer"])
             np.save(staging / files["codes"], self.codes, allow_pickle=False)
-            _write_lines(staging / files["ids"], self.ids)
+            write_json_lines(staging / files["ids"], self.ids)
             if self.rescorer is not None:
                 files.update(rescorer="rescore.safetensors", rescore_codes="rescore.npy")
                 self.rescorer.save(staging / files["rescorer"])
                 np.save(staging / files["rescore_codes"], np.asarray(self.rescore_codes), allow_pickle=False)
             if snippets is not None:
                 files["snippets"] = "snippets.jsonl"
-                _write_lines(staging / files["snippets"], snippets)
+                write_json_lines(staging / files["snippets"], snippets)
             manifest = {
                 "format": COMPACT_FORMAT,
                 "quantize": self.quantize,
@@ -272,6 +273,7 @@ class CompactIndex:
                     key: {"name": name, "sha256": file_hash(staging / name).hexdigest()} for key, name in files.items()
                 },
             }
+            parse(CompactManifest, manifest, Path(directory) / MANIFEST)  # what is written must load again
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         return Path(directory)
 
@@ -286,7 +288,7 @@ def load_compact_index(directory: str | os.PathLike) -> tuple[CompactIndex, Comp
     """(the index, its manifest) of a directory written by `CompactIndex.save`."""
     directory = Path(directory)
     manifest = read_manifest(directory)
-    paths = {key: _checked_file(directory, entry.name, entry.sha256) for key, entry in manifest.files.items()}
+    paths = {key: _checked_file(directory, entry.name, entry.sha256) for key, entry in manifest.files.paths().items()}
     quantizer = load_quantizer(paths["quantizer"])
     if quantizer.spec != manifest.quantize or quantizer.dim != manifest.dim:
         raise SentflowError(
@@ -294,13 +296,18 @@ def load_compact_index(directory: str | os.PathLike) -> tuple[CompactIndex, Comp
         )
     codes = _load_codes(paths["codes"], manifest.rows, quantizer.code_bytes, mmap=False)
     rescorer, fine = None, None
+    if (isinstance(quantizer, SignQuantizer) and manifest.rescore > 0) != ("rescorer" in paths):
+        raise SentflowError(
+            f"{directory / MANIFEST}: {manifest.quantize} codes with rescore {manifest.rescore} "
+            f"{'need' if 'rescorer' not in paths else 'take no'} rescorer and rescore_codes files"
+        )
     if "rescorer" in paths:
         rescorer = load_quantizer(paths["rescorer"])
         if not isinstance(rescorer, ScalarQuantizer) or rescorer.dim != manifest.dim:
             raise SentflowError(f"{paths['rescorer']}: not int8 rescoring codes of {manifest.dim} dims")
         fine = _load_codes(paths["rescore_codes"], manifest.rows, manifest.dim, mmap=True)
     index = CompactIndex(quantizer, codes, None, manifest.rescore, rescorer, fine, manifest.hnsw)
-    index._read_ids = lambda: _read_lines(paths["ids"], manifest.rows)
+    index._read_ids = lambda: read_json_lines(paths["ids"], manifest.rows)
     return index, manifest
 
 
@@ -316,10 +323,10 @@ def read_manifest(directory: Path) -> CompactManifest:
 
 def read_snippets(directory: str | os.PathLike, manifest: CompactManifest) -> list[str] | None:
     """The stored snippets of an index directory, if it has them."""
-    entry = manifest.files.get("snippets")
+    entry = manifest.files.snippets
     if entry is None:
         return None
-    return _read_lines(_checked_file(Path(directory), entry.name, entry.sha256), manifest.rows)
+    return read_json_lines(_checked_file(Path(directory), entry.name, entry.sha256), manifest.rows)
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
@@ -396,26 +403,4 @@ def _load_codes(path: Path, rows: int, width: int, mmap: bool) -> np.ndarray:
     if codes.dtype != np.uint8 or codes.shape != (rows, width):
         raise SentflowError(f"{path}: holds {codes.dtype} {codes.shape}, the index needs uint8 ({rows}, {width})")
     return codes
-
-
-def _write_lines(path: Path, values: Sequence[str]) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        for value in values:
-            fh.write(json.dumps(str(value), ensure_ascii=False) + "\n")
-
-
-def _read_lines(path: Path, rows: int) -> list[str]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if len(lines) != rows:
-        raise SentflowError(f"{path}: {len(lines)} lines, the index has {rows} documents")
-    values = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError:
-            value = None
-        if not isinstance(value, str):
-            raise SentflowError(f"{path}, line {number}: not a JSON string")
-        values.append(value)
-    return values
 

@@ -8,22 +8,28 @@ never the corpus' vectors or text.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from sentflow.errors import SentflowError
+from sentflow.errors import Interrupted, SentflowError
 from sentflow.evaluation.retrieval_tasks import iter_jsonl
-from sentflow.files.io import check_inputs, check_output_directory
+from sentflow.files.io import check_inputs, check_output_directory, locked_directory
+from sentflow.files.lines import MAX_LINE_BYTES
 from sentflow.files.npy import NpyShards
+from sentflow.files.schemas import IndexPipeline
 from sentflow.pipeline import Pipeline, load_pipeline
 from sentflow.search.compact import FIT_ROWS, MANIFEST, CompactIndex, load_compact_index, read_snippets
 from sentflow.search.quantize import check_quantizer, make_quantizer
 from sentflow.sources import BeirSource, PipelineSource, TextSource, resolve_source
-from sentflow.streaming import check_resume_flags, encode_file, side_file, text_chunks
+from sentflow.streaming import check_resume_flags, encode_file, text_chunks
 
 SNIPPET_CHARS = 200
 CORPUS_KINDS = (TextSource, BeirSource)
@@ -73,52 +79,92 @@ def index_corpus(
 ) -> CompactIndex:
     """Encode `corpus` with `pipeline` and write a compact index directory at `out` (atomically).
 
-    `pipeline_dir`, when the pipeline was loaded from one, is recorded so that `search_index` encodes queries the
-    same way (and refuses if that directory has changed since). `resume` continues an interrupted encoding,
-    `restart` discards one.
+    The build holds an exclusive lock on `out` (a second build into it is refused while this one runs) and works
+    in a private directory beside it, made with an exclusive create under a random name; the index appears at
+    `out` in one rename, and no path the user named is ever opened for writing. `pipeline_dir`, when the pipeline
+    was loaded from one, is recorded so that `search_index` encodes queries the same way (and refuses if that
+    directory has changed since). `resume` continues an interrupted encoding (kept in the private directory after
+    an interruption), `restart` discards one.
     """
     check_resume_flags(resume, restart)  # before any work
     target = check_output_directory(out, MANIFEST)
     inputs = [Path(corpus), *([Path(pipeline_dir)] if pipeline_dir is not None else [])]
     check_inputs(target, inputs)
-    texts_path, vectors_path = side_file(target, ".corpus.txt"), side_file(target, ".vectors.npy")
     make_quantizer(quantize)  # a bad spec fails before the corpus is read
-    ids, snippets = _write_texts(corpus, texts_path)
-    try:
+    with locked_directory(target), _work_directory(target, restart) as work:
+        texts_path, vectors_path = work / "corpus.txt", work / "vectors.npy"
+        ids, snippets = _write_texts(corpus, texts_path)
         check_quantizer(quantize, pipeline.dim, len(ids))
-    except SentflowError:
-        texts_path.unlink(missing_ok=True)
-        raise
-    encode_file(pipeline, texts_path, vectors_path, resume=resume, inputs=inputs, restart=restart)
-    shards = NpyShards.from_spec(vectors_path)
-    index = CompactIndex.build_chunks(
-        (chunk for _, _, chunk in shards.chunks()),
-        _first_rows(shards, FIT_ROWS),
-        quantize,
-        rescore,
-        ids,
-        hnsw,
-        seed,
-        total=shards.rows,
-    )
-    index.save(target, pipeline=_record(pipeline, pipeline_dir), snippets=snippets)
-    for side in (texts_path, vectors_path):
-        side.unlink(missing_ok=True)
+        encode_file(pipeline, texts_path, vectors_path, resume=resume, inputs=inputs, restart=restart)
+        shards = NpyShards.from_spec(vectors_path)
+        index = CompactIndex.build_chunks(
+            (chunk for _, _, chunk in shards.chunks()),
+            _first_rows(shards, FIT_ROWS),
+            quantize,
+            rescore,
+            ids,
+            hnsw,
+            seed,
+            total=shards.rows,
+        )
+        index.save(target, pipeline=_record(pipeline, pipeline_dir), snippets=snippets)
     return index
+
+
+def _work_prefix(target: Path) -> str:
+    """The start of the names of `target`'s private build directories (bounded, and told apart by a hash)."""
+    digest = hashlib.sha256(target.name.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return f".{target.name[:64]}.sentflow-build-{digest}-"
+
+
+@contextmanager
+def _work_directory(target: Path, restart: bool) -> Iterator[Path]:
+    """The private directory of a build of `target`, entered while holding `target`'s lock.
+
+    An earlier build's directory (kept after an interruption, for `resume`) is reused unless `restart`; a new
+    one is made with an exclusive create (mode 0700, a random name). It is removed once the index is published;
+    after a failure only a new one is, and not after an interruption: the finished rows stay for `resume`."""
+    prefix = _work_prefix(target)
+    earlier = sorted((p for p in target.parent.iterdir() if _ours(p, prefix)), key=lambda p: p.stat().st_mtime)
+    for stale in earlier[:-1] if not restart else earlier:
+        shutil.rmtree(stale, ignore_errors=True)
+    reused = bool(earlier) and not restart
+    work = earlier[-1] if reused else Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    try:
+        yield work
+    except BaseException as exc:
+        if not (reused or isinstance(exc, Interrupted)):
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _ours(path: Path, prefix: str) -> bool:
+    """Whether `path` is a build directory of this user for this output (a real directory, not a link)."""
+    if not path.name.startswith(prefix) or path.is_symlink() or not path.is_dir():
+        return False
+    return path.stat().st_uid == os.getuid()
 
 
 def _write_texts(corpus: str | os.PathLike, path: Path) -> tuple[list[str], list[str]]:
     """Write each document as one line (line breaks become spaces) for the chunked encoder; (ids, snippets)."""
     ids, snippets = [], []
-    with open(path, "w", encoding="utf-8") as fh:
+    path.unlink(missing_ok=True)
+    with open(path, "x", encoding="utf-8", newline="\n") as fh:
         for doc_id, text in corpus_documents(corpus):
-            fh.write(text.replace("\r", " ").replace("\n", " ") + "\n")  # else as read: cached vectors match
+            fh.write(_bounded(text.replace("\r", " ").replace("\n", " ")) + "\n")  # else as read: cached vectors match
             ids.append(doc_id)
             snippets.append(" ".join(text.split())[:SNIPPET_CHARS])
     if not ids:
-        path.unlink(missing_ok=True)
         raise SentflowError(f"{corpus}: the corpus is empty: there is nothing to index")
     return ids, snippets
+
+
+def _bounded(line: str) -> str:
+    """A document cut to the longest line the encoder reads (`MAX_LINE_BYTES`, far past what any model's
+    `max_length` tokens cover, so its vector is unchanged): a BEIR record may hold more."""
+    raw = line.encode("utf-8")
+    return line if len(raw) <= MAX_LINE_BYTES else raw[:MAX_LINE_BYTES].decode("utf-8", "ignore")
 
 
 def _first_rows(shards: NpyShards, rows: int) -> np.ndarray:
@@ -142,25 +188,22 @@ def _record(pipeline: Pipeline, pipeline_dir: str | os.PathLike | None) -> dict:
     return record
 
 
-def query_pipeline(record: dict | None, where: Path, **encoder_options) -> Pipeline:
+def query_pipeline(record: IndexPipeline | None, where: Path, **encoder_options) -> Pipeline:
     """The pipeline that encodes queries for an index, checked against the fingerprint the index recorded."""
     from sentflow.encoding.factory import make_encoder
 
-    if not record:
+    if record is None:
         raise SentflowError(f"{where}: the index records no pipeline; search it from Python with query vectors")
-    directory = record.get("directory")
-    if directory is not None:
-        resolve_source(directory, (PipelineSource,), role="the index's pipeline")
-        pipeline = load_pipeline(directory, **encoder_options)
+    if record.directory is not None:
+        resolve_source(record.directory, (PipelineSource,), role="the index's pipeline")
+        pipeline = load_pipeline(record.directory, **encoder_options)
     else:
-        encoder = make_encoder(
-            str(record["model"]), str(record["pooling"]), max_length=int(record["max_length"]), **encoder_options
-        )
-        pipeline = Pipeline(encoder, None, bool(record["normalize"]))
-    if pipeline.fingerprint() != record.get("fingerprint"):
+        encoder = make_encoder(record.model, record.pooling, max_length=record.max_length, **encoder_options)
+        pipeline = Pipeline(encoder, None, record.normalize)
+    if pipeline.fingerprint() != record.fingerprint:
         raise SentflowError(
-            f"{where}: was built with another pipeline than {directory or record['model']} is now (fingerprint "
-            "mismatch); rebuild the index with `sentflow index`"
+            f"{where}: was built with another pipeline than {record.directory or record.model} is now "
+            "(fingerprint mismatch); rebuild the index with `sentflow index`"
         )
     return pipeline
 

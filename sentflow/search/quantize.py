@@ -28,11 +28,12 @@ from sentflow.calibration.stats import as_matrix
 from sentflow.errors import SentflowError
 from sentflow.files.io import load_tensors, save_tensors
 from sentflow.files.schemas import MAX_DIM, QuantizerHeader
+from sentflow.parsing import decimal_number, whole_number
 
 DEFAULT_PERCENTILE = 99.9
 ITQ_ITERATIONS = 50
 SPECS = "none, int8[:P], int4[:P], binary, itq:BITS or pca:BITS"
-_SPEC = re.compile(r"^(none|binary|int8|int4|itq|pca)(?::([0-9.]+))?$")
+_SPEC = re.compile(r"^(none|binary|int8|int4|itq|pca)(?::(.*))?$", re.DOTALL)  # the number: `sentflow.parsing`
 
 
 class Quantizer(ABC):
@@ -278,6 +279,8 @@ def make_quantizer(spec: str, seed: int = 0) -> Quantizer:
     Returns:
         A quantizer to `fit` on the corpus' final vectors.
     """
+    if not isinstance(spec, str):
+        raise SentflowError(f"a quantizer spec is a string ({SPECS}), got {type(spec).__name__}")
     match = _SPEC.match(spec.strip().lower())
     if match is None:
         raise SentflowError(f"unknown quantizer {spec!r}; use {SPECS}")
@@ -287,10 +290,11 @@ def make_quantizer(spec: str, seed: int = 0) -> Quantizer:
             raise SentflowError(f"{kind} takes no parameter, got {spec!r}")
         return FloatCodes() if kind == "none" else SignQuantizer()
     if kind in ("int8", "int4"):
-        return ScalarQuantizer(int(kind[3:]), float(arg) if arg else DEFAULT_PERCENTILE)
-    if arg is None or not arg.isdigit():
+        percentile = DEFAULT_PERCENTILE if arg is None else decimal_number(arg, f"{kind}:P (a percentile)", 0, 100)
+        return ScalarQuantizer(int(kind[3:]), percentile)
+    if arg is None:
         raise SentflowError(f"{kind} needs a whole number of bits, e.g. {kind}:128, got {spec!r}")
-    return SignQuantizer(int(arg), kind, seed)
+    return SignQuantizer(whole_number(arg, f"{kind}:BITS", 1, MAX_DIM), kind, seed)
 
 
 def load_quantizer(path: str | os.PathLike) -> Quantizer:
