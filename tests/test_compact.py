@@ -61,6 +61,39 @@ def test_stage_two_rescores_exactly_the_stage_one_candidates():
         np.testing.assert_allclose(np.sort(scores[q]), np.sort(exact[order]), atol=1e-5)
 
 
+def test_candidates_set_the_stage_one_budget():
+    corpus, queries = unit_vectors(400), unit_vectors(6, seed=4)
+    index = CompactIndex.build(corpus, "binary", rescore=2)
+    _, stage_one = faiss_binary_search(index.codes, make_quantizer("binary").fit(corpus).encode(queries), 37)
+    decoded = index.rescorer.decode(np.asarray(index.rescore_codes)).astype(np.float64)
+    _, rows = index.search(queries, 5, candidates=37)
+    for q in range(len(queries)):
+        exact = decoded[stage_one[q]] @ queries[q]
+        np.testing.assert_array_equal(np.sort(rows[q]), np.sort(stage_one[q][np.argsort(-exact)[:5]]))
+    _, everything = index.search(queries, 5, candidates=400)  # every document rescored: the exact int8 ranking
+    np.testing.assert_array_equal(everything, np.argsort(-(queries @ decoded.T), axis=1, kind="stable")[:, :5])
+    with pytest.raises(SentflowError, match="candidates must be a whole number >= 1"):
+        index.search(queries, 5, candidates=0)
+
+
+class SignedScores(type(make_quantizer("binary"))):  # type: ignore[misc]
+    """Sign codes with an inner-product estimate: query · (±1 per bit) (what the quantizer's `scores` hook gives)."""
+
+    def scores(self, queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        signs = np.unpackbits(codes, axis=1)[:, : self.dim].astype(np.float32) * 2 - 1
+        return (queries @ signs.T).astype(np.float32)
+
+
+def test_stage_one_ranks_by_the_quantizers_scores_when_it_has_them():
+    corpus, queries = unit_vectors(300), unit_vectors(5, seed=6)
+    quantizer = SignedScores().fit(corpus)
+    index = CompactIndex(quantizer, quantizer.encode(corpus), rescore=0)
+    scores, rows = index.search(queries, 8)
+    brute = queries @ np.where(corpus > 0, 1.0, -1.0).T
+    np.testing.assert_allclose(scores, -np.sort(-brute, axis=1)[:, :8], rtol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(brute, rows, 1), scores, rtol=1e-5)
+
+
 def faiss_binary_search(codes: np.ndarray, query_codes: np.ndarray, k: int):
     flat = faiss.IndexBinaryFlat(codes.shape[1] * 8)
     flat.add(codes)

@@ -79,7 +79,8 @@ class CompactIndex:
         self.rescorer = rescorer
         self.rescore_codes = rescore_codes
         self.hnsw = hnsw
-        self._faiss = self._binary_index() if isinstance(quantizer, SignQuantizer) else None
+        hamming = isinstance(quantizer, SignQuantizer) and (hnsw or not hasattr(quantizer, "scores"))
+        self._faiss = self._binary_index() if hamming else None
 
     # --- building --------------------------------------------------------------------------------------------
 
@@ -120,7 +121,7 @@ class CompactIndex:
         if not len(fit_rows):
             raise SentflowError("the corpus is empty: there is nothing to index")
         quantizer = make_quantizer(quantize, seed).fit(fit_rows)
-        two_stage = isinstance(quantizer, SignQuantizer) and rescore > 0
+        two_stage = _coarse(quantizer) and rescore > 0
         rescorer = ScalarQuantizer(8).fit(fit_rows) if two_stage else None
         codes, fine = [], []
         bar = tqdm(total=total, unit="doc", desc=f"index {quantizer.spec}", disable=_quiet(show_progress, total))
@@ -171,28 +172,50 @@ class CompactIndex:
     def __len__(self) -> int:
         return len(self.codes)
 
-    def search(self, queries, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries, k: int = 10, *, candidates: int | None = None, probes: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The k best documents per query: (scores float32 (nq, k'), rows int64 (nq, k')), best first, with
-        k' = min(k, len(index)). Scores are inner products (two-stage: with the int8 codes; stage 1 alone:
-        1 - 2·Hamming/bits)."""
-        if not isinstance(k, int | np.integer) or k < 1:
-            raise SentflowError(f"k must be a whole number >= 1, got {k!r}")
-        queries = np.ascontiguousarray(self.quantizer.check_width(queries, "queries"), dtype=np.float32)
-        k = min(int(k), len(self))
-        if isinstance(self.quantizer, SignQuantizer):
-            return self._search_bits(queries, k)
-        return _top_k_scan(queries, self.codes, self.quantizer, k)
+        k' = min(k, len(index)). Scores are inner products (two-stage: with the int8 codes; stage 1 alone: the
+        codes' estimate, or 1 - 2·Hamming/bits for sign codes searched by Hamming distance).
 
-    def _search_bits(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        Args:
+            queries: Float query vectors (nq, dim), made like the indexed vectors.
+            k: Results per query.
+            candidates: Two-stage codes: how many candidates stage 1 passes to the int8 rescoring (default
+                `rescore × k`; at least k).
+            probes: Reserved for indexes with inverted lists; None here.
+        """
+        k = _whole(k, "k")
+        queries = np.ascontiguousarray(self.quantizer.check_width(queries, "queries"), dtype=np.float32)
+        k = min(k, len(self))
+        if probes is not None:
+            raise SentflowError("probes needs an index built with lists")
+        if not _coarse(self.quantizer):
+            return _top_k_scan(queries, self.codes, _estimator(self.quantizer), k)
+        depth = self._depth(k, candidates)
+        if self._faiss is not None:
+            scores, rows = self._search_hamming(queries, depth)
+        else:
+            scores, rows = _top_k_scan(queries, self.codes, _estimator(self.quantizer), depth)
+        if self.rescorer is None or self.rescore_codes is None:
+            return scores[:, :k], rows[:, :k]
+        return _rescore(queries, rows, self.rescore_codes, self.rescorer, k)
+
+    def _depth(self, k: int, candidates: int | None) -> int:
+        """How many candidates stage 1 keeps: `candidates` (or rescore × k), at least k, at most the corpus."""
+        if self.rescorer is None:
+            return k
+        depth = k * max(self.rescore, 1) if candidates is None else max(_whole(candidates, "candidates"), k)
+        return min(len(self), depth)
+
+    def _search_hamming(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """Stage 1 by Hamming distance on faiss' binary index: (1 - 2·Hamming/bits, rows)."""
         assert isinstance(self.quantizer, SignQuantizer) and self._faiss is not None
-        depth = min(len(self), k * self.rescore) if self.rescorer is not None else k
         if self.hnsw:
             self._faiss.hnsw.efSearch = max(2 * depth, 64)  # HNSW's recall needs a search list longer than depth
         distances, rows = self._faiss.search(self.quantizer.encode(queries), depth)
-        if self.rescorer is None or self.rescore_codes is None:
-            bits = self.quantizer.n_bits
-            return (1.0 - 2.0 * distances[:, :k] / bits).astype(np.float32), rows[:, :k].astype(np.int64)
-        return _rescore(queries, rows.astype(np.int64), self.rescore_codes, self.rescorer, k)
+        return (1.0 - 2.0 * distances / self.quantizer.n_bits).astype(np.float32), rows.astype(np.int64)
 
     def to_faiss(self, calibration=None, normalize: bool = True):
         """Stage 1 as one faiss index over raw vectors: `IndexPreTransform` of the calibration's
@@ -338,13 +361,35 @@ def _stack(parts: list[np.ndarray], width: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, width), np.uint8)
 
 
-def _top_k_scan(queries: np.ndarray, codes: np.ndarray, quantizer: Quantizer, k: int):
-    """Exact top-k of queries · decode(codes), scanning the codes in chunks (float32 arithmetic)."""
-    decode = quantizer.decode  # type: ignore[attr-defined]  # FloatCodes and ScalarQuantizer decode
+def _coarse(quantizer: Quantizer) -> bool:
+    """Whether the codes are a first stage (sign codes and their kin) rather than a full scan (float, scalar)."""
+    return quantizer.kind not in ("none", "scalar")
+
+
+def _estimator(quantizer: Quantizer) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """scores(queries, codes) -> (nq, n) estimated inner products: the quantizer's own estimator, or
+    queries · decode(codes) for float and scalar codes."""
+    scores = getattr(quantizer, "scores", None)
+    if scores is not None:
+        return scores
+    decode = getattr(quantizer, "decode", None)
+    if decode is None:
+        raise SentflowError(f"{quantizer.spec} codes have no inner-product estimate to search with")
+    return lambda queries, codes: queries @ decode(codes).T
+
+
+def _whole(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise SentflowError(f"{name} must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
+def _top_k_scan(queries: np.ndarray, codes: np.ndarray, score: Callable, k: int):
+    """Exact top-k of score(queries, codes), scanning the codes in chunks (float32 arithmetic)."""
     best_scores = np.full((len(queries), 0), -np.inf, np.float32)
     best_rows = np.zeros((len(queries), 0), np.int64)
     for start in range(0, len(codes), CHUNK_ROWS):
-        scores = queries @ decode(codes[start : start + CHUNK_ROWS]).T
+        scores = np.asarray(score(queries, codes[start : start + CHUNK_ROWS]), dtype=np.float32)
         rows = np.broadcast_to(np.arange(start, start + scores.shape[1]), scores.shape)
         best_scores = np.concatenate([best_scores, scores], axis=1)
         best_rows = np.concatenate([best_rows, rows], axis=1)
