@@ -91,7 +91,7 @@ class RaBitQuantizer(Quantizer):
         factor = self.factors(codes)
         rotated = (queries @ self.projection_).astype(np.float32)
         offset = (queries @ self.mean_).astype(np.float32)[:, None]
-        signs = 2.0 * sign_dots(rotated, codes[:, : -FACTOR_BYTES], self.n_bits) - rotated.sum(axis=1)[:, None]
+        signs = 2.0 * sign_dots(rotated, codes[:, :-FACTOR_BYTES], self.n_bits) - rotated.sum(axis=1)[:, None]
         return (offset + signs * factor[None, :]).astype(np.float32)
 
     def _tensors(self) -> dict[str, np.ndarray]:
