@@ -160,6 +160,7 @@ class CompactManifest(Schema):
     quantize: Key
     rescore: Annotated[int, Field(ge=0, le=1 << 20)]
     hnsw: bool
+    lists: Annotated[int, Field(ge=1, le=1 << 20)] | None = None  # an inverted file's k-means cells
     rows: Annotated[int, Field(ge=1, le=1 << 40)]
     dim: Dim
     pipeline: Params | None = None
