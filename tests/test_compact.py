@@ -59,9 +59,9 @@ def test_two_stage_with_every_candidate_rescored_is_the_exact_int8_ranking():
 def test_stage_two_rescores_exactly_the_stage_one_candidates():
     corpus, queries = unit_vectors(500), unit_vectors(6, seed=3)
     index = CompactIndex.build(corpus, "binary", rescore=3)
-    candidates = sign_candidates(corpus, queries, 15)
+    candidates = sign_candidates(corpus, queries, 115)
     decoded = index.rescorer.decode(np.asarray(index.rescore_codes))
-    scores, rows = index.search(queries, 5)
+    scores, rows = index.search(queries, 5, candidates=115)
     for q in range(len(queries)):
         exact = decoded[candidates[q]] @ queries[q]
         order = np.argsort(-exact, kind="stable")[:5]

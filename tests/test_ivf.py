@@ -86,7 +86,9 @@ def test_a_saved_index_searches_identically_in_a_new_process(tmp_path):
     )
     out = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "ivf"), str(tmp_path / "q.npy")],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     loaded = json.loads(out.stdout)
     scores, rows = index.search(queries, 5, probes=3, candidates=30)

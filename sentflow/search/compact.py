@@ -37,6 +37,7 @@ from sentflow.search.quantize import (
     SignQuantizer,
     load_quantizer,
     make_quantizer,
+    stage1_candidates,
 )
 
 MANIFEST = "index.json"
@@ -212,8 +213,8 @@ class CompactIndex:
         Args:
             queries: Float query vectors (nq, dim), made like the indexed vectors.
             k: Results per query.
-            candidates: Two-stage codes: how many candidates stage 1 passes to the int8 rescoring (default
-                `rescore × k`; at least k).
+            candidates: Two-stage codes: how many candidates stage 1 passes to the int8 rescoring (default:
+                the larger of `DEFAULT_CANDIDATES` and rescore × k; at least k).
             probes: An index built with lists: how many cells each query searches (default
                 `sentflow.search.ivf.default_probes(lists)`; all of them make stage 1 exhaustive).
         """
@@ -237,11 +238,10 @@ class CompactIndex:
         return _rescore(queries, rows, self.rescore_codes, self.rescorer, k)
 
     def _depth(self, k: int, candidates: int | None) -> int:
-        """How many candidates stage 1 keeps: `candidates` (or rescore × k), at least k, at most the corpus."""
+        """How many candidates stage 1 keeps (`stage1_candidates`: the default budget unless given)."""
         if self.rescorer is None:
             return k
-        depth = k * max(self.rescore, 1) if candidates is None else max(_whole(candidates, "candidates"), k)
-        return min(len(self), depth)
+        return stage1_candidates(k, candidates, len(self), self.rescore)
 
     def _search_hamming(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
         """Stage 1 by Hamming distance on faiss' binary index: (1 - 2·Hamming/bits, rows)."""
@@ -579,4 +579,3 @@ def _read_lines(path: Path, rows: int) -> list[str]:
             raise SentflowError(f"{path}, line {number}: not a JSON string")
         values.append(value)
     return values
-
