@@ -37,7 +37,8 @@ from sentflow.files.schemas import MAX_DIM, QuantizerHeader
 
 DEFAULT_PERCENTILE = 99.9
 ITQ_ITERATIONS = 50
-DEFAULT_CANDIDATES = 100  # stage 1's budget when none is given: holds nDCG@10 at k = 10 on SciFact
+DEFAULT_CANDIDATES = 100  # stage 1's default budget: every two-stage code within 0.2 of int8's nDCG@10 on SciFact
+# at k = 10 (eval/results/compact_search.md, the budget table)
 SPECS = "none, int8[:P], int4[:P], binary, itq:BITS, pca:BITS, rabitq or rabitq:BITS"
 SCORE_ROWS = 16_384  # codes unpacked to floats per block while scoring
 _SPEC = re.compile(r"^(none|binary|int8|int4|itq|pca|rabitq)(?::([0-9.]+))?$")
