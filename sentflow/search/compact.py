@@ -226,7 +226,12 @@ class CompactIndex:
         depth = self._depth(k, candidates) if _coarse(self.quantizer) else k
         if self.lists is not None:
             probes = default_probes(self.lists.lists) if probes is None else _whole(probes, "probes")
-            scores, rows = self.lists.search(queries, self.codes, _estimator(self.quantizer), probes, depth)
+            prepare = getattr(self.quantizer, "prepare", None)  # the queries' part of the estimate, made once
+            if prepare is not None:
+                estimate, prepared = self.quantizer.prepared_scores, prepare(queries)  # type: ignore[attr-defined]
+            else:
+                estimate, prepared = _estimator(self.quantizer), queries
+            scores, rows = self.lists.search(queries, self.codes, estimate, probes, depth, prepared)
         elif not _coarse(self.quantizer):
             return _top_k_scan(queries, self.codes, _estimator(self.quantizer), k)
         elif self._faiss is not None:
@@ -524,7 +529,7 @@ class _CodeSink:
             os.unlink(self.name)
             return np.zeros((0, self.width), np.uint8)
         codes = np.memmap(self.name, np.uint8, mode="r", shape=(self.rows, self.width))
-        weakref.finalize(codes, os.unlink, self.name)
+        weakref.finalize(codes, Path(self.name).unlink, missing_ok=True)
         return codes
 
 

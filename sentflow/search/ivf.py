@@ -17,11 +17,12 @@ import numpy as np
 
 from sentflow.errors import SentflowError
 from sentflow.extras import require
+from sentflow.runtime import blas_threads
 
-KMEANS_ITERATIONS = 20
+KMEANS_ITERATIONS = 10
 SAMPLE_PER_LIST = 64  # k-means sees at most this many sample rows per list (faiss's own cap is 256)
-QUERY_BLOCK = 256  # queries searched together: each probed cell is scored once for all of them
 MAX_LISTS = 1 << 20
+BAND_CANDIDATES = 4  # a band of cells scored together holds about this many times depth codes per query
 
 Estimate = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -95,56 +96,81 @@ class InvertedLists:
         return cells, vectors - self.centroids[cells]
 
     def search(
-        self, queries: np.ndarray, codes: np.ndarray, estimate: Estimate, probes: int, depth: int
+        self, queries: np.ndarray, codes: np.ndarray, estimate: Estimate, probes: int, depth: int, prepared=None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The `depth` best rows per query among the cells it probes, by <q, centroid> + estimate(q, residual code):
         (scores float32 (nq, depth), rows int64 (nq, depth)), best first; rows -1 (score -inf) where the probed
-        cells hold fewer than depth codes."""
-        probes = min(probes, self.lists)
-        parts = [
-            self._search_block(queries[s : s + QUERY_BLOCK], codes, estimate, probes, depth)
-            for s in range(0, len(queries), QUERY_BLOCK)
-        ]
-        scores, slots = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        cells hold fewer than depth codes. `prepared` (default: the queries) is what `estimate` takes per query.
+
+        All the queries are searched together, cell by cell: each probed cell's codes are scored once for every
+        query that probes it (one matrix product), a band of cells at a time, and every band's results are merged
+        into each query's best `depth`."""
+        coarse, cells = self.probe(queries, min(probes, self.lists))
+        flat = cells.ravel()
+        by_cell = np.argsort(flat, kind="stable")
+        sizes = self.offsets[1:] - self.offsets[:-1]
+        best = np.full((len(queries), depth), -np.inf, np.float32), np.full((len(queries), depth), -1, np.int64)
+        widest = max(int(sizes[cells].sum(axis=1).max()), 1)
+        band = max(1, self.lists * BAND_CANDIDATES * depth // widest)  # cells a band holds: ~4 x depth codes a query
+        bounds = np.searchsorted(flat[by_cell], np.arange(0, self.lists + band, band))
+        with blas_threads(1):  # many small products: one thread each beats BLAS's threads
+            for low, high in zip(bounds[:-1], bounds[1:], strict=False):
+                if high > low:
+                    found = self._score_band(
+                        queries if prepared is None else prepared,
+                        coarse.ravel(),
+                        flat,
+                        by_cell[low:high],
+                        codes,
+                        estimate,
+                    )
+                    best = _keep(np.concatenate([best[0], found[0]], 1), np.concatenate([best[1], found[1]], 1), depth)
+        scores, slots = _top(*best, depth)
         return scores, np.where(slots >= 0, self.order[np.maximum(slots, 0)], -1)
 
     def probe(self, queries: np.ndarray, probes: int) -> tuple[np.ndarray, np.ndarray]:
-        """(<q, centroid>, cell) of the `probes` cells nearest each query by inner product, best first."""
+        """(<q, centroid>, cell) of the `probes` cells nearest each query by inner product."""
         coarse = queries @ self.centroids.T
-        cells = np.argpartition(-coarse, probes - 1, axis=1)[:, :probes] if probes < self.lists else None
-        if cells is None:
-            cells = np.broadcast_to(np.arange(self.lists), coarse.shape)
-        return np.take_along_axis(coarse, cells, axis=1), np.ascontiguousarray(cells)
+        if probes >= self.lists:
+            return coarse, np.ascontiguousarray(np.broadcast_to(np.arange(self.lists), coarse.shape))
+        cells = np.argpartition(-coarse, probes - 1, axis=1)[:, :probes]
+        return np.take_along_axis(coarse, cells, axis=1), cells
 
-    def _search_block(self, queries: np.ndarray, codes: np.ndarray, estimate: Estimate, probes: int, depth: int):
-        """One block of queries: every probed cell is scored once, for all the queries that probe it, into a row
-        per query (its cells side by side); then the best `depth` slots per row."""
-        coarse, cells = self.probe(queries, probes)
-        sizes = (self.offsets[1:] - self.offsets[:-1])[cells]  # (nq, probes)
-        starts = np.cumsum(sizes, axis=1) - sizes
-        width = max(int(sizes.sum(axis=1).max()), depth)
+    def _score_band(self, queries, coarse, flat, entries, codes, estimate):
+        """Scores of one band of cells: a row per query, its probed cells of the band side by side."""
+        probes = len(flat) // len(queries)
+        sizes = self.offsets[flat[entries] + 1] - self.offsets[flat[entries]]
+        owner = entries // probes
+        order = np.lexsort((entries, owner))  # the band's entries query by query
+        ends = np.cumsum(sizes[order])
+        first = np.searchsorted(owner[order], owner[order], side="left")
+        starts = np.empty_like(ends)
+        starts[order] = ends - sizes[order] - np.concatenate([[0], ends])[first]
+        width = max(int(np.bincount(owner, weights=sizes, minlength=len(queries)).max()), 1)
         scores = np.full((len(queries), width), -np.inf, np.float32)
         slots = np.full((len(queries), width), -1, np.int64)
-        flat = cells.ravel()
-        by_cell = np.argsort(flat, kind="stable")
-        bounds = np.flatnonzero(np.diff(flat[by_cell])) + 1
-        for entries in np.split(by_cell, bounds):
-            cell = flat[entries[0]]
+        cell_of = flat[entries]
+        for group in np.split(np.arange(len(entries)), np.flatnonzero(np.diff(cell_of)) + 1):
+            cell, q = cell_of[group[0]], owner[group]
             low, high = self.offsets[cell], self.offsets[cell + 1]
             if high == low:
                 continue
-            q, j = np.divmod(entries, probes)
-            found = estimate(queries[q], codes[low:high]) + coarse[q, j][:, None]
-            columns = starts[q, j][:, None] + np.arange(high - low)
-            scores[q[:, None], columns] = found
+            columns = starts[group][:, None] + np.arange(high - low)
+            scores[q[:, None], columns] = estimate(queries[q], codes[low:high]) + coarse[entries[group]][:, None]
             slots[q[:, None], columns] = np.arange(low, high)
-        return _top(scores, slots, depth)
+        return scores, slots
+
+
+def _keep(scores: np.ndarray, slots: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `depth` best (score, slot) pairs per row, in no order."""
+    if scores.shape[1] <= depth:
+        return scores, slots
+    part = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+    return np.take_along_axis(scores, part, 1), np.take_along_axis(slots, part, 1)
 
 
 def _top(scores: np.ndarray, slots: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
     """The `depth` best (score, slot) pairs per row, best first (ties to the lower slot)."""
-    if scores.shape[1] > depth:
-        part = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
-        scores, slots = np.take_along_axis(scores, part, 1), np.take_along_axis(slots, part, 1)
+    scores, slots = _keep(scores, slots, depth)
     order = np.lexsort((slots, -scores), axis=1)
     return np.take_along_axis(scores, order, 1), np.take_along_axis(slots, order, 1)
