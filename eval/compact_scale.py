@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -154,7 +155,8 @@ def _settings(method: str, index):
 
         return [(f"{method} nprobe {p} + SQ8 x {REFINE_FACTOR}", lambda q, p=p: ivf(q, p)) for p in FAISS_NPROBES]
     if method.startswith("faiss-hnsw"):
-        faiss.downcast_index(index).hnsw.efSearch = 64
+        hnsw: Any = faiss.downcast_index(index)
+        hnsw.hnsw.efSearch = 64
     return [(method, lambda q: index.search(q, K)[1])]
 
 
@@ -195,7 +197,8 @@ def _faiss_index(method: str, fit_rows: np.ndarray):
         return faiss.IndexHNSWFlat(dim, int(method.removeprefix("faiss-hnsw")), faiss.METRIC_INNER_PRODUCT)
     lists = int(method.removeprefix("faiss-ivf").partition("-")[0])
     index = faiss.index_factory(dim, f"IVF{lists},RaBitQ,Refine(SQ8)", faiss.METRIC_INNER_PRODUCT)
-    ivf = faiss.downcast_index(faiss.downcast_index(index).base_index)
+    refine: Any = faiss.downcast_index(index)
+    ivf: Any = faiss.downcast_index(refine.base_index)
     ivf.cp.niter, ivf.cp.max_points_per_centroid, ivf.qb = 10, 64, 8
     index.train(fit_rows)
     return index
