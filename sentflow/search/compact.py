@@ -226,12 +226,7 @@ class CompactIndex:
         depth = self._depth(k, candidates) if _coarse(self.quantizer) else k
         if self.lists is not None:
             probes = default_probes(self.lists.lists) if probes is None else _whole(probes, "probes")
-            prepare = getattr(self.quantizer, "prepare", None)  # the queries' part of the estimate, made once
-            if prepare is not None:
-                estimate, prepared = self.quantizer.prepared_scores, prepare(queries)  # type: ignore[attr-defined]
-            else:
-                estimate, prepared = _estimator(self.quantizer), queries
-            scores, rows = self.lists.search(queries, self.codes, estimate, probes, depth, prepared)
+            scores, rows = self.lists.search(queries, self.codes, _estimator(self.quantizer), probes, depth)
         elif not _coarse(self.quantizer):
             return _top_k_scan(queries, self.codes, _estimator(self.quantizer), k)
         elif self._faiss is not None:

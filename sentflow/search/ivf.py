@@ -96,11 +96,11 @@ class InvertedLists:
         return cells, vectors - self.centroids[cells]
 
     def search(
-        self, queries: np.ndarray, codes: np.ndarray, estimate: Estimate, probes: int, depth: int, prepared=None
+        self, queries: np.ndarray, codes: np.ndarray, estimate: Estimate, probes: int, depth: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """The `depth` best rows per query among the cells it probes, by <q, centroid> + estimate(q, residual code):
         (scores float32 (nq, depth), rows int64 (nq, depth)), best first; rows -1 (score -inf) where the probed
-        cells hold fewer than depth codes. `prepared` (default: the queries) is what `estimate` takes per query.
+        cells hold fewer than depth codes.
 
         All the queries are searched together, cell by cell: each probed cell's codes are scored once for every
         query that probes it (one matrix product), a band of cells at a time, and every band's results are merged
@@ -116,14 +116,7 @@ class InvertedLists:
         with blas_threads(1):  # many small products: one thread each beats BLAS's threads
             for low, high in zip(bounds[:-1], bounds[1:], strict=False):
                 if high > low:
-                    found = self._score_band(
-                        queries if prepared is None else prepared,
-                        coarse.ravel(),
-                        flat,
-                        by_cell[low:high],
-                        codes,
-                        estimate,
-                    )
+                    found = self._score_band(queries, coarse.ravel(), flat, by_cell[low:high], codes, estimate)
                     best = _keep(np.concatenate([best[0], found[0]], 1), np.concatenate([best[1], found[1]], 1), depth)
         scores, slots = _top(*best, depth)
         return scores, np.where(slots >= 0, self.order[np.maximum(slots, 0)], -1)
