@@ -100,11 +100,20 @@ def retrieval(
     approx_index: Annotated[str, typer.Option(help="A second, approximate index ('' for none).")] = "HNSW32",
     split: Annotated[str, typer.Option(help="The qrels split of a BEIR folder.")] = "test",
     quantize: Annotated[
-        str | None, typer.Option(help="Compact codes to measure, e.g. none,int8,int4,binary,itq:128.")
+        str | None, typer.Option(help="Compact codes to measure, e.g. none,int8,int4,binary,itq:128,rabitq.")
     ] = None,
     rescore: Annotated[
-        int, typer.Option(min=0, max=1 << 20, help="Sign-code candidates per result rescored in int8.")
+        int,
+        typer.Option(min=0, max=1 << 20, help="Two-stage codes: candidates per result rescored in int8 at large k."),
     ] = 4,
+    candidates: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=1 << 24,
+            help="Two-stage codes: stage 1's budget for the int8 rescoring (default: max(100, rescore x k)).",
+        ),
+    ] = None,
     baselines: Annotated[
         bool, typer.Option("--baselines", help="Also sentence-transformers' and faiss's codes.")
     ] = False,
@@ -134,6 +143,7 @@ def retrieval(
             quantize=names(quantize or ""),
             rescore=rescore,
             baselines=BASELINES if baselines else (),
+            candidates=candidates,
         )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), allow_nan=False))

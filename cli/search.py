@@ -21,7 +21,11 @@ SNIPPET_WIDTH = 48
 def index(
     ctx: typer.Context,
     corpus: Annotated[
-        Path, typer.Argument(help="A text file (one document a line), a BEIR corpus.jsonl, or a BEIR folder.")
+        Path,
+        typer.Argument(
+            help="A text file (one document a line), a BEIR corpus.jsonl or folder, or vectors: a .npy file or a "
+            "folder of .npy shards (indexed as given, without encoding)."
+        ),
     ],
     out: Annotated[Path, typer.Option(help="The index directory to write.")],
     pipeline: Annotated[
@@ -34,6 +38,13 @@ def index(
         int, typer.Option(min=0, max=1 << 20, help="Sign codes: candidates per result rescored with int8 codes.")
     ] = 4,
     hnsw: Annotated[bool, typer.Option("--hnsw", help="Stage 1 on an HNSW graph (large corpora).")] = False,
+    lists: Annotated[
+        int | None,
+        typer.Option(min=1, max=1 << 20, help="An inverted file of N k-means cells (large corpora; see --probes)."),
+    ] = None,
+    ids: Annotated[
+        Path | None, typer.Option(help="Vectors only: a text file of ids, one a line (default: row numbers).")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="Without --pipeline: the encoder (all-MiniLM-L6-v2).")] = None,
     pooling: Annotated[str | None, typer.Option(help="Without --pipeline: its pooling (last-avg).")] = None,
     batch_size: BatchSize = 64,
@@ -42,17 +53,34 @@ def index(
     restart: Annotated[bool, typer.Option("--restart", help="Discard an interrupted encoding; start over.")] = False,
     threads: Threads = None,
 ) -> None:
-    """Encode a corpus and write a compact index of its vectors (quantized codes, ids and snippets)."""
+    """Encode a corpus (or take vectors as given) and write a compact index of its vectors: quantized codes, ids
+    and snippets."""
     existing(corpus)  # cheap checks first: a bad argument answers before torch loads
     pipeline_fixes(ctx, pipeline, ("model", "pooling", "max_length"))
-    from sentflow.search.indexing import index_corpus
+    from sentflow.search.indexing import index_corpus, index_vectors
+    from sentflow.sources import EmbeddingSource, resolve_source
 
+    vectors = isinstance(resolve_source(corpus), EmbeddingSource)
+    if vectors and (pipeline or model or pooling or resume or restart):
+        raise SentflowError(
+            f"{corpus}: vectors are indexed as given; --pipeline, --model, --pooling, --resume and "
+            "--restart are for text corpora"
+        )
+    if ids is not None and not vectors:
+        raise SentflowError("--ids names the rows of a .npy corpus; a text corpus has its own ids")
     with threads_from(threads):
-        encoder = _pipeline(pipeline, model, pooling, batch_size, max_length)
-        built = index_corpus(corpus, out, encoder, quantize, rescore, hnsw, resume, pipeline, restart=restart)
+        if vectors:
+            built = index_vectors(corpus, out, ids, quantize, rescore, hnsw, lists)
+        else:
+            encoder = _pipeline(pipeline, model, pooling, batch_size, max_length)
+            built = index_corpus(
+                corpus, out, encoder, quantize, rescore, hnsw, resume, pipeline, restart=restart, lists=lists
+            )
+    cells = f", {lists:,} lists" if lists else ""
+    origin = "; no pipeline recorded: search it with --vectors" if vectors else ""
     typer.echo(
-        f"wrote {out}: {len(built):,} documents, {built.quantize}, {built.ram_bytes_per_doc:g} B/doc in RAM, "
-        f"{built.disk_bytes_per_doc:g} B/doc on disk",
+        f"wrote {out}: {len(built):,} documents, {built.quantize}{cells}, {built.ram_bytes_per_doc:g} B/doc in RAM, "
+        f"{built.disk_bytes_per_doc:g} B/doc on disk{origin}",
         err=True,
     )
 
@@ -79,28 +107,39 @@ def search(
     query: Annotated[str | None, typer.Argument(help="The query text.", show_default=False)] = None,
     k: Annotated[int, typer.Option("--k", min=1, max=10_000, help="Results per query.")] = 10,
     queries: Annotated[Path | None, typer.Option(help="A text file of queries, one a line.")] = None,
+    vectors: Annotated[
+        Path | None, typer.Option(help="Query vectors (.npy), made like the indexed ones, instead of texts.")
+    ] = None,
+    probes: Annotated[
+        int | None, typer.Option(min=1, max=1 << 20, help="An index with --lists: cells searched per query.")
+    ] = None,
+    candidates: Annotated[
+        int | None, typer.Option(min=1, max=1 << 20, help="Candidates stage 1 passes to the int8 rescoring.")
+    ] = None,
     as_json: Annotated[
         bool,
         typer.Option("--json", help='Print JSON on stdout and nothing else: [{"query", "hits": [{"id", "score", '
-                     '"snippet"}]}], one row per query.'),  # fmt: skip
+                     '"snippet"}]}], one row per query ("#ROW" for --vectors).'),  # fmt: skip
     ] = False,
     threads: Threads = None,
 ) -> None:
-    """Search an index with query texts: ids, scores and snippets, best first."""
+    """Search an index with query texts (or query vectors): ids, scores and snippets, best first."""
     sentflow_directory(index_dir, "index.json", "index")  # cheap checks first: answered before torch loads
-    if queries is not None:
-        existing(queries)
-    from sentflow.search.indexing import search_index
+    for path in (queries, vectors):
+        if path is not None:
+            existing(path)
+    from sentflow.search.indexing import search_index, search_vectors
     from sentflow.streaming import text_chunks
 
-    if queries is not None and query is None:
-        texts = [t for chunk in text_chunks(queries, 0, 8192) for t in chunk]
-    elif query is not None and queries is None:
-        texts = [query]
-    else:
-        raise SentflowError("give one query text, or --queries FILE")
+    if [query is not None, queries is not None, vectors is not None].count(True) != 1:
+        raise SentflowError("give one query text, --queries FILE or --vectors Q.npy")
     with threads_from(threads):
-        results = search_index(index_dir, texts, k, cache=False, show_progress=False)
+        if vectors is not None:
+            results = search_vectors(index_dir, vectors, k, probes, candidates)
+            texts = [f"#{row}" for row in range(len(results))]
+        else:
+            texts = [t for chunk in text_chunks(queries, 0, 8192) for t in chunk] if queries else [str(query)]
+            results = search_index(index_dir, texts, k, probes, candidates, cache=False, show_progress=False)
     if as_json:
         rows = [{"query": t, "hits": [vars(h) for h in hits]} for t, hits in zip(texts, results, strict=True)]
         typer.echo(json.dumps(rows, allow_nan=False, ensure_ascii=False))  # one shape: a list, one row per query

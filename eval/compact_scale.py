@@ -1,4 +1,4 @@
-"""Compact search at scale: RAM per vector, build time, queries/s and candidate recall from 10k to 1M vectors.
+"""Compact search at scale: RAM per vector, build time and peak RSS, queries/s and top-10 recall, 10k to 10M vectors.
 
 Vectors are drawn from a Gaussian with the mean and covariance of the BEIR SciFact corpus' all-MiniLM-L6-v2 (last-avg)
 vectors, then L2-normalised, so the codes see the correlations real sentence vectors have. Each (size, method) is
@@ -9,7 +9,16 @@ disk, rescore 4) and int8 (full scan). Candidate recall is the share of the exac
 final top-10. Goals (issue 18): RAM = code bytes x n + a constant; two-stage >= 2x the q/s of exact float search at
 1M in the same run; candidate recall at 1M within 1 point of its value at 10k.
 
-Run: python eval/compact_scale.py [--sizes 10000,100000,1000000] [--smoke]
+Inverted-file rows (issue 29): `SPEC@LISTS` is `CompactIndex.build(..., quantize=SPEC, lists=LISTS)`, searched at
+each (probes, candidates) of IVF_SETTINGS; `faiss-ivfLISTS-rabitq` is faiss's IndexIVFRaBitQ (query bits 8) with
+SQ8 refinement held in RAM (k_factor 20), at nprobe 16 and 64; `faiss-hnsw32` is faiss's HNSW over the float
+vectors (efSearch 64). Vectors are generated in chunks (each from its own seed), so 10M needs no vector file; the
+exact top-10 is a chunked float search. Goals (issue 29) at 1M: an IVF setting with recall and q/s >= faiss
+IVF4096-RaBitQ nprobe 64 + SQ8 x 20, and one with recall >= 90% at >= 3x float Flat q/s, RAM <= 64 B/vector plus
+centroids; at 10M: build peak RSS <= 4 GB, search RSS <= 1 GB.
+
+Run: python eval/compact_scale.py [--sizes 10000,100000,1000000] [--methods ...] [--smoke]
+     python eval/compact_scale.py --rows 10000000 --methods rabitq@16384   (10M: codes spilled to disk)
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,10 +42,18 @@ from sentflow.data_root import data_path  # noqa: E402
 from sentflow.files.io import write_atomic  # noqa: E402
 
 SCIFACT = data_path("beir", "scifact")
-METHODS = ("float-flat", "binary", "binary/20", "itq:128", "itq:128/20", "int8")  # spec[/rescore], default 4
+METHODS = (
+    "float-flat", "binary", "binary/20", "itq:128", "itq:128/20", "int8",  # spec[/rescore], default 4
+    "rabitq@4096", "faiss-ivf4096-rabitq", "faiss-hnsw32",
+)
+IVF_SETTINGS = ((16, 200), (64, 200), (64, 400), (128, 400), (256, 600))  # (probes, candidates)
+FAISS_NPROBES = (16, 64)
+REFINE_FACTOR = 20
 N_QUERIES = 1000
 K = 10
 CHUNK = 65_536
+HEADER = ["method", "vectors", "RAM B/vector (measured)", "code B/vector", "build s", "build peak RSS GiB",
+          "search peak RSS GiB", "q/s", "q/s vs float", "top-10 recall %"]
 
 
 def resident_bytes() -> int:
@@ -44,16 +62,23 @@ def resident_bytes() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def gaussian_like_scifact(n: int, seed: int, path: Path, stats: tuple[np.ndarray, np.ndarray]) -> None:
-    """n unit vectors from N(mean, cov) of the SciFact corpus vectors, written to a .npy in chunks."""
-    mean, cov = stats
+def gaussian_like_scifact(n: int, seed: int, stats_path: str | Path):
+    """n unit vectors from N(mean, cov) of the SciFact corpus vectors, made CHUNK rows at a time (chunk i from the
+    seed (seed, i), so every process makes the same rows and none holds them all)."""
+    stats = np.load(stats_path)
+    mean, cov = stats[0], stats[1:]
     factor = np.linalg.cholesky(cov + 1e-9 * np.trace(cov) / len(cov) * np.eye(len(cov)))
-    rng = np.random.default_rng(seed)
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, len(mean)))
-    for start in range(0, n, CHUNK):
+    for number, start in enumerate(range(0, n, CHUNK)):
+        rng = np.random.default_rng([seed, number])
         rows = mean + rng.standard_normal((min(CHUNK, n - start), len(mean))) @ factor.T
-        out[start : start + len(rows)] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
-    out.flush()
+        yield (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def peak_rss() -> int:
+    """This process' peak resident set size in bytes (ru_maxrss)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def scifact_stats() -> tuple[np.ndarray, np.ndarray]:
@@ -68,18 +93,19 @@ def scifact_stats() -> tuple[np.ndarray, np.ndarray]:
     return moments.mean(), moments.covariance()
 
 
-def worker(method: str, vectors_path: str, n: int, queries_path: str, truth_path: str, workdir: str) -> dict:
-    """Build one index over the first n vectors and save it, then measure it as served by a fresh process."""
-    vectors = np.load(vectors_path, mmap_mode="r")
-    chunks = (np.asarray(vectors[s : min(s + CHUNK, n)]) for s in range(0, n, CHUNK))
-    fit_rows = np.array(vectors[: min(n, 200_000)])  # what a streamed build fits its codes on
+def worker(method: str, stats_path: str, n: int, queries_path: str, truth_path: str, workdir: str) -> list[dict]:
+    """Build one index over n vectors and save it, then measure it as served by a fresh process."""
+    fit_rows = np.concatenate(list(gaussian_like_scifact(min(n, 200_000), 0, stats_path)))  # what a build fits on
     start = time.perf_counter()
-    build(method, chunks, fit_rows, workdir)
-    build_seconds = time.perf_counter() - start
-    return {**served(method, queries_path, truth_path, workdir), "n": n, "build_seconds": build_seconds}
+    build(method, gaussian_like_scifact(n, 0, stats_path), fit_rows, workdir)
+    build_seconds, build_rss = time.perf_counter() - start, peak_rss()
+    return [
+        {**row, "n": n, "build_seconds": build_seconds, "build_peak_rss": build_rss}
+        for row in served(method, queries_path, truth_path, workdir)
+    ]
 
 
-def served(method: str, queries_path: str, truth_path: str, workdir: str) -> dict:
+def served(method: str, queries_path: str, truth_path: str, workdir: str) -> list[dict]:
     """Resident memory, q/s and recall of a saved compact index opened in a fresh process, as `sentflow search`
     opens it (the rescoring codes memory-mapped, read from disk when searched)."""
     args = [sys.executable, __file__, "--serve", method, queries_path, truth_path, workdir]
@@ -87,24 +113,52 @@ def served(method: str, queries_path: str, truth_path: str, workdir: str) -> dic
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def serve(method: str, queries_path: str, truth_path: str, workdir: str) -> dict:
-    """The --serve worker: open, measure the resident growth, then search."""
+def serve(method: str, queries_path: str, truth_path: str, workdir: str) -> list[dict]:
+    """The --serve worker: open, measure the resident growth, then search at each of the method's settings."""
     import faiss  # imported before measuring: code and libraries are not the index
 
     from sentflow.search.compact import CompactIndex
 
-    queries = np.load(queries_path)
+    queries, truth = np.load(queries_path), np.load(truth_path)
     before = resident_bytes()
     path = Path(workdir) / _folder(method)
-    index = faiss.read_index(str(path)) if method == "float-flat" else CompactIndex.load(path)
+    index = faiss.read_index(str(path)) if method.startswith(("float", "faiss")) else CompactIndex.load(path)
     held = resident_bytes() - before
-    index.search(queries[:10], K)  # warm-up
-    start = time.perf_counter()
-    _, rows = index.search(queries, K)
-    seconds = time.perf_counter() - start
-    truth = np.load(truth_path)
-    recall = float(np.mean([len(set(r) & set(t)) / K for r, t in zip(rows, truth, strict=True)]))
-    return {"method": method, "ram_bytes": held, "qps": len(queries) / seconds, "recall": 100 * recall}
+    rows = []
+    for name, search in _settings(method, index):
+        search(queries[:10])  # warm-up
+        start = time.perf_counter()
+        found = search(queries)
+        seconds = time.perf_counter() - start
+        recall = float(np.mean([len(set(r) & set(t)) / K for r, t in zip(found, truth, strict=True)]))
+        row = {"method": name, "ram_bytes": held, "qps": len(queries) / seconds, "recall": 100 * recall}
+        rows.append({**row, "search_peak_rss": peak_rss()})
+    return rows
+
+
+def _settings(method: str, index):
+    """(row name, search(queries) -> rows) for each setting a method is measured at."""
+    import faiss
+
+    if "@" in method:
+        return [
+            (f"{method} probes {p} cand {c}", lambda q, p=p, c=c: index.search(q, K, probes=p, candidates=c)[1])
+            for p, c in IVF_SETTINGS
+        ]
+    if method.startswith("faiss-ivf"):
+
+        def ivf(queries, nprobe):
+            base = faiss.IVFRaBitQSearchParameters()
+            base.nprobe, base.qb = nprobe, 8
+            params = faiss.IndexRefineSearchParameters()
+            params.k_factor, params.base_index_params = REFINE_FACTOR, base
+            return index.search(queries, K, params=params)[1]
+
+        return [(f"{method} nprobe {p} + SQ8 x {REFINE_FACTOR}", lambda q, p=p: ivf(q, p)) for p in FAISS_NPROBES]
+    if method.startswith("faiss-hnsw"):
+        hnsw: Any = faiss.downcast_index(index)
+        hnsw.hnsw.efSearch = 64
+    return [(method, lambda q: index.search(q, K)[1])]
 
 
 def _folder(method: str) -> str:
@@ -112,66 +166,121 @@ def _folder(method: str) -> str:
 
 
 def build(method: str, chunks, fit_rows: np.ndarray, workdir: str):
-    """The index a method names, built from row chunks; compact ones are saved for `serve` to open."""
-    if method == "float-flat":
+    """The index a method names, built from row chunks and saved for `serve` to open."""
+    if method.startswith(("float", "faiss")):
         import faiss
 
-        flat = faiss.IndexFlatIP(fit_rows.shape[1])
+        index = _faiss_index(method, fit_rows)
         for chunk in chunks:
-            flat.add(np.ascontiguousarray(chunk, np.float32))
-        faiss.write_index(flat, str(Path(workdir) / _folder(method)))
-        return flat
+            index.add(np.ascontiguousarray(chunk, np.float32))
+        faiss.write_index(index, str(Path(workdir) / _folder(method)))
+        return index
     from sentflow.search.compact import CompactIndex
 
-    spec, _, depth = method.partition("/")
-    built = CompactIndex.build_chunks(chunks, fit_rows, spec, rescore=int(depth or 4))
-    return built.save(Path(workdir) / _folder(method))
+    spec, _, lists = method.partition("@")
+    spec, _, depth = spec.partition("/")
+    with tempfile.TemporaryDirectory(dir=workdir) as spill:  # the int8 codes wait on disk, not in RAM
+        built = CompactIndex.build_chunks(
+            chunks, fit_rows, spec, rescore=int(depth or 4), lists=int(lists) if lists else None, spill=spill
+        )
+        return built.save(Path(workdir) / _folder(method))
 
 
-def exact_top_k(vectors_path: Path, n: int, queries: np.ndarray) -> np.ndarray:
-    """The exact float top-K rows of the first n vectors for each query (faiss IndexFlatIP, chunked)."""
+def _faiss_index(method: str, fit_rows: np.ndarray):
+    """A trained, empty faiss baseline: Flat, IVF-RaBitQ + SQ8 refinement (k-means as sentflow's: 10 rounds on 64
+    rows a list), or HNSW over floats."""
     import faiss
 
-    vectors = np.load(vectors_path, mmap_mode="r")
-    flat = faiss.IndexFlatIP(vectors.shape[1])
-    for start in range(0, n, CHUNK):
-        flat.add(np.ascontiguousarray(vectors[start : min(start + CHUNK, n)]))
-    return flat.search(queries, K)[1]
+    dim = fit_rows.shape[1]
+    if method == "float-flat":
+        return faiss.IndexFlatIP(dim)
+    if method.startswith("faiss-hnsw"):
+        return faiss.IndexHNSWFlat(dim, int(method.removeprefix("faiss-hnsw")), faiss.METRIC_INNER_PRODUCT)
+    lists = int(method.removeprefix("faiss-ivf").partition("-")[0])
+    index = faiss.index_factory(dim, f"IVF{lists},RaBitQ,Refine(SQ8)", faiss.METRIC_INNER_PRODUCT)
+    refine: Any = faiss.downcast_index(index)
+    ivf: Any = faiss.downcast_index(refine.base_index)
+    ivf.cp.niter, ivf.cp.max_points_per_centroid, ivf.qb = 10, 64, 8
+    index.train(fit_rows)
+    return index
 
 
-def run_worker(method: str, vectors: Path, n: int, queries: Path, truth: Path, workdir: Path) -> dict:
-    args = [sys.executable, __file__, "--worker", method, str(vectors), str(n), str(queries), str(truth), str(workdir)]
+def exact_top_k(stats_path: Path, n: int, queries: np.ndarray) -> np.ndarray:
+    """The exact float top-K rows of n vectors for each query: a faiss IndexFlatIP search per chunk, merged."""
+    import faiss
+
+    best_scores = np.full((len(queries), 0), -np.inf, np.float32)
+    best_rows = np.zeros((len(queries), 0), np.int64)
+    start = 0
+    for chunk in gaussian_like_scifact(n, 0, stats_path):
+        flat = faiss.IndexFlatIP(chunk.shape[1])
+        flat.add(chunk)
+        scores, rows = flat.search(queries, K)
+        best_scores = np.concatenate([best_scores, scores], 1)
+        best_rows = np.concatenate([best_rows, rows + start], 1)
+        keep = np.argsort(-best_scores, axis=1, kind="stable")[:, :K]
+        best_scores, best_rows = np.take_along_axis(best_scores, keep, 1), np.take_along_axis(best_rows, keep, 1)
+        start += len(chunk)
+    return best_rows
+
+
+def run_worker(method: str, stats: Path, n: int, queries: Path, truth: Path, workdir: Path) -> list[dict]:
+    args = [sys.executable, __file__, "--worker", method, str(stats), str(n), str(queries), str(truth), str(workdir)]
     done = subprocess.run(args, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def measure(sizes: list[int], methods, stats, workdir: Path) -> list[dict]:
-    vectors, queries_path = workdir / "vectors.npy", workdir / "queries.npy"
-    gaussian_like_scifact(max(sizes), 0, vectors, stats)
-    gaussian_like_scifact(N_QUERIES, 1, queries_path, stats)
+    stats_path, queries_path = workdir / "stats.npy", workdir / "queries.npy"
+    np.save(stats_path, np.vstack([stats[0][None], stats[1]]), allow_pickle=False)
+    np.save(queries_path, np.concatenate(list(gaussian_like_scifact(N_QUERIES, 1, stats_path))))
     queries = np.load(queries_path)
     rows = []
     for n in sizes:
         truth = workdir / f"truth-{n}.npy"
-        np.save(truth, exact_top_k(vectors, n, queries), allow_pickle=False)
+        np.save(truth, exact_top_k(stats_path, n, queries), allow_pickle=False)
         for method in methods:
-            rows.append(run_worker(method, vectors, n, queries_path, truth, workdir))
+            if method == "float-flat" and n > 2_000_000:
+                continue  # 10M floats do not fit the RAM goal's machine; the exact search above is chunked
+            rows.extend(run_worker(method, stats_path, n, queries_path, truth, workdir))
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
-CODE_BYTES = {"float-flat": 1536, "binary": 48, "binary/20": 48, "itq:128": 16, "itq:128/20": 16, "int8": 384}
+def code_bytes(method: str, dim: int = 384) -> float:
+    """Bytes per vector of the codes a method holds in RAM (an IVF's row numbers included; refinement codes too)."""
+    spec = method.split(" ")[0].split("/")[0]
+    fixed = {"float-flat": 4 * dim, "binary": dim / 8, "itq:128": 16, "int8": dim}
+    if spec in fixed:
+        return fixed[spec]
+    if spec.startswith("rabitq@"):
+        return dim / 8 + 4 + 8  # sign bits, a float32 factor, the int64 row of each slot
+    if spec.startswith("faiss-ivf"):
+        return dim / 8 + 8 + 8 + dim  # faiss RaBitQ: bits, two float32 factors, the id; SQ8 refinement codes
+    return 4 * dim + 2 * 32 * 4  # HNSW: floats and level-0 links
+
+
+def rows_table(rows: list[dict]) -> str:
+    """The markdown table of measured rows; q/s is compared with float Flat of the same run and size."""
+    flat = {r["n"]: r["qps"] for r in rows if r["method"] == "float-flat"}
+    body = [
+        [r["method"], f"{r['n']:,}", f"{r['ram_bytes'] / r['n']:.1f}", f"{code_bytes(r['method']):g}",
+         f"{r['build_seconds']:.1f}", _gib(r.get("build_peak_rss")), _gib(r.get("search_peak_rss")),
+         f"{r['qps']:,.0f}", f"{r['qps'] / flat[r['n']]:.2f}" if r["n"] in flat else "-", f"{r['recall']:.1f}"]
+        for r in rows
+    ]
+    return table(HEADER, body)
+
+
+def _gib(value: int | None) -> str:
+    return f"{value / 2**30:.2f}" if value else "-"
 
 
 def write(rows: list[dict]) -> None:
-    flat = {r["n"]: r["qps"] for r in rows if r["method"] == "float-flat"}
-    body = [
-        [r["method"], f"{r['n']:,}", f"{r['ram_bytes'] / r['n']:.1f}", CODE_BYTES[r["method"]],
-         f"{r['build_seconds']:.1f}", f"{r['qps']:,.0f}", f"{r['qps'] / flat[r['n']]:.2f}", f"{r['recall']:.1f}"]
-        for r in rows
-    ]
-    header = ["method", "vectors", "RAM B/vector (measured)", "code B/vector", "build s", "q/s", "q/s vs float",
-              "top-10 recall %"]
+    """The report: this run's rows, then the rows of the previous report that this run did not measure."""
+    previous = json.loads((RESULTS / "compact_scale.json").read_text("utf-8"))
+    measured = {(r["method"], r["n"]) for r in rows}
+    earlier = [r for r in previous if (r["method"], r["n"]) not in measured]
     load = os.getloadavg()
     sections = [
         "`python eval/compact_scale.py`: Gaussian vectors with SciFact's mean and covariance, "
@@ -179,11 +288,21 @@ def write(rows: list[dict]) -> None:
         "method says /20) and rescore them with int8 codes memory-mapped from disk. Each index is built in one "
         "worker process and saved; RAM is the resident growth of a fresh process opening it (faiss `read_index` "
         "for Flat, `CompactIndex.load` as `sentflow search` does: the memory-mapped codes are read from disk as "
-        f"searched), measured before the first search. Load average at the end: {load[0]:.2f}.",
-        table(header, body),
+        f"searched), measured before the first search. `SPEC@LISTS` rows are inverted files (`lists=LISTS`) "
+        "searched at the probes and candidates named; faiss IVF rows refine SQ8 x 20 in RAM. Build peak RSS is "
+        "the building process' ru_maxrss (its generator included), search peak RSS the serving process'. Load "
+        f"average at the end: {load[0]:.2f}.",
+        rows_table(rows),
     ]
-    write_report("compact_scale", "Compact search at scale (10k to 1M vectors)", sections)
-    write_atomic(RESULTS / "compact_scale.json", lambda tmp: tmp.write_text(json.dumps(rows, indent=1), "utf-8"))
+    if earlier:
+        sections += [
+            "Rows of the previous report that this run did not measure (another day's load: compare them only "
+            "with each other):",
+            rows_table(earlier),
+        ]
+    write_report("compact_scale", "Compact search at scale (10k to 10M vectors)", sections)
+    kept = rows + [{**r, "earlier": True} for r in earlier]
+    write_atomic(RESULTS / "compact_scale.json", lambda tmp: tmp.write_text(json.dumps(kept, indent=1), "utf-8"))
 
 
 def main() -> None:
@@ -196,9 +315,12 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--rows", type=int, help="one size (e.g. 10000000), instead of --sizes")
+    parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--smoke", action="store_true", help="2,000 vectors, seconds; writes nothing")
     args = parser.parse_args()
-    sizes = [2000] if args.smoke else [int(s) for s in args.sizes.split(",")]
+    sizes = [2000] if args.smoke else [args.rows] if args.rows else [int(s) for s in args.sizes.split(",")]
+    methods = args.methods.split(",")
     if args.smoke:
         rng = np.random.default_rng(0)
         mixing = rng.normal(size=(32, 32))
@@ -206,7 +328,8 @@ def main() -> None:
     else:
         stats = scifact_stats()
     with tempfile.TemporaryDirectory(dir=os.environ.get("SENTFLOW_SCALE_TMP")) as folder:
-        rows = measure(sizes, METHODS if not args.smoke else ("float-flat", "binary/8", "int8"), stats, Path(folder))
+        smoke = ("float-flat", "binary/8", "int8", "rabitq@16", "faiss-ivf16-rabitq", "faiss-hnsw32")
+        rows = measure(sizes, smoke if args.smoke else methods, stats, Path(folder))
     if not args.smoke:
         write(rows)
 

@@ -23,6 +23,17 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}, {threads} threads, {date.today()}"
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo) and whether it has AVX-512, for tables whose speed depends on it."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return platform.processor() or platform.machine()
+    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
+    flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
+    return f"{names[0] if names else platform.machine()}, {'AVX-512' if ' avx512f' in flags else 'no AVX-512'}"
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A GitHub markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -89,3 +89,16 @@ def test_the_retrieval_table_is_readable_at_80_columns(tiny_bert_dir, stsb_slice
     assert "nDCG@10" in narrow.stdout and "whitening" in narrow.stdout and "MRR@10" not in narrow.stdout
     wide = CliRunner().invoke(app, [*args, "--wide"], env={"COLUMNS": "160"})
     assert wide.exit_code == 0 and "MRR@10" in wide.stdout and "…" not in wide.stdout
+
+
+def test_eval_retrieval_candidates_set_the_stage_one_budget(tiny_bert_dir, stsb_slice_dir):
+    args = ["eval", "retrieval", "sts-b", "--model", tiny_bert_dir, "--data-dir", stsb_slice_dir, "--methods", "none"]
+    result = run(*args, "--approx-index", "", "--quantize", "int8,rabitq", "--candidates", "20", "--json")
+    assert result.exit_code == 0, result.output
+    rows = [r for r in json.loads(result.stdout)["results"] if "quantize" in r]
+    assert [(r["quantize"], r["k"], r["candidates"]) for r in rows] == [("int8", 10, None), ("rabitq", 10, 20)]
+    done = subprocess.run(
+        [sys.executable, "-m", "sentflow.cli", *args, "--candidates", "0"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0 and "--candidates" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error:")

@@ -144,7 +144,7 @@ def test_too_few_documents_for_itq_and_bad_search_options(pipeline_dir, tmp_path
     assert done.returncode == 1 and "needs more corpus vectors than bits (3 <= 8)" in done.stderr
     assert run("index", small, "--pipeline", pipeline_dir, "--out", tmp_path / "idx").returncode == 0
     assert "--k" in run("search", tmp_path / "idx", "a man", "--k", "0").stderr
-    assert "give one query text, or --queries FILE" in run("search", tmp_path / "idx").stderr
+    assert "give one query text, --queries FILE or --vectors Q.npy" in run("search", tmp_path / "idx").stderr
     codes = tmp_path / "idx" / "codes.npy"
     codes.write_bytes(codes.read_bytes()[:-1])
     damaged = run("search", tmp_path / "idx", "a man")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import faiss
 import numpy as np
 import pytest
 
@@ -26,16 +25,25 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (np.unpackbits(a, axis=1)[:, None, :] != np.unpackbits(b, axis=1)[None, :, :]).sum(axis=2)
 
 
-def test_bit_codes_are_the_signs_and_faiss_hamming_agrees_with_numpy():
+def test_bit_codes_are_the_signs_and_stage_one_ranks_by_the_float_query_against_them():
     corpus, queries = unit_vectors(300), unit_vectors(7, seed=1)
     index = CompactIndex.build(corpus, "binary", rescore=0)
     expected = np.packbits(corpus > 0, axis=1)
     np.testing.assert_array_equal(index.codes, expected)
-    scores, rows = index.search(queries, 20)
-    distances = hamming(np.packbits(queries > 0, axis=1), expected)
+    _, rows = index.search(queries, 20)
+    asymmetric = queries.astype(np.float64) @ np.where(corpus > 0, 1.0, -1.0).T  # the ±1 code, not Hamming
     for q in range(len(queries)):
-        np.testing.assert_array_equal(np.sort(distances[q])[:20], distances[q][rows[q]])  # the 20 nearest
-    np.testing.assert_allclose(scores, 1 - 2 * np.take_along_axis(distances, rows, 1) / 40, atol=1e-6)
+        np.testing.assert_allclose(np.sort(asymmetric[q])[::-1][:20], asymmetric[q][rows[q]], atol=1e-5)
+
+
+def test_hnsw_stage_one_searches_by_hamming_distance_like_faiss_and_numpy():
+    corpus, queries = unit_vectors(300), unit_vectors(7, seed=1)
+    index = CompactIndex.build(corpus, "binary", rescore=0, hnsw=True)
+    scores, rows = index.search(queries, 20)
+    distances = hamming(np.packbits(queries > 0, axis=1), np.packbits(corpus > 0, axis=1))
+    found = np.take_along_axis(distances, rows, 1)
+    np.testing.assert_allclose(scores, 1 - 2 * found / 40, atol=1e-6)
+    assert (found[:, :5] == np.sort(distances, axis=1)[:, :5]).mean() > 0.9  # HNSW is approximate
 
 
 def test_two_stage_with_every_candidate_rescored_is_the_exact_int8_ranking():
@@ -51,9 +59,9 @@ def test_two_stage_with_every_candidate_rescored_is_the_exact_int8_ranking():
 def test_stage_two_rescores_exactly_the_stage_one_candidates():
     corpus, queries = unit_vectors(500), unit_vectors(6, seed=3)
     index = CompactIndex.build(corpus, "binary", rescore=3)
-    _, candidates = faiss_binary_search(index.codes, make_quantizer("binary").fit(corpus).encode(queries), 15)
+    candidates = sign_candidates(corpus, queries, 115)
     decoded = index.rescorer.decode(np.asarray(index.rescore_codes))
-    scores, rows = index.search(queries, 5)
+    scores, rows = index.search(queries, 5, candidates=115)
     for q in range(len(queries)):
         exact = decoded[candidates[q]] @ queries[q]
         order = np.argsort(-exact, kind="stable")[:5]
@@ -61,10 +69,43 @@ def test_stage_two_rescores_exactly_the_stage_one_candidates():
         np.testing.assert_allclose(np.sort(scores[q]), np.sort(exact[order]), atol=1e-5)
 
 
-def faiss_binary_search(codes: np.ndarray, query_codes: np.ndarray, k: int):
-    flat = faiss.IndexBinaryFlat(codes.shape[1] * 8)
-    flat.add(codes)
-    return flat.search(query_codes, k)
+def test_candidates_set_the_stage_one_budget():
+    corpus, queries = unit_vectors(400), unit_vectors(6, seed=4)
+    index = CompactIndex.build(corpus, "binary", rescore=2)
+    stage_one = sign_candidates(corpus, queries, 37)
+    decoded = index.rescorer.decode(np.asarray(index.rescore_codes)).astype(np.float64)
+    _, rows = index.search(queries, 5, candidates=37)
+    for q in range(len(queries)):
+        exact = decoded[stage_one[q]] @ queries[q]
+        np.testing.assert_array_equal(np.sort(rows[q]), np.sort(stage_one[q][np.argsort(-exact)[:5]]))
+    _, everything = index.search(queries, 5, candidates=400)  # every document rescored: the exact int8 ranking
+    np.testing.assert_array_equal(everything, np.argsort(-(queries @ decoded.T), axis=1, kind="stable")[:, :5])
+    with pytest.raises(SentflowError, match="candidates must be a whole number >= 1"):
+        index.search(queries, 5, candidates=0)
+
+
+class SignedScores(type(make_quantizer("binary"))):  # type: ignore[misc]
+    """Sign codes with an inner-product estimate: query · (±1 per bit) (what the quantizer's `scores` hook gives)."""
+
+    def scores(self, queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        signs = np.unpackbits(codes, axis=1)[:, : self.dim].astype(np.float32) * 2 - 1
+        return (queries @ signs.T).astype(np.float32)
+
+
+def test_stage_one_ranks_by_the_quantizers_scores_when_it_has_them():
+    corpus, queries = unit_vectors(300), unit_vectors(5, seed=6)
+    quantizer = SignedScores().fit(corpus)
+    index = CompactIndex(quantizer, quantizer.encode(corpus), rescore=0)
+    scores, rows = index.search(queries, 8)
+    brute = queries @ np.where(corpus > 0, 1.0, -1.0).T
+    np.testing.assert_allclose(scores, -np.sort(-brute, axis=1)[:, :8], rtol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(brute, rows, 1), scores, rtol=1e-5)
+
+
+def sign_candidates(corpus: np.ndarray, queries: np.ndarray, depth: int) -> np.ndarray:
+    """Stage 1 of binary codes by numpy brute force: the depth best rows by float query · (±1 signs)."""
+    asymmetric = queries.astype(np.float64) @ np.where(corpus > 0, 1.0, -1.0).T
+    return np.argsort(-asymmetric, axis=1, kind="stable")[:, :depth]
 
 
 @pytest.mark.parametrize("spec", ["int8", "int4", "int8:100", "none"])
@@ -182,7 +223,7 @@ def test_the_faiss_export_searches_raw_vectors_like_stage_one(spec):
     exported = index.to_faiss(whitening)
     exported.add(raw)
     distances, _ = exported.search(raw[:6], 15)
-    scores, _ = index.search(final[:6], 15)
-    np.testing.assert_allclose(distances, (1 - scores) * index.quantizer.n_bits / 2, atol=1e-4)
+    expected = np.sort(hamming(index.quantizer.encode(final[:6]), index.codes), axis=1)[:, :15]
+    np.testing.assert_array_equal(distances, expected)  # the Hamming ranking of sentflow's own codes
     with pytest.raises(SentflowError, match="int8 codes do not export to faiss"):
         CompactIndex.build(final, "int8").to_faiss(whitening)

@@ -245,3 +245,76 @@ def test_sick_r_duplicates_come_from_its_data_dir(tmp_path):
     assert len(task.corpus_texts) == 8 and task.query_texts == ["A man plays", "A b"]
     text_of = dict(zip(task.corpus_ids, task.corpus_texts, strict=True))
     assert [[text_of[d] for d in task.qrels[q]] for q in task.query_ids] == [["A man is playing"], ["C d"]]
+
+
+def test_ndcg_scores_a_search_for_10_results_and_recall_at_100_one_for_100(tmp_path):
+    from sentflow.evaluation.retrieval import measure_search
+
+    folder, _, docs, queries, relevant = random_task_folder(tmp_path)
+    task = load_retrieval_task(folder)
+    asked: list[int] = []
+
+    def search(q, k):  # exact search that records the k it was asked for
+        asked.append(k)
+        return search_exact(q, docs, k)
+
+    metrics, qps = measure_search(search, task, queries, repeats=2)
+    assert asked == [10, 10, 100] and qps > 0
+    qrels = {f"q{i}": {f"d{r}": 1} for i, r in enumerate(relevant)}
+    runs = {}
+    for k in (10, 100):
+        scores, ids = search_exact(queries, docs, k)
+        runs[k] = {
+            f"q{i}": {f"d{j}": float(s) for s, j in zip(srow, irow, strict=True)}
+            for i, (srow, irow) in enumerate(zip(scores, ids, strict=True))
+        }
+    expected = retrieval_metrics(qrels, runs[10]) | {"recall@100": retrieval_metrics(qrels, runs[100])["recall@100"]}
+    assert metrics == pytest.approx(expected, abs=1e-9)
+
+
+def test_compact_rows_carry_k_and_the_budget_and_every_candidate_rescored_is_the_int8_scan(tmp_path):
+    folder, encoder, *_ = random_task_folder(tmp_path, n_docs=300)
+    options = {"methods": ("none",), "approx_index": None, "repeats": 1, "quantize": ("int8", "rabitq:8", "binary")}
+    everything = evaluate_retrieval(encoder, folder, **options, candidates=300).to_dict()["results"]
+    rows = {r.get("quantize"): r for r in everything if "quantize" in r}
+    assert rows["int8"]["candidates"] is None and rows["rabitq:8"]["candidates"] == 300
+    assert all(r["k"] == 10 for r in everything)
+    for spec in ("rabitq:8", "binary"):  # stage 1 keeps every document: the int8 rescoring decides alone
+        assert {m: rows[spec][m] for m in METRICS} == pytest.approx({m: rows["int8"][m] for m in METRICS}, abs=1e-9)
+    few = evaluate_retrieval(encoder, folder, **options, candidates=12).to_dict()["results"]
+    assert [r["candidates"] for r in few if "quantize" in r] == [None, 12, 12]
+    default = evaluate_retrieval(encoder, folder, **options).to_dict()["results"]
+    assert [r["candidates"] for r in default if "quantize" in r] == [None, 100, 100]
+
+
+def test_a_bad_candidate_budget_fails_before_any_encoding(tmp_path):
+    folder, encoder, *_ = random_task_folder(tmp_path)
+    with pytest.raises(SentflowError, match="candidates must be a whole number >= 1, got 0"):
+        evaluate_retrieval(encoder, folder, quantize=("rabitq",), candidates=0)
+    assert encoder.calls == 0
+
+
+def test_faiss_rabitq_baselines_rescore_the_budget_and_report_their_bytes():
+    from sentflow.evaluation.quant_baselines import make_baseline
+
+    rng = np.random.default_rng(0)
+    docs = rng.standard_normal((400, 32)).astype(np.float32)
+    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    queries = docs[:20] + 0.05 * rng.standard_normal((20, 32)).astype(np.float32)
+    exact = np.argsort(-(queries @ docs.T), axis=1)[:, :10]
+    plain = make_baseline("faiss-rabitq", docs)
+    refined = make_baseline("faiss-rabitq-sq8", docs, candidates=400)
+    assert (plain.ram_bytes_per_doc, refined.ram_bytes_per_doc) == (4 + 8, 4 + 8 + 32)
+    assert (plain.budget(10), refined.budget(10), make_baseline("faiss-rabitq-sq8", docs).budget(10)) == (
+        None,
+        400,
+        100,
+    )
+    _, rows = refined.search(queries, 10)  # every document rescored by SQ8: the exact top 10, up to SQ8's error
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, exact, strict=True)])
+    _, plain_rows = plain.search(queries, 10)
+    plain_overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(plain_rows, exact, strict=True)])
+    assert overlap >= 0.95 and overlap > plain_overlap
+    assert (
+        make_baseline("faiss-rabitq4", docs).ram_bytes_per_doc > make_baseline("faiss-rabitq2", docs).ram_bytes_per_doc
+    )

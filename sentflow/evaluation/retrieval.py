@@ -1,6 +1,9 @@
 """Retrieval evaluation: encode a task once, calibrate on the corpus only, search faiss indexes, score with
 pytrec_eval (nDCG@10, MRR@10, recall@1/10/100, x100) as BEIR and MTEB do.
 
+Every index is searched at the k each metric reads: nDCG@10, MRR@10 and recall@1/10 score a search for 10
+results (what a user asks for, and what sets an approximate index's budget), recall@100 a search for 100.
+
 Every method is compared with cosine similarity (L2 normalisation after the calibration) unless `normalize=False`.
 """
 
@@ -11,6 +14,7 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -23,7 +27,8 @@ from sentflow.protocols import LinearMap
 from sentflow.search.faiss_index import build_index, index_bytes, make_faiss_index
 
 METRICS = ("ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100")
-TOP_K = 100  # the largest cutoff: every metric is computed on the top 100 results of each query
+TOP_K = 100  # the deepest cutoff: recall@100 scores a search for 100 results
+SCORED_K = 10  # nDCG@10, MRR@10, recall@1 and recall@10 score a search for 10 results
 _TREC_MEASURES = {
     "ndcg@10": "ndcg_cut_10",
     "recall@1": "recall_1",
@@ -41,6 +46,7 @@ class IndexResult:
     index_bytes: int
     build_seconds: float
     qps: float
+    k: int = SCORED_K
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,7 @@ class RetrievalRow:
     approx: IndexResult | None = None
 
     def to_dict(self) -> dict:
-        row = {"method": self.method, "dim": self.dim, **self.main.metrics}
+        row = {"method": self.method, "dim": self.dim, **self.main.metrics, "k": self.main.k, "candidates": None}
         row.update(index_bytes=self.main.index_bytes, qps=self.main.qps)
         row.update(build_seconds=self.main.build_seconds, fit_seconds=self.fit_seconds, index=self.main.factory)
         if self.approx is not None:
@@ -76,12 +82,15 @@ class CompactRow:
     qps: float
     build_seconds: float
     baseline: str | None = None  # e.g. st-ubinary-rescore, faiss-sq8; None for sentflow's own codes
+    k: int = SCORED_K
+    candidates: int | None = None  # stage 1's budget at k (None: a full scan, no stage 1)
 
     def to_dict(self) -> dict:
         """The row as `eval retrieval --json` prints it."""
         row = {"method": self.method, "dim": self.dim, "quantize": self.quantize, "baseline": self.baseline}
         row.update(ram_bytes_per_doc=self.ram_bytes_per_doc, disk_bytes_per_doc=self.disk_bytes_per_doc)
-        return {**row, **self.metrics, "qps": self.qps, "build_seconds": self.build_seconds}
+        row.update(self.metrics, k=self.k, candidates=self.candidates)
+        return {**row, "qps": self.qps, "build_seconds": self.build_seconds}
 
 
 @dataclass(frozen=True)
@@ -132,14 +141,14 @@ def retrieval_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str,
     return result
 
 
-def search_run(index, task: RetrievalTask, query_vectors: np.ndarray, k: int = TOP_K, repeats: int = 3):
-    """(run, queries per second): the top-k documents of every query, its own sentence excluded; the search is
-    timed `repeats` times and the median is kept."""
+def search_run(search, task: RetrievalTask, query_vectors: np.ndarray, k: int = TOP_K, repeats: int = 3):
+    """(run, queries per second): the top-k documents of every query by `search(queries, k) -> (scores, rows)`,
+    its own sentence excluded; the search is timed `repeats` times and the median is kept."""
     depth = min(k + (1 if task.exclude else 0), len(task.corpus_ids))
     times = []
     for _ in range(max(1, repeats)):
         start = time.perf_counter()
-        scores, ids = index.search(query_vectors, depth)
+        scores, ids = search(query_vectors, depth)
         times.append(time.perf_counter() - start)
     run = {}
     for query, row_scores, row_ids in zip(task.query_ids, scores, ids, strict=True):
@@ -147,6 +156,16 @@ def search_run(index, task: RetrievalTask, query_vectors: np.ndarray, k: int = T
         docs = ((task.corpus_ids[i], float(s)) for s, i in zip(row_scores, row_ids, strict=True) if i >= 0)
         run[query] = dict([(d, s) for d, s in docs if d != skip][:k])
     return run, len(query_vectors) / max(statistics.median(times), 1e-12)
+
+
+def measure_search(search, task: RetrievalTask, query_vectors: np.ndarray, repeats: int = 3):
+    """(metrics, queries per second at k = 10): every metric from a search for 10 results but recall@100, which
+    scores a search for 100 (so an approximate index is measured at the budget a user's k gives it)."""
+    top, qps = search_run(search, task, query_vectors, SCORED_K, repeats)
+    deep, _ = search_run(search, task, query_vectors, TOP_K, 1)
+    metrics = retrieval_metrics(task.qrels, top)
+    metrics["recall@100"] = retrieval_metrics(task.qrels, deep)["recall@100"]
+    return metrics, qps
 
 
 def measure_index(calibration, corpus, queries, task: RetrievalTask, factory: str, normalize: bool, repeats: int):
@@ -158,8 +177,8 @@ def measure_index(calibration, corpus, queries, task: RetrievalTask, factory: st
     start = time.perf_counter()
     index = build_index(calibration, corpus, factory, normalize=normalize)
     seconds = time.perf_counter() - start
-    run, qps = search_run(index, task, queries, repeats=repeats)
-    return IndexResult(factory, retrieval_metrics(task.qrels, run), index_bytes(index), seconds, qps)
+    metrics, qps = measure_search(index.search, task, queries, repeats)
+    return IndexResult(factory, metrics, index_bytes(index), seconds, qps)
 
 
 def final_vectors(calibration, corpus: np.ndarray, queries: np.ndarray, normalize: bool):
@@ -172,44 +191,62 @@ def final_vectors(calibration, corpus: np.ndarray, queries: np.ndarray, normaliz
     return (l2_normalize(corpus), l2_normalize(queries)) if normalize else (corpus, queries)
 
 
-def measure_compact(method, corpus, queries, task, spec: str, rescore: int, repeats: int) -> CompactRow:
-    """Build sentflow's compact index `spec` over final corpus vectors and score it on the queries."""
+def measure_compact(
+    method, corpus, queries, task, spec: str, rescore: int, repeats: int, candidates: int | None = None
+) -> CompactRow:
+    """Build sentflow's compact index `spec` over final corpus vectors and score it on the queries, stage 1
+    keeping `candidates` (None: the default budget) for the int8 rescoring."""
     from sentflow.search.compact import CompactIndex
 
     start = time.perf_counter()
     index = CompactIndex.build(corpus, spec, rescore=rescore)
     seconds = time.perf_counter() - start
-    run, qps = search_run(index, task, queries, repeats=repeats)
-    metrics = retrieval_metrics(task.qrels, run)
+    metrics, qps = measure_search(partial(index.search, candidates=candidates), task, queries, repeats)
+    budget = _budget(index, candidates)
     row = (index.quantize, index.ram_bytes_per_doc, index.disk_bytes_per_doc, metrics, qps, seconds)
-    return CompactRow(method, corpus.shape[1], *row)
+    return CompactRow(method, corpus.shape[1], *row, candidates=budget)
 
 
-def measure_baseline(method, corpus, queries, task, name: str, rescore: int, repeats: int) -> CompactRow | None:
-    """A baseline's codes over the same final vectors (None where it cannot code this width, e.g. PQ48 of 100)."""
+def _budget(index, candidates: int | None) -> int | None:
+    """The stage-1 budget a compact index uses at k = 10 (None: it scans every code or ranks by stage 1 alone)."""
+    from sentflow.search.quantize import stage1_candidates
+
+    if index.rescorer is None:
+        return None
+    return stage1_candidates(SCORED_K, candidates, len(index), index.rescore)
+
+
+def measure_baseline(
+    method, corpus, queries, task, name: str, rescore: int, repeats: int, candidates: int | None = None
+) -> CompactRow | None:
+    """A baseline's codes over the same final vectors (None where it cannot code this width, e.g. PQ48 of 100);
+    one that rescores keeps the same stage-1 budget as sentflow's codes."""
     from sentflow.evaluation.quant_baselines import BASELINE_CODES, make_baseline
 
     start = time.perf_counter()
     try:
-        baseline = make_baseline(name, corpus, rescore)
+        baseline = make_baseline(name, corpus, rescore, candidates)
     except RuntimeError:  # faiss: the width does not split into this many sub-quantizers
         return None
     seconds = time.perf_counter() - start
-    run, qps = search_run(baseline, task, queries, repeats=repeats)
-    metrics = retrieval_metrics(task.qrels, run)
-    code = BASELINE_CODES[name]
-    return CompactRow(method, corpus.shape[1], code, baseline.ram_bytes_per_doc, 0.0, metrics, qps, seconds, name)
+    metrics, qps = measure_search(baseline.search, task, queries, repeats)
+    budget = baseline.budget(SCORED_K)
+    row = (BASELINE_CODES[name], baseline.ram_bytes_per_doc, 0.0, metrics, qps, seconds, name)
+    return CompactRow(method, corpus.shape[1], *row, candidates=budget)
 
 
-def _check_compact_options(quantize: Sequence[str], rescore: int, baselines: Sequence[str]) -> None:
-    """Fail on a bad quantizer spec, rescore depth or baseline name before any encoding."""
+def _check_compact_options(
+    quantize: Sequence[str], rescore: int, baselines: Sequence[str], candidates: int | None = None
+) -> None:
+    """Fail on a bad quantizer spec, rescore depth, candidate budget or baseline name before any encoding."""
     from sentflow.evaluation.quant_baselines import BASELINES
-    from sentflow.search.quantize import make_quantizer
+    from sentflow.search.quantize import make_quantizer, stage1_candidates
 
     for spec in quantize:
         make_quantizer(spec)
     if rescore < 0:
         raise SentflowError(f"rescore must be >= 0, got {rescore}")
+    stage1_candidates(SCORED_K, candidates, SCORED_K)
     unknown = [name for name in baselines if name not in BASELINES]
     if unknown:
         raise SentflowError(f"unknown baselines {unknown}; choose from {', '.join(BASELINES)}")
@@ -241,6 +278,7 @@ def evaluate_retrieval(
     quantize: Sequence[str] = (),
     rescore: int = 4,
     baselines: Sequence[str] = (),
+    candidates: int | None = None,
 ) -> RetrievalReport:
     """Retrieval quality and index cost of each method at each dimension (None = the full embedding size).
 
@@ -249,9 +287,11 @@ def evaluate_retrieval(
     whatever `dims` says; `whitening` is BERT-whitening and `pca` centres and rotates only, both cut to each dim.
     `index` is the faiss factory whose results are scored; `approx_index` (None to skip) is a second index
     measured in the same run. `quantize` adds, per method and dimension, a row for each compact-search spec
-    (`none`, `int8`, `binary`, `itq:128`, ...; see `sentflow.search.quantize`) with `rescore` candidates per result
-    for sign codes, and `baselines` (names from `quant_baselines.BASELINES`) rows for sentence-transformers' and
-    faiss's codes over the same vectors.
+    (`none`, `int8`, `binary`, `itq:128`, `rabitq`, ...; see `sentflow.search.quantize`) whose stage 1 keeps
+    `candidates` for the int8 rescoring (None: the default, `stage1_candidates`), and `baselines` (names from
+    `quant_baselines.BASELINES`) rows for sentence-transformers' and faiss's codes over the same vectors, those
+    that rescore with the same budget. nDCG@10, MRR@10 and recall@1/10 score a search for 10 results, recall@100
+    one for 100.
 
     Args:
         encoder: The encoder of the corpus and the queries.
@@ -265,8 +305,11 @@ def evaluate_retrieval(
         normalize: L2-normalise after the calibration (cosine similarity).
         repeats: Timed searches per index; queries/s is their median.
         quantize: Compact-search specs to add (see `make_quantizer`).
-        rescore: Candidates per result that sign codes rescore.
+        rescore: Candidates per result that two-stage codes rescore by default at large k (see
+            `stage1_candidates`).
         baselines: Names of sentence-transformers' and faiss's codes to add.
+        candidates: Stage 1's budget for the int8 rescoring (None: the larger of `DEFAULT_CANDIDATES` and
+            rescore x k).
 
     Returns:
         The rows (nDCG@10, MRR@10, recall@1/10/100, index memory and queries/s) and what they were measured on.
@@ -274,7 +317,7 @@ def evaluate_retrieval(
     size = int(encoder.dim)
     factories = [index] + ([approx_index] if approx_index else [])
     _check_options(methods, dims, factories, size)
-    _check_compact_options(quantize, rescore, baselines)
+    _check_compact_options(quantize, rescore, baselines, candidates)
     if not isinstance(task, RetrievalTask):
         task = load_retrieval_task(task, split, data_dir)
     corpus = np.ascontiguousarray(as_matrix(encoder.encode(task.corpus_texts), "corpus embeddings"), np.float32)
@@ -294,8 +337,9 @@ def evaluate_retrieval(
         rows.append(RetrievalRow(method, dim, fit_seconds, *results))
         if quantize or baselines:
             docs, asked = final_vectors(calibration, corpus, queries, normalize)
-            compact += [measure_compact(method, docs, asked, task, spec, rescore, repeats) for spec in quantize]
-            measured = (measure_baseline(method, docs, asked, task, name, rescore, repeats) for name in baselines)
+            budget = (rescore, repeats, candidates)
+            compact += [measure_compact(method, docs, asked, task, spec, *budget) for spec in quantize]
+            measured = (measure_baseline(method, docs, asked, task, name, *budget) for name in baselines)
             compact += [row for row in measured if row is not None]
     return RetrievalReport(
         task=task.name,

@@ -163,11 +163,16 @@ class IndexFiles(Schema):
     rescorer: IndexFile | None = None
     rescore_codes: IndexFile | None = None
     snippets: IndexFile | None = None
+    centroids: IndexFile | None = None
+    list_offsets: IndexFile | None = None
+    list_order: IndexFile | None = None
 
     @model_validator(mode="after")
     def _rescoring_pair(self) -> IndexFiles:
         if (self.rescorer is None) != (self.rescore_codes is None):
             raise ValueError("rescorer and rescore_codes come together or not at all")
+        if len({self.centroids is None, self.list_offsets is None, self.list_order is None}) > 1:
+            raise ValueError("centroids, list_offsets and list_order come together or not at all")
         return self
 
     def paths(self) -> dict[str, IndexFile]:
@@ -194,6 +199,7 @@ class CompactManifest(Schema):
     quantize: Key
     rescore: Annotated[int, Field(ge=0, le=1 << 20)]
     hnsw: bool
+    lists: Annotated[int, Field(ge=1, le=1 << 20)] | None = None  # an inverted file's k-means cells
     rows: Annotated[int, Field(ge=1, le=1 << 40)]
     dim: Dim
     pipeline: IndexPipeline | None

@@ -5,6 +5,8 @@
   rescores them with the float query against int8 codes read from a memory-mapped file on disk.
 - Scalar codes (`int8`, `int4`): a full scan, float query · decoded code (asymmetric), in chunks.
 - `none`: exact inner products on the float vectors.
+- With `lists=N` (any code): an inverted file (`sentflow.search.ivf`): k-means cells, residual codes grouped by
+  cell, and a search that scores only the `probes` cells nearest each query before the int8 rescoring.
 
 The vectors given are the final ones exact float search would use (calibrated and, for cosine, L2-normalised);
 row numbers index the build order, `ids` name them. A saved index is a directory: `index.json` (schema-checked,
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -27,12 +31,14 @@ from sentflow.extras import require
 from sentflow.files.io import atomic_directory, file_hash
 from sentflow.files.lines import read_json_lines, write_json_lines
 from sentflow.files.schemas import COMPACT_FORMAT, CompactManifest, parse, parse_json
+from sentflow.search.ivf import InvertedLists, assign, default_probes, train_centroids
 from sentflow.search.quantize import (
     Quantizer,
     ScalarQuantizer,
     SignQuantizer,
     load_quantizer,
     make_quantizer,
+    stage1_candidates,
 )
 
 MANIFEST = "index.json"
@@ -51,27 +57,29 @@ class CompactIndex:
     Args:
         quantizer: The fitted quantizer of the codes searched first.
         codes: The corpus' codes, one row per document.
-        ids: A name per row (None: row numbers).
+        ids: A name per row (None: row numbers), or a function that reads them when first asked for.
         rescore: Sign codes: candidates kept per result for the second stage (0: the Hamming ranking is final).
         rescorer: Sign codes: the fitted int8 quantizer of the second stage.
         rescore_codes: Sign codes: the corpus' int8 codes (a memory map when loaded).
         hnsw: Search the sign codes with faiss's `IndexBinaryHNSW` instead of `IndexBinaryFlat`.
+        lists: The inverted lists the codes are grouped by (then `codes` are residual codes in slot order).
     """
 
     def __init__(
         self,
         quantizer: Quantizer,
         codes: np.ndarray,
-        ids: Sequence[str] | None = None,
+        ids: Sequence[str] | Callable[[], list[str]] | None = None,
         rescore: int = 4,
         rescorer: Quantizer | None = None,
         rescore_codes: np.ndarray | None = None,
         hnsw: bool = False,
+        lists: InvertedLists | None = None,
     ) -> None:
         self.quantizer = quantizer
         self.codes = codes
-        self._ids = list(ids) if ids is not None else None
-        self._read_ids: Callable[[], list[str]] | None = None  # a saved index reads its ids when first asked
+        self._read_ids = ids if callable(ids) else None  # a saved index reads its ids when first asked
+        self._ids = list(ids) if ids is not None and not callable(ids) else None
         if self._ids is not None and len(self._ids) != len(codes):
             raise SentflowError(f"{len(self._ids)} ids for {len(codes)} coded vectors")
         self.rescore = rescore
@@ -80,7 +88,11 @@ class CompactIndex:
         self.rescorer = rescorer
         self.rescore_codes = rescore_codes
         self.hnsw = hnsw
-        self._faiss = self._binary_index() if isinstance(quantizer, SignQuantizer) else None
+        if lists is not None and (hnsw or len(lists.order) != len(codes)):
+            raise SentflowError(f"inverted lists of {len(lists.order)} rows for {len(codes)} codes (and no HNSW)")
+        self.lists = lists
+        hamming = isinstance(quantizer, SignQuantizer) and lists is None and (hnsw or not hasattr(quantizer, "scores"))
+        self._faiss = self._binary_index() if hamming else None
 
     # --- building --------------------------------------------------------------------------------------------
 
@@ -94,11 +106,14 @@ class CompactIndex:
         hnsw: bool = False,
         seed: int = 0,
         show_progress: bool | None = None,
+        lists: int | None = None,
     ) -> CompactIndex:
         """Fit the codes on `vectors` (n, d) and code them. `rescore` (sign codes only) is how many candidates per
-        result stage 1 keeps for stage 2 (0: no rescoring, the Hamming ranking is final)."""
+        result stage 1 keeps for stage 2 (0: no rescoring, the Hamming ranking is final); `lists` groups the codes
+        into that many k-means cells (an inverted file, searched with `probes`)."""
         vectors = as_matrix(vectors, "vectors")
-        return cls.build_chunks(_row_chunks(vectors), vectors, quantize, rescore, ids, hnsw, seed, show_progress)
+        chunks = _row_chunks(vectors)
+        return cls.build_chunks(chunks, vectors, quantize, rescore, ids, hnsw, seed, show_progress, lists=lists)
 
     @classmethod
     def build_chunks(
@@ -112,31 +127,48 @@ class CompactIndex:
         seed: int = 0,
         show_progress: bool | None = None,
         total: int | None = None,
+        lists: int | None = None,
+        spill: str | os.PathLike | None = None,
     ) -> CompactIndex:
-        """Build from row chunks read one at a time (memory: the codes, not the vectors); the quantizers are fitted
-        on `fit_rows` (for a corpus larger than memory, its first rows)."""
+        """Build from row chunks read one at a time (memory: the codes, not the vectors); the quantizers (and the
+        k-means cells of `lists`) are fitted on `fit_rows` (for a corpus larger than memory, its first rows).
+        `spill` is a directory where the int8 rescoring codes are written as they are made, so that RAM holds only
+        the stage-1 codes (they are then memory-mapped from there until saved)."""
         if rescore < 0:
             raise SentflowError(f"rescore must be >= 0, got {rescore}")
         fit_rows = as_matrix(fit_rows, "vectors")
         if not len(fit_rows):
             raise SentflowError("the corpus is empty: there is nothing to index")
-        quantizer = make_quantizer(quantize, seed).fit(fit_rows)
-        two_stage = isinstance(quantizer, SignQuantizer) and rescore > 0
+        if lists is not None and hnsw:
+            raise SentflowError("lists and hnsw are two ways to search a large corpus: choose one")
+        centroids = train_centroids(fit_rows, lists, seed) if lists is not None else None
+        fit_codes = fit_rows if centroids is None else fit_rows - centroids[assign(centroids, fit_rows)]
+        quantizer = make_quantizer(quantize, seed).fit(fit_codes)
+        two_stage = _coarse(quantizer) and rescore > 0
         rescorer = ScalarQuantizer(8).fit(fit_rows) if two_stage else None
-        codes, fine = [], []
+        codes, cells = [], []
+        sink = _CodeSink(spill, quantizer.dim) if rescorer is not None else None
         bar = tqdm(total=total, unit="doc", desc=f"index {quantizer.spec}", disable=_quiet(show_progress, total))
         for chunk in chunks:
             chunk = quantizer.check_width(chunk, "vectors")
-            codes.append(quantizer.encode(chunk))
-            if rescorer is not None:
-                fine.append(rescorer.encode(chunk))
+            if centroids is not None:
+                cells.append(assign(centroids, chunk))
+                codes.append(quantizer.encode(chunk - centroids[cells[-1]]))
+            else:
+                codes.append(quantizer.encode(chunk))
+            if sink is not None and rescorer is not None:
+                sink.add(rescorer.encode(chunk))
             bar.update(len(chunk))
         bar.close()
         all_codes = _stack(codes, quantizer.code_bytes)
         if not len(all_codes):
             raise SentflowError("the corpus is empty: there is nothing to index")
-        rescore_codes = _stack(fine, quantizer.dim) if rescorer is not None else None
-        return cls(quantizer, all_codes, ids, rescore, rescorer, rescore_codes, hnsw)
+        inverted = None
+        if centroids is not None:
+            inverted = InvertedLists.group(centroids, np.concatenate(cells))
+            all_codes = all_codes[inverted.order]
+        rescore_codes = sink.close() if sink is not None else None
+        return cls(quantizer, all_codes, ids, rescore, rescorer, rescore_codes, hnsw, inverted)
 
     def _binary_index(self):
         """The faiss index over the bit codes; afterwards `codes` is a view of faiss' own copy (held once)."""
@@ -172,34 +204,60 @@ class CompactIndex:
     def __len__(self) -> int:
         return len(self.codes)
 
-    def search(self, queries, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries, k: int = 10, *, candidates: int | None = None, probes: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The k best documents per query: (scores float32 (nq, k'), rows int64 (nq, k')), best first, with
-        k' = min(k, len(index)). Scores are inner products (two-stage: with the int8 codes; stage 1 alone:
-        1 - 2·Hamming/bits)."""
-        if not isinstance(k, int | np.integer) or k < 1:
-            raise SentflowError(f"k must be a whole number >= 1, got {k!r}")
-        queries = np.ascontiguousarray(self.quantizer.check_width(queries, "queries"), dtype=np.float32)
-        k = min(int(k), len(self))
-        if isinstance(self.quantizer, SignQuantizer):
-            return self._search_bits(queries, k)
-        return _top_k_scan(queries, self.codes, self.quantizer, k)
+        k' = min(k, len(index)). Scores are inner products (two-stage: with the int8 codes; stage 1 alone: the
+        codes' estimate, or 1 - 2·Hamming/bits for sign codes searched by Hamming distance).
 
-    def _search_bits(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        Args:
+            queries: Float query vectors (nq, dim), made like the indexed vectors.
+            k: Results per query.
+            candidates: Two-stage codes: how many candidates stage 1 passes to the int8 rescoring (default:
+                the larger of `DEFAULT_CANDIDATES` and rescore × k; at least k).
+            probes: An index built with lists: how many cells each query searches (default
+                `sentflow.search.ivf.default_probes(lists)`; all of them make stage 1 exhaustive).
+        """
+        k = _whole(k, "k")
+        queries = np.ascontiguousarray(self.quantizer.check_width(queries, "queries"), dtype=np.float32)
+        k = min(k, len(self))
+        if probes is not None and self.lists is None:
+            raise SentflowError("probes needs an index built with lists")
+        depth = self._depth(k, candidates) if _coarse(self.quantizer) else k
+        if self.lists is not None:
+            probes = default_probes(self.lists.lists) if probes is None else _whole(probes, "probes")
+            scores, rows = self.lists.search(queries, self.codes, _estimator(self.quantizer), probes, depth)
+        elif not _coarse(self.quantizer):
+            return _top_k_scan(queries, self.codes, _estimator(self.quantizer), k)
+        elif self._faiss is not None:
+            scores, rows = self._search_hamming(queries, depth)
+        else:
+            scores, rows = _top_k_scan(queries, self.codes, _estimator(self.quantizer), depth)
+        if self.rescorer is None or self.rescore_codes is None:
+            return scores[:, :k], rows[:, :k]
+        return _rescore(queries, rows, self.rescore_codes, self.rescorer, k)
+
+    def _depth(self, k: int, candidates: int | None) -> int:
+        """How many candidates stage 1 keeps (`stage1_candidates`: the default budget unless given)."""
+        if self.rescorer is None:
+            return k
+        return stage1_candidates(k, candidates, len(self), self.rescore)
+
+    def _search_hamming(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """Stage 1 by Hamming distance on faiss' binary index: (1 - 2·Hamming/bits, rows)."""
         assert isinstance(self.quantizer, SignQuantizer) and self._faiss is not None
-        depth = min(len(self), k * self.rescore) if self.rescorer is not None else k
         if self.hnsw:
             self._faiss.hnsw.efSearch = max(2 * depth, 64)  # HNSW's recall needs a search list longer than depth
         distances, rows = self._faiss.search(self.quantizer.encode(queries), depth)
-        if self.rescorer is None or self.rescore_codes is None:
-            bits = self.quantizer.n_bits
-            return (1.0 - 2.0 * distances[:, :k] / bits).astype(np.float32), rows[:, :k].astype(np.int64)
-        return _rescore(queries, rows.astype(np.int64), self.rescore_codes, self.rescorer, k)
+        return (1.0 - 2.0 * distances / self.quantizer.n_bits).astype(np.float32), rows.astype(np.int64)
 
     def to_faiss(self, calibration=None, normalize: bool = True):
         """Stage 1 as one faiss index over raw vectors: `IndexPreTransform` of the calibration's
         `LinearTransform`, an L2 normalisation and the codes' centring and rotation (a `LinearTransform` to BITS),
-        in front of an `IndexLSH` that takes the signs and searches by Hamming distance. Add the raw corpus vectors
-        to it and search raw queries; the int8 rescoring stage stays in sentflow. Only sign codes export: faiss's
+        in front of an `IndexLSH` that takes the signs and searches by Hamming distance (sentflow's own stage 1
+        scores the float query against the codes instead). Add the raw corpus vectors to it and search raw queries;
+        the int8 rescoring stage stays in sentflow. Only sign codes export: faiss's
         scalar quantizers (`build_index(..., "SQ8")`) fit ranges of their own."""
         faiss = require("faiss", "faiss")
         if not isinstance(self.quantizer, SignQuantizer):
@@ -230,7 +288,8 @@ class CompactIndex:
         links = 0.0
         if self.hnsw and self._faiss is not None:
             links = 2 * HNSW_M * 4  # level-0 neighbour ids, int32 (upper levels add about 1/M of that)
-        return float(self.codes.shape[1]) + links
+        order = self.lists.order.itemsize if self.lists is not None else 0  # the row of each slot
+        return float(self.codes.shape[1]) + links + order
 
     @property
     def disk_bytes_per_doc(self) -> float:
@@ -257,7 +316,12 @@ class CompactIndex:
             if self.rescorer is not None:
                 files.update(rescorer="rescore.safetensors", rescore_codes="rescore.npy")
                 self.rescorer.save(staging / files["rescorer"])
-                np.save(staging / files["rescore_codes"], np.asarray(self.rescore_codes), allow_pickle=False)
+                _save_codes(staging / files["rescore_codes"], self.rescore_codes)
+            if self.lists is not None:
+                files.update(centroids="centroids.npy", list_offsets="list_offsets.npy", list_order="list_order.npy")
+                np.save(staging / files["centroids"], self.lists.centroids, allow_pickle=False)
+                np.save(staging / files["list_offsets"], self.lists.offsets, allow_pickle=False)
+                np.save(staging / files["list_order"], self.lists.order, allow_pickle=False)
             if snippets is not None:
                 files["snippets"] = "snippets.jsonl"
                 write_json_lines(staging / files["snippets"], snippets)
@@ -266,6 +330,7 @@ class CompactIndex:
                 "quantize": self.quantize,
                 "rescore": self.rescore,
                 "hnsw": self.hnsw,
+                "lists": self.lists.lists if self.lists is not None else None,
                 "rows": len(self),
                 "dim": self.dim,
                 "pipeline": pipeline,
@@ -306,9 +371,21 @@ def load_compact_index(directory: str | os.PathLike) -> tuple[CompactIndex, Comp
         if not isinstance(rescorer, ScalarQuantizer) or rescorer.dim != manifest.dim:
             raise SentflowError(f"{paths['rescorer']}: not int8 rescoring codes of {manifest.dim} dims")
         fine = _load_codes(paths["rescore_codes"], manifest.rows, manifest.dim, mmap=True)
-    index = CompactIndex(quantizer, codes, None, manifest.rescore, rescorer, fine, manifest.hnsw)
-    index._read_ids = lambda: read_json_lines(paths["ids"], manifest.rows)
-    return index, manifest
+    lists = _load_lists(paths, manifest) if manifest.lists is not None else None
+    read_ids = lambda: read_json_lines(paths["ids"], manifest.rows)  # noqa: E731
+    return CompactIndex(quantizer, codes, read_ids, manifest.rescore, rescorer, fine, manifest.hnsw, lists), manifest
+
+
+def _load_lists(paths: dict[str, Path], manifest: CompactManifest) -> InvertedLists:
+    """The inverted lists of a saved index, checked against its manifest."""
+    lists = manifest.lists or 0
+    missing = {"centroids", "list_offsets", "list_order"} - set(paths)
+    if missing:
+        raise SentflowError(f"index.json: {lists} lists but no {', '.join(sorted(missing))} file")
+    centroids = _load_array(paths["centroids"], np.float32, (lists, manifest.dim))
+    offsets = _load_array(paths["list_offsets"], np.int64, (lists + 1,))
+    order = _load_array(paths["list_order"], np.int64, (manifest.rows,))
+    return InvertedLists(centroids, offsets, order)
 
 
 def read_manifest(directory: Path) -> CompactManifest:
@@ -345,13 +422,35 @@ def _stack(parts: list[np.ndarray], width: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, width), np.uint8)
 
 
-def _top_k_scan(queries: np.ndarray, codes: np.ndarray, quantizer: Quantizer, k: int):
-    """Exact top-k of queries · decode(codes), scanning the codes in chunks (float32 arithmetic)."""
-    decode = quantizer.decode  # type: ignore[attr-defined]  # FloatCodes and ScalarQuantizer decode
+def _coarse(quantizer: Quantizer) -> bool:
+    """Whether the codes are a first stage (sign codes and their kin) rather than a full scan (float, scalar)."""
+    return quantizer.kind not in ("none", "scalar")
+
+
+def _estimator(quantizer: Quantizer) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """scores(queries, codes) -> (nq, n) estimated inner products: the quantizer's own estimator, or
+    queries · decode(codes) for float and scalar codes."""
+    scores = getattr(quantizer, "scores", None)
+    if scores is not None:
+        return scores
+    decode = getattr(quantizer, "decode", None)
+    if decode is None:
+        raise SentflowError(f"{quantizer.spec} codes have no inner-product estimate to search with")
+    return lambda queries, codes: queries @ decode(codes).T
+
+
+def _whole(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise SentflowError(f"{name} must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
+def _top_k_scan(queries: np.ndarray, codes: np.ndarray, score: Callable, k: int):
+    """Exact top-k of score(queries, codes), scanning the codes in chunks (float32 arithmetic)."""
     best_scores = np.full((len(queries), 0), -np.inf, np.float32)
     best_rows = np.zeros((len(queries), 0), np.int64)
     for start in range(0, len(codes), CHUNK_ROWS):
-        scores = queries @ decode(codes[start : start + CHUNK_ROWS]).T
+        scores = np.asarray(score(queries, codes[start : start + CHUNK_ROWS]), dtype=np.float32)
         rows = np.broadcast_to(np.arange(start, start + scores.shape[1]), scores.shape)
         best_scores = np.concatenate([best_scores, scores], axis=1)
         best_rows = np.concatenate([best_rows, rows], axis=1)
@@ -393,6 +492,68 @@ def _checked_file(directory: Path, name: str, sha256: str) -> Path:
     if file_hash(path).hexdigest() != sha256:
         raise SentflowError(f"{path}: checksum mismatch: the file is damaged or was replaced; rebuild the index")
     return path
+
+
+def _load_array(path: Path, dtype, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise SentflowError(f"{path}: not a readable .npy file ({exc})") from None
+    if array.dtype != dtype or array.shape != shape:
+        raise SentflowError(f"{path}: holds {array.dtype} {array.shape}, the index needs {np.dtype(dtype)} {shape}")
+    return array
+
+
+class _CodeSink:
+    """Rescoring codes as they are made: in RAM, or appended to a file in `spill` (then memory-mapped)."""
+
+    def __init__(self, spill: str | os.PathLike | None, width: int) -> None:
+        self.width, self.rows, self.parts = width, 0, []  # type: ignore[var-annotated]
+        self.file, self.name = None, ""
+        if spill is not None:
+            handle, self.name = tempfile.mkstemp(dir=spill, suffix=".codes")
+            self.file = os.fdopen(handle, "wb")
+
+    def add(self, codes: np.ndarray) -> None:
+        """Keep one chunk's codes."""
+        if self.file is None:
+            self.parts.append(codes)
+        else:
+            self.file.write(np.ascontiguousarray(codes).tobytes())
+        self.rows += len(codes)
+
+    def close(self) -> np.ndarray:
+        """All the codes: an array, or a read-only memory map of the spill file (deleted with the map)."""
+        if self.file is None:
+            return _stack(self.parts, self.width)
+        self.file.close()
+        if not self.rows:
+            os.unlink(self.name)
+            return np.zeros((0, self.width), np.uint8)
+        codes = np.memmap(self.name, np.uint8, mode="r", shape=(self.rows, self.width))
+        weakref.finalize(codes, Path(self.name).unlink, missing_ok=True)
+        return codes
+
+
+def _save_codes(path: Path, codes) -> None:
+    """np.save, except that a memory-mapped array is copied from its file (its pages are never all mapped in)."""
+    base = getattr(codes, "filename", None)
+    if not isinstance(codes, np.memmap) or base is None or not codes.flags.c_contiguous:
+        np.save(path, np.asarray(codes), allow_pickle=False)
+        return
+    with open(path, "wb") as out, open(base, "rb") as source:
+        np.lib.format.write_array_header_1_0(out, np.lib.format.header_data_from_array_1_0(codes))
+        source.seek(codes.offset)
+        _copy_bytes(source, out, codes.nbytes)
+
+
+def _copy_bytes(source, out, size: int, block: int = 1 << 24) -> None:
+    while size > 0:
+        data = source.read(min(block, size))
+        if not data:
+            raise SentflowError(f"{source.name}: shorter than the codes it should hold")
+        out.write(data)
+        size -= len(data)
 
 
 def _load_codes(path: Path, rows: int, width: int, mmap: bool) -> np.ndarray:

@@ -3,7 +3,9 @@
 A corpus is a text file (one document a line; ids are line numbers from 1), a BEIR `corpus.jsonl` (`_id`, `title`,
 `text`; a document is embedded as title + " " + text, as BEIR and MTEB do) or a BEIR folder. Documents are read
 and encoded a chunk at a time through the resumable `encode_file`, so memory holds the codes, ids and snippets,
-never the corpus' vectors or text.
+never the corpus' vectors or text. Vectors a user already has (a `.npy` file or a folder of shards, with an id a
+line in a text file) index without encoding (`index_vectors`); such an index records no pipeline and is searched
+with query vectors (`search_vectors`).
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from sentflow.evaluation.retrieval_tasks import iter_jsonl
 from sentflow.files.io import check_inputs, check_output_directory, locked_directory
 from sentflow.files.lines import MAX_LINE_BYTES
 from sentflow.files.npy import NpyShards
-from sentflow.files.schemas import IndexPipeline
+from sentflow.files.schemas import CompactManifest, IndexPipeline
 from sentflow.pipeline import Pipeline, load_pipeline
 from sentflow.search.compact import FIT_ROWS, MANIFEST, CompactIndex, load_compact_index, read_snippets
 from sentflow.search.quantize import check_quantizer, make_quantizer
-from sentflow.sources import BeirSource, PipelineSource, TextSource, resolve_source
+from sentflow.sources import BeirSource, EmbeddingSource, PipelineSource, TextSource, resolve_source
 from sentflow.streaming import check_resume_flags, encode_file, text_chunks
 
 SNIPPET_CHARS = 200
@@ -76,8 +78,10 @@ def index_corpus(
     pipeline_dir: str | os.PathLike | None = None,
     seed: int = 0,
     restart: bool = False,
+    lists: int | None = None,
 ) -> CompactIndex:
-    """Encode `corpus` with `pipeline` and write a compact index directory at `out` (atomically).
+    """Encode `corpus` with `pipeline` and write a compact index directory at `out` (atomically); `lists` makes
+    it an inverted file of that many k-means cells (searched with `probes`).
 
     The build holds an exclusive lock on `out` (a second build into it is refused while this one runs) and works
     in a private directory beside it, made with an exclusive create under a random name; the index appears at
@@ -106,6 +110,7 @@ def index_corpus(
             hnsw,
             seed,
             total=shards.rows,
+            lists=lists,
         )
         index.save(target, pipeline=_record(pipeline, pipeline_dir), snippets=snippets)
     return index
@@ -144,6 +149,60 @@ def _ours(path: Path, prefix: str) -> bool:
     if not path.name.startswith(prefix) or path.is_symlink() or not path.is_dir():
         return False
     return path.stat().st_uid == os.getuid()
+
+
+def index_vectors(
+    vectors: str | os.PathLike,
+    out: str | os.PathLike,
+    ids: str | os.PathLike | None = None,
+    quantize: str = "binary",
+    rescore: int = 4,
+    hnsw: bool = False,
+    lists: int | None = None,
+    seed: int = 0,
+) -> CompactIndex:
+    """Index vectors a user already has, without encoding: a `.npy` file (or a folder of `.npy` shards) of the
+    final vectors (calibrated and, for cosine, L2-normalised), streamed in chunks; `ids` a text file with one id a
+    line (default: row numbers from 0). The int8 rescoring codes go through a temporary file beside `out`, so
+    memory holds the stage-1 codes only. The index records no pipeline: search it with `search_vectors`."""
+    target = check_output_directory(out, MANIFEST)
+    resolve_source(vectors, (EmbeddingSource,), role="index (vectors)")
+    shards = NpyShards.from_spec(vectors)
+    inputs = [*shards.paths, *([Path(ids)] if ids is not None else [])]
+    check_inputs(target, inputs)
+    names = read_ids(ids, shards.rows) if ids is not None else None
+    check_quantizer(quantize, shards.cols, shards.rows)
+    with locked_directory(target), tempfile.TemporaryDirectory(prefix=_work_prefix(target), dir=target.parent) as spill:
+        index = CompactIndex.build_chunks(
+            (chunk for _, _, chunk in shards.chunks()),
+            _first_rows(shards, FIT_ROWS),
+            quantize,
+            rescore,
+            names,
+            hnsw,
+            seed,
+            total=shards.rows,
+            lists=lists,
+            spill=spill,
+        )
+        index.save(target, pipeline=None)
+        del index  # its spilled codes go with their directory
+    return CompactIndex.load(target)
+
+
+def read_ids(path: str | os.PathLike, rows: int) -> list[str]:
+    """One id a line of a text file; exactly `rows` of them, none empty."""
+    found: list[str] = []
+    for chunk in text_chunks(Path(path), 0, 8192):
+        for number, line in enumerate(chunk, start=len(found) + 1):
+            if not line.strip():
+                raise SentflowError(f"{path}, line {number}: an empty id")
+        found.extend(chunk)
+        if len(found) > rows:
+            break
+    if len(found) != rows:
+        raise SentflowError(f"{path}: {len(found):,}{'+' if len(found) > rows else ''} ids for {rows:,} vectors")
+    return found
 
 
 def _write_texts(corpus: str | os.PathLike, path: Path) -> tuple[list[str], list[str]]:
@@ -193,7 +252,10 @@ def query_pipeline(record: IndexPipeline | None, where: Path, **encoder_options)
     from sentflow.encoding.factory import make_encoder
 
     if record is None:
-        raise SentflowError(f"{where}: the index records no pipeline; search it from Python with query vectors")
+        raise SentflowError(
+            f"{where}: was built from vectors and records no pipeline to encode query texts; search it with "
+            "query vectors (--vectors Q.npy)"
+        )
     if record.directory is not None:
         resolve_source(record.directory, (PipelineSource,), role="the index's pipeline")
         pipeline = load_pipeline(record.directory, **encoder_options)
@@ -209,9 +271,15 @@ def query_pipeline(record: IndexPipeline | None, where: Path, **encoder_options)
 
 
 def search_index(
-    directory: str | os.PathLike, queries: Sequence[str], k: int = 10, **encoder_options
+    directory: str | os.PathLike,
+    queries: Sequence[str],
+    k: int = 10,
+    probes: int | None = None,
+    candidates: int | None = None,
+    **encoder_options,
 ) -> list[list[Hit]]:
-    """The k best documents of an index directory for each query text, best first."""
+    """The k best documents of an index directory for each query text, best first (`probes`, `candidates`: see
+    `CompactIndex.search`)."""
     if isinstance(queries, str):
         raise SentflowError("queries must be a list of strings, not one string")
     if not queries:
@@ -219,7 +287,37 @@ def search_index(
     directory = Path(directory)
     index, manifest = load_compact_index(directory)
     pipeline = query_pipeline(manifest.pipeline, directory, **encoder_options)
-    scores, rows = index.search(pipeline.encode(list(queries)), k)
+    return _hits(directory, index, manifest, pipeline.encode(list(queries)), k, probes, candidates)
+
+
+def search_vectors(
+    directory: str | os.PathLike,
+    queries: str | os.PathLike | np.ndarray,
+    k: int = 10,
+    probes: int | None = None,
+    candidates: int | None = None,
+) -> list[list[Hit]]:
+    """The k best documents for each query vector (an array, or a `.npy` file of them), made like the indexed
+    vectors; no pipeline is involved, so any index can be searched this way."""
+    directory = Path(directory)
+    index, manifest = load_compact_index(directory)
+    if not isinstance(queries, np.ndarray):
+        resolve_source(queries, (EmbeddingSource,), role="--vectors")
+        queries = NpyShards.from_spec(queries).read_all()
+    return _hits(directory, index, manifest, queries, k, probes, candidates)
+
+
+def _hits(
+    directory: Path,
+    index: CompactIndex,
+    manifest: CompactManifest,
+    queries,
+    k: int,
+    probes: int | None,
+    candidates: int | None,
+) -> list[list[Hit]]:
+    """Search and name the results: ids, scores and snippets (empty when the index has none)."""
+    scores, rows = index.search(queries, k, probes=probes, candidates=candidates)
     snippets = read_snippets(directory, manifest) or [""] * len(index)
     return [
         [Hit(index.ids[r], float(s), snippets[r]) for s, r in zip(row_scores, row_ids, strict=True) if r >= 0]

@@ -8,7 +8,12 @@ Specs a user types:
 - `binary`: the sign of each dimension, one bit a dimension;
 - `itq:BITS`: centring, a PCA cut to BITS and ITQ (Gong & Lazebnik 2011: alternate sign codes B = sgn(VR) and the
   orthogonal Procrustes rotation R from the SVD of Vᵀ B), then one bit a direction; `pca:BITS` is the same
-  without the ITQ rotation.
+  without the ITQ rotation;
+- `rabitq` / `rabitq:BITS`: RaBitQ (Gao & Long, SIGMOD 2024): centring, a PCA cut to BITS (none for `rabitq`), a
+  random rotation, one bit a direction and a per-vector correction factor (see `sentflow.search.rabitq`).
+
+Sign and RaBitQ codes have `scores(queries, codes)`: an estimate of the inner product of float queries with the
+coded vectors, what the first stage of a compact search ranks by (`stage1_candidates` says how many it keeps).
 
 Fitting accumulates in float64; codes are uint8 arrays of `code_bytes` per vector. A quantizer saves as
 safetensors with a checksummed JSON header and loads back exactly.
@@ -16,6 +21,7 @@ safetensors with a checksummed JSON header and loads back exactly.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from abc import ABC, abstractmethod
@@ -32,8 +38,12 @@ from sentflow.parsing import decimal_number, whole_number
 
 DEFAULT_PERCENTILE = 99.9
 ITQ_ITERATIONS = 50
-SPECS = "none, int8[:P], int4[:P], binary, itq:BITS or pca:BITS"
-_SPEC = re.compile(r"^(none|binary|int8|int4|itq|pca)(?::(.*))?$", re.DOTALL)  # the number: `sentflow.parsing`
+DEFAULT_CANDIDATES = 100  # stage 1's default budget: every two-stage code within 0.2 of int8's nDCG@10 on SciFact
+# at k = 10 (eval/results/compact_search.md, the budget table)
+SPECS = "none, int8[:P], int4[:P], binary, itq:BITS, pca:BITS, rabitq or rabitq:BITS"
+SCORE_ROWS = 16_384  # codes unpacked to floats per block while scoring
+_SPEC = re.compile(r"^(none|binary|int8|int4|itq|pca|rabitq)(?::(.*))?$", re.DOTALL)  # the number: `sentflow.parsing`
+_UNPACK = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32)  # byte -> its 8 bits
 
 
 class Quantizer(ABC):
@@ -85,6 +95,19 @@ class Quantizer(ABC):
                 f"{name} have {X.shape[1]} dimensions but the {self.spec} codes were fitted on {self.dim}"
             )
         return X
+
+    def check_codes(self, codes) -> np.ndarray:
+        """codes as a uint8 matrix of `code_bytes` columns, or one line saying what is wrong."""
+        codes = np.asarray(codes)
+        if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != self.code_bytes:
+            raise SentflowError(
+                f"{self.spec} codes must be uint8 of shape (n, {self.code_bytes}), got {codes.dtype} {codes.shape}"
+            )
+        return codes
+
+    def _expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shapes of the tensors a fitted quantizer of this spec and width saves."""
+        return _shapes(self)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the fitted quantizer: safetensors tensors and a checksummed JSON header (never pickle)."""
@@ -234,6 +257,20 @@ class SignQuantizer(Quantizer):
     def _encode(self, X: np.ndarray) -> np.ndarray:
         return np.packbits(self.project(X) > 0, axis=1)
 
+    def scores(self, queries, codes: np.ndarray) -> np.ndarray:
+        """An estimate of <query, vector> from the signs alone: float32 (n_queries, n_codes).
+
+        <q, c> + √(π / 2B) · <2b - 1, q P> (c the mean, P the projection; for `binary` c = 0, P = I): RaBitQ's
+        estimator with the per-vector factor replaced by its value for a unit vector of Gaussian coordinates,
+        so it ranks by the float query against the ±1 code (asymmetric), not by Hamming distance."""
+        queries = self.check_width(queries, "queries")
+        codes = self.check_codes(codes)
+        rotated = queries if self.rotation == "none" else queries @ self.projection_
+        rotated = np.asarray(rotated, np.float32)
+        offset = 0.0 if self.rotation == "none" else (queries @ self.mean_).astype(np.float32)[:, None]
+        signs = 2.0 * sign_dots(rotated, codes, self.n_bits) - rotated.sum(axis=1)[:, None]
+        return (offset + math.sqrt(math.pi / (2 * self.n_bits)) * signs).astype(np.float32)
+
     def _tensors(self) -> dict[str, np.ndarray]:
         return {} if self.rotation == "none" else {"mean": self.mean_, "projection": self.projection_}
 
@@ -254,27 +291,50 @@ def itq_rotation(V: np.ndarray, seed: int = 0, iterations: int = ITQ_ITERATIONS)
     return rotation
 
 
+def sign_dots(queries: np.ndarray, bits: np.ndarray, n_bits: int) -> np.ndarray:
+    """<q, b> for float queries (nq, n_bits) and packed bit rows (n, ceil(n_bits/8)): float32 (nq, n), in blocks."""
+    queries = np.asarray(queries, np.float32)
+    out = np.empty((len(queries), len(bits)), np.float32)
+    for start in range(0, len(bits), SCORE_ROWS):
+        block = _UNPACK[bits[start : start + SCORE_ROWS]].reshape(-1, bits.shape[1] * 8)[:, :n_bits]
+        out[:, start : start + len(block)] = queries @ block.T
+    return out
+
+
+def stage1_candidates(k: int, candidates: int | None, rows: int, rescore: int = 4) -> int:
+    """How many candidates stage 1 keeps for k results over `rows` codes: `candidates`, or by default the larger
+    of DEFAULT_CANDIDATES and `rescore` x k; never fewer than k nor more than rows."""
+    if candidates is None:
+        candidates = max(DEFAULT_CANDIDATES, rescore * int(k))
+    if isinstance(candidates, bool) or not isinstance(candidates, int | np.integer) or candidates < 1:
+        raise SentflowError(f"candidates must be a whole number >= 1, got {candidates!r}")
+    return min(rows, max(int(k), int(candidates)))
+
+
 def check_quantizer(spec: str, dim: int, rows: int) -> Quantizer:
     """The quantizer a spec names, refused before any work if `rows` vectors of `dim` dims cannot fit it."""
     quantizer = make_quantizer(spec)
-    if isinstance(quantizer, SignQuantizer) and quantizer.bits is not None:
-        if quantizer.bits > dim:
-            raise SentflowError(f"{quantizer.spec}: {quantizer.bits} bits is more than the {dim} calibrated dimensions")
-        if rows <= quantizer.bits:
+    bits = getattr(quantizer, "bits", None) if quantizer.kind in ("sign", "rabitq") else None
+    if bits is not None:
+        if bits > dim:
+            raise SentflowError(f"{quantizer.spec}: {bits} bits is more than the {dim} calibrated dimensions")
+        if rows <= bits:
             raise SentflowError(
-                f"{quantizer.spec}: fitting the rotation needs more corpus vectors than bits ({rows} <= "
-                f"{quantizer.bits}); index more documents or use fewer bits"
+                f"{quantizer.spec}: fitting the rotation needs more corpus vectors than bits ({rows} <= {bits}); "
+                "index more documents or use fewer bits"
             )
     return quantizer
 
 
 def make_quantizer(spec: str, seed: int = 0) -> Quantizer:
-    """The unfitted quantizer a spec names: none, int8[:P], int4[:P], binary, itq:BITS or pca:BITS.
+    """The unfitted quantizer a spec names: none, int8[:P], int4[:P], binary, itq:BITS, pca:BITS, rabitq or
+    rabitq:BITS.
 
     Args:
         spec: The code: `none` (float), `int8[:P]` / `int4[:P]` (ranges from the P-th and (100-P)-th percentiles),
-            `binary` (signs), `itq:BITS` or `pca:BITS` (a PCA cut to BITS, rotated by ITQ or not, then signs).
-        seed: Seed of ITQ's random start.
+            `binary` (signs), `itq:BITS` or `pca:BITS` (a PCA cut to BITS, rotated by ITQ or not, then signs),
+            `rabitq` / `rabitq:BITS` (RaBitQ: signs after a random rotation, with a per-vector factor; BITS cuts).
+        seed: Seed of ITQ's random start and RaBitQ's rotation.
 
     Returns:
         A quantizer to `fit` on the corpus' final vectors.
@@ -289,6 +349,10 @@ def make_quantizer(spec: str, seed: int = 0) -> Quantizer:
         if arg is not None:
             raise SentflowError(f"{kind} takes no parameter, got {spec!r}")
         return FloatCodes() if kind == "none" else SignQuantizer()
+    if kind == "rabitq":
+        from sentflow.search.rabitq import RaBitQuantizer  # it builds on this module's Quantizer
+
+        return RaBitQuantizer(None if arg is None else whole_number(arg, f"{kind}:BITS", 1, MAX_DIM), seed)
     if kind in ("int8", "int4"):
         percentile = DEFAULT_PERCENTILE if arg is None else decimal_number(arg, f"{kind}:P (a percentile)", 0, 100)
         return ScalarQuantizer(int(kind[3:]), percentile)
@@ -303,7 +367,7 @@ def load_quantizer(path: str | os.PathLike) -> Quantizer:
     quantizer = make_quantizer(header.spec)
     quantizer.dim = header.dim
     arrays = {k: v.numpy().astype(np.float64) for k, v in tensors.items()}
-    expected = _shapes(quantizer)
+    expected = quantizer._expected_shapes()
     found = {k: v.shape for k, v in arrays.items()}
     if found != expected:
         raise SentflowError(f"{path}: tensors {found} do not match a {header.spec} quantizer of {header.dim} dims")

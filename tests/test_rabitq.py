@@ -1,0 +1,221 @@
+"""RaBitQ codes and the inner-product estimates of sign codes: the estimator against brute-force inner products
+(unbiased over random rotations, inside the paper's error bound, equal to the formula computed by hand), spec
+parsing, damaged codes, and save/load round trips read back in a new process."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sentflow import SentflowError
+from sentflow.search.quantize import (
+    DEFAULT_CANDIDATES,
+    check_quantizer,
+    load_quantizer,
+    make_quantizer,
+    stage1_candidates,
+)
+from sentflow.search.rabitq import FACTOR_BYTES, RaBitQuantizer, random_rotation
+
+
+def unit_rows(n: int, d: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, d))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def by_hand(quantizer, queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """RaBitQ's estimate in float64 from its definition: <q, c> + ||y|| <ō, q P> / <ō, ŷ>, y = (x - c) P."""
+    y = (vectors - quantizer.mean_) @ quantizer.projection_
+    o_bar = np.where(y > 0, 1.0, -1.0) / math.sqrt(y.shape[1])
+    y_hat = y / np.linalg.norm(y, axis=1, keepdims=True)
+    ratio = (queries @ quantizer.projection_) @ o_bar.T / (o_bar * y_hat).sum(axis=1)
+    return queries @ quantizer.mean_[:, None] + ratio * np.linalg.norm(y, axis=1)
+
+
+@pytest.mark.parametrize("spec", ["rabitq", "rabitq:24", "rabitq:13"])
+def test_scores_are_the_estimator_of_the_paper(spec):
+    corpus, queries = unit_rows(500, 40), unit_rows(9, 40, seed=1)
+    quantizer = make_quantizer(spec).fit(corpus)
+    codes = quantizer.encode(corpus)
+    assert codes.shape == (500, quantizer.code_bytes) and codes.dtype == np.uint8
+    np.testing.assert_allclose(quantizer.scores(queries, codes), by_hand(quantizer, queries, corpus), atol=2e-5)
+
+
+def test_the_estimate_is_unbiased_over_random_rotations():
+    corpus, queries = unit_rows(200, 32), unit_rows(3, 32, seed=1)
+    truth = queries @ corpus[:5].T
+    estimates = []
+    for seed in range(300):
+        quantizer = make_quantizer("rabitq", seed=seed).fit(corpus)
+        estimates.append(quantizer.scores(queries, quantizer.encode(corpus[:5])))
+    estimates = np.array(estimates)
+    standard_error = estimates.std(axis=0) / math.sqrt(len(estimates))
+    assert (np.abs(estimates.mean(axis=0) - truth) < 4.5 * standard_error + 1e-6).all()
+    assert (estimates.std(axis=0) > 0.01).all()  # the estimate is random: the check above has teeth
+
+
+def test_the_error_stays_inside_the_papers_bound():
+    """|est - <y, q'>| <= ||y|| ||q'|| sqrt((1 - <ō,ŷ>²) / <ō,ŷ>²) · ε0 / sqrt(B - 1) (Gao & Long, SIGMOD 2024)
+    fails with a probability falling as exp(-c ε0²): the scale is a standard deviation, so about 94% of pairs
+    lie inside at the paper's ε0 = 1.9, 99% at 3, and fewer than half at 0.5 (the bound is not loose)."""
+    corpus, queries = unit_rows(2000, 128), unit_rows(20, 128, seed=1)
+    quantizer = make_quantizer("rabitq", seed=3).fit(corpus)
+    y = (corpus - quantizer.mean_) @ quantizer.projection_
+    rotated = queries @ quantizer.projection_
+    error = quantizer.scores(queries, quantizer.encode(corpus)) - queries @ corpus.T
+    cosine = np.abs(y).sum(axis=1) / (math.sqrt(128) * np.linalg.norm(y, axis=1))  # <ō, ŷ>
+    scale = np.sqrt((1 - cosine**2) / cosine**2) / math.sqrt(127)
+    scale = scale[None, :] * np.linalg.norm(y, axis=1)[None, :] * np.linalg.norm(rotated, axis=1)[:, None]
+    inside = {eps: float((np.abs(error) <= eps * scale).mean()) for eps in (0.5, 1.9, 3.0)}
+    assert inside[0.5] < 0.5 and inside[1.9] >= 0.9 and inside[3.0] >= 0.99, inside
+    assert np.abs(error).max() > 0.01  # a 1-bit code does err
+
+
+def test_a_cut_that_keeps_every_direction_of_the_data_loses_nothing():
+    rng = np.random.default_rng(0)
+    corpus = rng.standard_normal((400, 6)) @ rng.standard_normal((6, 30))  # rank 6 in 30 dimensions
+    queries = rng.standard_normal((5, 30))
+    truth = queries @ corpus.T
+    estimates = []
+    for seed in range(200):
+        quantizer = make_quantizer("rabitq:6", seed=seed).fit(corpus)
+        estimates.append(quantizer.scores(queries, quantizer.encode(corpus[:4])))
+    mean = np.array(estimates).mean(axis=0)
+    spread = np.array(estimates).std(axis=0) / math.sqrt(200)
+    assert (np.abs(mean - truth[:, :4]) < 4.5 * spread + 1e-6).all()
+
+
+@pytest.mark.parametrize("spec", ["binary", "itq:16", "pca:16"])
+def test_sign_scores_rank_by_the_float_query_against_the_plus_minus_one_code(spec):
+    corpus, queries = unit_rows(300, 24), unit_rows(6, 24, seed=1)
+    quantizer = make_quantizer(spec).fit(corpus)
+    projected = quantizer.project(corpus)
+    rotated = quantizer.project(queries) if spec == "binary" else queries @ quantizer.projection_
+    offset = 0.0 if spec == "binary" else (queries @ quantizer.mean_)[:, None]
+    bits = projected.shape[1]
+    expected = offset + math.sqrt(math.pi / (2 * bits)) * rotated @ np.where(projected > 0, 1.0, -1.0).T
+    np.testing.assert_allclose(quantizer.scores(queries, quantizer.encode(corpus)), expected, atol=2e-5)
+
+
+def test_random_rotation_is_orthogonal_and_seeded():
+    rotation = random_rotation(17, seed=5)
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(17), atol=1e-12)
+    np.testing.assert_array_equal(rotation, random_rotation(17, seed=5))
+    assert not np.allclose(rotation, random_rotation(17, seed=6))
+
+
+@pytest.mark.parametrize(
+    ("spec", "name", "code_bytes"),
+    [("rabitq", "rabitq", 48 + FACTOR_BYTES), (" RaBitQ:128 ", "rabitq:128", 16 + 4), ("rabitq:13", "rabitq:13", 6)],
+)
+def test_spec_parsing(spec, name, code_bytes):
+    quantizer = make_quantizer(spec)
+    assert isinstance(quantizer, RaBitQuantizer) and quantizer.spec == name
+    quantizer.fit(unit_rows(400, 384))
+    assert quantizer.code_bytes == code_bytes
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("rabitq:0", "between 1 and"),
+        ("rabitq:1.5", "whole number of bits"),
+        ("rabitq:", "unknown quantizer"),
+        ("rabitq:99999999999", "whole number of bits"),
+        ("rabitqs", "unknown quantizer"),
+    ],
+)
+def test_bad_specs_are_one_line_errors(spec, message):
+    with pytest.raises(SentflowError, match=message):
+        make_quantizer(spec)
+
+
+def test_fitting_checks_happen_before_any_work():
+    with pytest.raises(SentflowError, match="500 bits is more than the 384"):
+        check_quantizer("rabitq:500", 384, 10_000)
+    with pytest.raises(SentflowError, match="more corpus vectors than bits \\(64 <= 64\\)"):
+        check_quantizer("rabitq:64", 384, 64)
+    assert check_quantizer("rabitq", 384, 2).spec == "rabitq"  # no cut: any corpus fits
+
+
+def test_damaged_codes_are_refused():
+    quantizer = make_quantizer("rabitq").fit(unit_rows(50, 16))
+    codes = quantizer.encode(unit_rows(4, 16, seed=1))
+    with pytest.raises(SentflowError, match=r"uint8 of shape \(n, 6\)"):
+        quantizer.scores(unit_rows(1, 16), codes[:, :5])
+    codes[2, -FACTOR_BYTES:] = np.frombuffer(np.float32(np.nan).tobytes(), np.uint8)
+    with pytest.raises(SentflowError, match="non-finite correction factor"):
+        quantizer.scores(unit_rows(1, 16), codes)
+    with pytest.raises(SentflowError, match="queries have 15 dimensions but the rabitq codes were fitted on 16"):
+        quantizer.scores(unit_rows(1, 15), codes[:2])
+
+
+def test_a_vector_at_the_mean_scores_the_query_against_the_mean():
+    corpus = unit_rows(30, 8)
+    quantizer = make_quantizer("rabitq").fit(corpus)
+    codes = quantizer.encode(quantizer.mean_[None, :])
+    query = unit_rows(1, 8, seed=2)
+    np.testing.assert_allclose(quantizer.scores(query, codes), query @ quantizer.mean_[:, None], atol=1e-6)
+
+
+@pytest.mark.parametrize("spec", ["rabitq", "rabitq:12"])
+def test_a_saved_quantizer_scores_identically_in_a_new_process(spec, tmp_path):
+    corpus, queries = unit_rows(200, 20), unit_rows(3, 20, seed=1)
+    quantizer = make_quantizer(spec, seed=7).fit(corpus)
+    quantizer.save(tmp_path / "q.safetensors")
+    np.save(tmp_path / "corpus.npy", corpus)
+    np.save(tmp_path / "queries.npy", queries)
+    script = (
+        "import json, sys, numpy as np\n"
+        "from sentflow.search.quantize import load_quantizer\n"
+        "d = sys.argv[1]\n"
+        "q = load_quantizer(d + '/q.safetensors')\n"
+        "codes = q.encode(np.load(d + '/corpus.npy'))\n"
+        "np.save(d + '/codes.npy', codes)\n"
+        "np.save(d + '/scores.npy', q.scores(np.load(d + '/queries.npy'), codes))\n"
+        "print(json.dumps({'spec': q.spec, 'bytes': q.code_bytes}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"spec": quantizer.spec, "bytes": quantizer.code_bytes}
+    codes = np.load(tmp_path / "codes.npy", allow_pickle=False)
+    np.testing.assert_array_equal(codes, quantizer.encode(corpus))
+    np.testing.assert_array_equal(np.load(tmp_path / "scores.npy"), quantizer.scores(queries, codes))
+    assert load_quantizer(tmp_path / "q.safetensors").spec == quantizer.spec
+
+
+def test_a_quantizer_file_with_the_wrong_shapes_is_refused(tmp_path):
+    import torch
+
+    from sentflow.files.io import save_tensors
+
+    wider = make_quantizer("rabitq:5").fit(unit_rows(50, 12))
+    tensors = {k: torch.from_numpy(v) for k, v in wider._tensors().items()}
+    save_tensors(tmp_path / "q.safetensors", tensors, {"spec": "rabitq:4", "dim": 12})
+    with pytest.raises(SentflowError, match="do not match a rabitq:4 quantizer of 12 dims"):
+        load_quantizer(tmp_path / "q.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("k", "candidates", "rows", "rescore", "budget"),
+    [
+        (10, None, 5000, 4, DEFAULT_CANDIDATES),
+        (100, None, 5000, 4, 400),
+        (10, None, 30, 4, 30),
+        (10, 3, 5000, 4, 10),
+        (10, 250, 5000, 4, 250),
+    ],
+)
+def test_stage_one_budget(k, candidates, rows, rescore, budget):
+    assert stage1_candidates(k, candidates, rows, rescore) == budget
+
+
+@pytest.mark.parametrize("candidates", [0, -1, 2.5, True, "10"])
+def test_a_bad_budget_is_refused(candidates):
+    with pytest.raises(SentflowError, match="candidates must be a whole number >= 1"):
+        stage1_candidates(10, candidates, 100)
