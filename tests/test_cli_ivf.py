@@ -98,5 +98,5 @@ def test_a_text_corpus_indexes_with_lists_and_searches_with_probes(tiny_bert_dir
         probes = ["--probes", "4"] if extra else []
         result = CliRunner().invoke(app, ["search", str(tmp_path / name), lines[7], "--json", *probes])
         assert result.exit_code == 0, result.stderr
-        found[name] = [hit["id"] for hit in json.loads(result.stdout)["hits"]]
+        found[name] = [hit["id"] for hit in json.loads(result.stdout)[0]["hits"]]
     assert found["ivf"] == found["flat"]  # every cell probed: the exact float search

@@ -123,10 +123,10 @@ def test_spec_parsing(spec, name, code_bytes):
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("rabitq:0", "between 1 and"),
-        ("rabitq:1.5", "whole number of bits"),
-        ("rabitq:", "unknown quantizer"),
-        ("rabitq:99999999999", "whole number of bits"),
+        ("rabitq:0", "'0' is not a whole number from 1 to"),
+        ("rabitq:1.5", "'1.5' is not a whole number"),
+        ("rabitq:", "'' is not a whole number"),
+        ("rabitq:99999999999", "not a whole number from 1 to"),
         ("rabitqs", "unknown quantizer"),
     ],
 )

@@ -361,7 +361,7 @@ def load_compact_index(directory: str | os.PathLike) -> tuple[CompactIndex, Comp
         )
     codes = _load_codes(paths["codes"], manifest.rows, quantizer.code_bytes, mmap=False)
     rescorer, fine = None, None
-    if (isinstance(quantizer, SignQuantizer) and manifest.rescore > 0) != ("rescorer" in paths):
+    if (_coarse(quantizer) and manifest.rescore > 0) != ("rescorer" in paths):
         raise SentflowError(
             f"{directory / MANIFEST}: {manifest.quantize} codes with rescore {manifest.rescore} "
             f"{'need' if 'rescorer' not in paths else 'take no'} rescorer and rescore_codes files"
