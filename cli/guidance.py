@@ -117,7 +117,7 @@ def diagnose(
     from sentflow.evaluation.diagnostics import diagnose as run_diagnose
     from sentflow.evaluation.diagnostics import save_plots, task_vectors
     from sentflow.files.npy import NpyShards
-    from sentflow.sources import EmbeddingSource, StsTaskSource, resolve_source
+    from sentflow.tasks.sources import EmbeddingSource, StsTaskSource, resolve_source
 
     with threads_from(threads):
         kind = resolve_source(source, (StsTaskSource, EmbeddingSource), role="diagnose")

@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
-from sentflow.calibration.stats import MomentAccumulator, as_matrix, check_finite
+from sentflow.calibration.stats import MomentAccumulator, as_matrix
 from sentflow.calibration.whitening import Whitening
 from sentflow.encoding.models import resolve_model
 from sentflow.errors import SentflowError
 from sentflow.extras import require
+from sentflow.files.finite import check_finite
 from sentflow.files.io import first_line
 from sentflow.files.npy import NpyShard, NpyShards, expand_inputs
 

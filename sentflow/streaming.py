@@ -9,9 +9,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,27 +20,36 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sentflow.calibration.base import Calibrator
-from sentflow.calibration.stats import check_finite
 from sentflow.calibration.whitening import Whitening
 from sentflow.encoding.encoder import Encoder
-from sentflow.errors import Interrupted, SentflowError
-from sentflow.evaluation.sts_task import encode_sts_task, load_sts_task
+from sentflow.errors import Interrupted, Param, SentflowError
+from sentflow.files.finite import check_finite
 from sentflow.files.io import check_output, file_hash, first_line, write_atomic
 from sentflow.files.npy import NpyShards, npy_writer, open_shard, write_header
 from sentflow.files.schemas import ResumeState, parse_json
 from sentflow.pipeline import Pipeline
 from sentflow.protocols import TextEncoder
-from sentflow.sources import EmbeddingSource, Source, StsTaskSource, TextSource, resolve_source
+from sentflow.tasks.retrieval import iter_jsonl
+from sentflow.tasks.sources import (
+    BeirSource,
+    CorpusSource,
+    EmbeddingSource,
+    Source,
+    StsTaskSource,
+    TextSource,
+    resolve_source,
+)
+from sentflow.tasks.sts_task import encode_sts_task, load_sts_task
 
 CHUNK_LINES = 8192
 STATE_SUFFIX = ".partial.json"
 
 
-FIT_SOURCES = (StsTaskSource, EmbeddingSource, TextSource)
+FIT_SOURCES = (StsTaskSource, EmbeddingSource, TextSource, CorpusSource, BeirSource)
 
 
 def fit_source(data: str | os.PathLike | Source) -> Source:
-    """The typed source a fit reads: an STS task's sentences, .npy embeddings or a text file."""
+    """The typed source a fit reads: an STS task's sentences, .npy embeddings, a text file or a BEIR corpus."""
     return data if isinstance(data, FIT_SOURCES) else resolve_source(str(data), FIT_SOURCES, role="a fit")
 
 
@@ -63,7 +73,23 @@ def fit_calibration(
     if isinstance(source, StsTaskSource):
         task = load_sts_task(source.name, "all", data_dir)
         return _fit_chunks(calibrator, iter([encode_sts_task(encoder, task).fit_rows]))
-    return _fit_chunks(calibrator, (encoder.encode(chunk) for chunk in text_chunks(source.path, 0, CHUNK_LINES)))
+    if isinstance(source, TextSource):
+        return _fit_chunks(calibrator, (encoder.encode(chunk) for chunk in text_chunks(source.path, 0, CHUNK_LINES)))
+    assert isinstance(source, CorpusSource | BeirSource)
+    documents = (text for _, text in iter_jsonl(corpus_file(source)))
+    return _fit_chunks(calibrator, (encoder.encode(chunk) for chunk in batched(documents, CHUNK_LINES)))
+
+
+def corpus_file(source: CorpusSource | BeirSource) -> Path:
+    """The corpus.jsonl of a BEIR corpus file or folder."""
+    return source.path / "corpus.jsonl" if isinstance(source, BeirSource) else source.path
+
+
+def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Lists of `size` items (the last one shorter), read lazily."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
 def data_width(data: str | os.PathLike | Source, encoder: TextEncoder | None) -> int:
@@ -206,7 +232,10 @@ def encode_file(
 def check_resume_flags(resume: bool, restart: bool) -> None:
     """Refuse asking to both continue and discard an interrupted run."""
     if resume and restart:
-        raise SentflowError("resume=True continues an interrupted run and restart=True discards it: give one")
+        raise SentflowError(
+            Param("resume", True), " continues an interrupted run and ", Param("restart", True), " discards it: "
+            "give one"
+        )
 
 
 @contextmanager
@@ -216,8 +245,8 @@ def _resume_hint(done: Callable[[], int], lines: int) -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         raise Interrupted(
-            f"{done()} of {lines} sentences are kept; run the same command with resume=True to continue "
-            "(restart=True starts over)"
+            f"{done()} of {lines} sentences are kept; run the same command with ", Param("resume", True),
+            " to continue (", Param("restart", True), " starts over)",
         ) from None
 
 
@@ -230,8 +259,8 @@ def _refuse_resumable(target: Path, state: dict, state_path: Path, partial: Path
         return
     if done:
         raise SentflowError(
-            f"{target}: an interrupted run of this input left {done} of {state['lines']} rows; add resume=True to "
-            "continue it or restart=True to start over"
+            f"{target}: an interrupted run of this input left {done} of {state['lines']} rows; add ",
+            Param("resume", True), " to continue it or ", Param("restart", True), " to start over",
         )
 
 
@@ -290,15 +319,15 @@ def _resume_point(state: dict, state_path: Path, partial: Path, dim: int) -> tup
     if saved.model_dump(exclude={"done", "rows_sha256"}) != {k: v for k, v in state.items() if k != "done"}:
         raise SentflowError(
             f"{state_path}: the resume state belongs to another input or encoder (or the pipeline was fitted "
-            "again); restart=True starts over"
+            "again); ", Param("restart", True), " starts over",
         )
     if saved.done > state["lines"]:
         raise SentflowError(f"{state_path}: resume state has an invalid row count {saved.done}")
     rows = file_hash(partial, _partial_offset(partial, state["lines"], dim), saved.done * dim * 4)
     if rows.hexdigest() != saved.rows_sha256:
         raise SentflowError(
-            f"{partial}: its {saved.done} finished rows do not match the checksum in the resume state; "
-            "restart=True starts over"
+            f"{partial}: its {saved.done} finished rows do not match the checksum in the resume state; ",
+            Param("restart", True), " starts over",
         )
     return saved.done, rows
 

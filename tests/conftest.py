@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 import torch
 
-from sentflow.evaluation.sts import packaged_stsb_dir
+from sentflow.tasks.sts import packaged_stsb_dir
 
 if TYPE_CHECKING:
     from hostile_support import Base

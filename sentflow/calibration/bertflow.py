@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from sentflow.calibration.base import Calibrator
 from sentflow.calibration.stats import as_matrix
-from sentflow.errors import SentflowError
+from sentflow.errors import Param, SentflowError
 from sentflow.files.io import restore_module
 from sentflow.files.schemas import MAX_DIM, MAX_LR, BatchSize, CalibrationHeader, Epochs, Patience, Seed
 from sentflow.flows.actnorm import ActNorm
@@ -207,7 +207,9 @@ class BertFlow(Calibrator):
 
     def _checkpoint_path(self, trainer: Trainer) -> Path:
         if trainer.checkpoint_path is None or not trainer.checkpoint_path.is_file():
-            raise SentflowError(f"resume=True needs a checkpoint; none at checkpoint_dir={self.checkpoint_dir!r}")
+            raise SentflowError(
+                Param("resume", True), " needs a checkpoint; none at ", Param("checkpoint_dir", self.checkpoint_dir)
+            )
         return trainer.checkpoint_path
 
     @staticmethod

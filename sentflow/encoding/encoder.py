@@ -262,13 +262,7 @@ class Encoder:
 
     @property
     def dim(self) -> int:
-        """Size of the sentence vectors."""
-        if self._forward is None:
-            self._load()
-        return int(self._config.hidden_size)
-
-    def _width(self) -> int:
-        """The vector size from the model's config alone (no weights loaded): checks cached arrays."""
+        """Size of the sentence vectors, read from the model's config alone (no weights are loaded)."""
         if self._config is None:
             from transformers import AutoConfig
 
@@ -300,7 +294,7 @@ class Encoder:
         key = None
         if self._cache is not None and texts:
             key = self._cache.key(self._path, self._pooling.key, self.max_length, texts, backend=self.backend_key)
-            hit = self._cache.get(key, len(texts), self._width())
+            hit = self._cache.get(key, len(texts), self.dim)
             if hit is not None:
                 return hit
         vectors = self._encode(texts)

@@ -18,8 +18,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from sentflow.calibration.stats import check_finite
 from sentflow.errors import SentflowError
+from sentflow.files.finite import check_finite
 from sentflow.files.io import atomic_path, first_line
 
 CHUNK_BYTES = 64 << 20  # rows per chunk are chosen so that a float32 chunk is about this large

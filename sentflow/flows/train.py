@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sentflow.errors import SentflowError
+from sentflow.errors import Param, SentflowError
 from sentflow.files.io import check_state, first_line, load_tensors, save_tensors
 from sentflow.files.schemas import FLOWS_FORMAT, TrainCounters
 from sentflow.flows import CHECKPOINT_NAME
@@ -327,7 +327,8 @@ def _restore_rng(state: Tensor, path: str | Path) -> None:
     if state.dtype != torch.uint8 or state.shape != expected.shape:
         raise SentflowError(
             f"{path}: extra.rng is not a random-number state ({state.dtype}, {tuple(state.shape)}; "
-            f"expected uint8, {tuple(expected.shape)}); resume from another checkpoint or train with --overwrite"
+            f"expected uint8, {tuple(expected.shape)}); resume from another checkpoint or train with ",
+            Param("overwrite", True),
         )
     try:
         torch.set_rng_state(state)

@@ -16,17 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from sentflow.errors import SentflowError
-from sentflow.evaluation.retrieval_tasks import iter_jsonl
 from sentflow.files.io import check_inputs, check_output_directory
 from sentflow.files.npy import NpyShards
 from sentflow.pipeline import Pipeline, load_pipeline
 from sentflow.search.compact import FIT_ROWS, MANIFEST, CompactIndex, load_compact_index, read_snippets
 from sentflow.search.quantize import check_quantizer, make_quantizer
-from sentflow.sources import BeirSource, PipelineSource, TextSource, resolve_source
-from sentflow.streaming import check_resume_flags, encode_file, side_file, text_chunks
+from sentflow.streaming import check_resume_flags, corpus_file, encode_file, side_file, text_chunks
+from sentflow.tasks.retrieval import iter_jsonl
+from sentflow.tasks.sources import BeirSource, CorpusSource, PipelineSource, TextSource, resolve_source
 
 SNIPPET_CHARS = 200
-CORPUS_KINDS = (TextSource, BeirSource)
+CORPUS_KINDS = (TextSource, CorpusSource, BeirSource)
 
 
 @dataclass(frozen=True)
@@ -41,15 +41,12 @@ class Hit:
 def corpus_documents(corpus: str | os.PathLike) -> Iterator[tuple[str, str]]:
     """(id, text) of every document of a corpus, read one at a time."""
     source = resolve_source(corpus, CORPUS_KINDS, role="a corpus")
-    if isinstance(source, BeirSource):
-        yield from iter_jsonl(source.path / "corpus.jsonl")
-        return
-    assert isinstance(source, TextSource)
-    if source.path.suffix.lower() == ".jsonl":
-        yield from iter_jsonl(source.path)
-    else:
+    if isinstance(source, TextSource):
         for start, chunk in _numbered_chunks(source.path):
             yield from ((str(start + i + 1), text) for i, text in enumerate(chunk))
+    else:
+        assert isinstance(source, CorpusSource | BeirSource)
+        yield from iter_jsonl(corpus_file(source))
 
 
 def _numbered_chunks(path: Path, size: int = 8192) -> Iterator[tuple[int, list[str]]]:

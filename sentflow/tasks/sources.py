@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from sentflow.errors import SentflowError
-from sentflow.evaluation.sts import TASKS
+from sentflow.tasks.sts import TASKS
 
 PIPELINE_MARKER = "pipeline.json"
 BEIR_MARKERS = ("corpus.jsonl", "queries.jsonl", "qrels")
@@ -41,6 +41,14 @@ class BeirSource(DataSource):
 
     path: Path
     kind: ClassVar[str] = "a BEIR folder"
+
+
+@dataclass(frozen=True)
+class CorpusSource(DataSource):
+    """A BEIR corpus file (`.jsonl`: one JSON record a line with `_id`, `title` and `text`)."""
+
+    path: Path
+    kind: ClassVar[str] = "a BEIR corpus (.jsonl)"
 
 
 @dataclass(frozen=True)
@@ -76,8 +84,10 @@ class TextSource(DataSource):
 
 
 DIRECTORY_KINDS = (BeirSource, PipelineSource, EmbeddingSource)
-ALL_KINDS = (StsTaskSource, BeirSource, PipelineSource, CalibrationSource, EmbeddingSource, TextSource)
-Source = StsTaskSource | BeirSource | PipelineSource | CalibrationSource | EmbeddingSource | TextSource
+ALL_KINDS = (StsTaskSource, BeirSource, CorpusSource, PipelineSource, CalibrationSource, EmbeddingSource, TextSource)
+Source = (
+    StsTaskSource | BeirSource | CorpusSource | PipelineSource | CalibrationSource | EmbeddingSource | TextSource
+)
 
 
 def resolve_source(
@@ -86,9 +96,9 @@ def resolve_source(
     """The typed source `argument` names; `accept` limits the kinds the caller can use (`role` names it in errors).
 
     Rules, in order: an STS task name; an existing directory (pipeline.json: a pipeline, corpus.jsonl: a BEIR
-    folder, only .npy files: embedding shards); an existing file (.npy: embeddings, a safetensors file:
-    a calibration, anything else: text); a pattern matching existing files: embeddings. An existing path always
-    wins over a pattern, so `x[1].npy` is that file.
+    folder, only .npy files: embedding shards); an existing file (.npy: embeddings, .jsonl: a BEIR corpus, a
+    safetensors file: a calibration, anything else: text); a pattern matching existing files: embeddings. An
+    existing path always wins over a pattern, so `x[1].npy` is that file.
     """
     wanted = " or ".join(kind.kind for kind in accept or ALL_KINDS)
     if accept is not None and not set(accept) & set(DIRECTORY_KINDS) and Path(argument).is_dir():
@@ -132,6 +142,8 @@ def _classify_file(path: Path) -> Source:
         raise SentflowError(f"{path}: .npz archives are not read; save each array as its own .npy file")
     if suffix == ".npy":
         return EmbeddingSource(str(path))
+    if suffix == ".jsonl":
+        return CorpusSource(path)
     if suffix == ".safetensors" or _looks_like_safetensors(path):
         return CalibrationSource(path)
     if not path.is_file():
