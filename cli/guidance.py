@@ -116,13 +116,12 @@ def diagnose(
     import sentflow
     from sentflow.evaluation.diagnostics import diagnose as run_diagnose
     from sentflow.evaluation.diagnostics import save_plots, task_vectors
-    from sentflow.files.npy import NpyShards
     from sentflow.tasks.sources import EmbeddingSource, StsTaskSource, resolve_source
 
     with threads_from(threads):
         kind = resolve_source(source, (StsTaskSource, EmbeddingSource), role="diagnose")
         if isinstance(kind, EmbeddingSource):
-            vectors, similar, title = NpyShards.from_spec(kind.spec).read_all(), None, Path(source).name
+            vectors, similar, title = kind.shards().read_all(), None, Path(source).name
         else:
             encoder = make_encoder(model, pooling, batch_size)
             vectors, similar = task_vectors(encoder, source, data_dir)

@@ -25,7 +25,7 @@ from sentflow.encoding.encoder import Encoder
 from sentflow.errors import Interrupted, Param, SentflowError
 from sentflow.files.finite import check_finite
 from sentflow.files.io import check_output, file_hash, first_line, write_atomic
-from sentflow.files.npy import NpyShards, npy_writer, open_shard, write_header
+from sentflow.files.npy import npy_writer, open_shard, write_header
 from sentflow.files.schemas import ResumeState, parse_json
 from sentflow.pipeline import Pipeline
 from sentflow.protocols import TextEncoder
@@ -37,6 +37,7 @@ from sentflow.tasks.sources import (
     Source,
     StsTaskSource,
     TextSource,
+    npy_shards,
     resolve_source,
 )
 from sentflow.tasks.sts_task import encode_sts_task, load_sts_task
@@ -66,7 +67,7 @@ def fit_calibration(
     """
     source = fit_source(data)
     if isinstance(source, EmbeddingSource):
-        shards = NpyShards.from_spec(source.spec)
+        shards = source.shards()
         return _fit_chunks(calibrator, (chunk for _, _, chunk in shards.chunks()))
     if encoder is None:
         raise SentflowError(f"{data}: is {source.kind}; encoding it needs an encoder")
@@ -96,7 +97,7 @@ def data_width(data: str | os.PathLike | Source, encoder: TextEncoder | None) ->
     """The embedding width a fit on `data` sees: the shards' columns, else the encoder's dimension."""
     source = fit_source(data)
     if isinstance(source, EmbeddingSource):
-        return NpyShards.from_spec(source.spec).cols
+        return source.shards().cols
     if encoder is None:
         raise SentflowError(f"{data}: is {source.kind}; encoding it needs an encoder")
     return encoder.dim
@@ -116,7 +117,7 @@ def transform_file(
     """Apply a calibration or pipeline (`.transform`) to .npy shards, chunk by chunk, into one .npy at `out`.
 
     `inputs`: other files the output must not replace (e.g. the calibration file it was loaded from)."""
-    shards = NpyShards.from_spec(source)
+    shards = npy_shards(source, role="transform")
     check_output(out, [*shards.paths, *inputs])
     dim = transformer.dim if isinstance(transformer, Pipeline) else transformer.n_components_out_
     with npy_writer(out, shards.rows, dim) as writer:

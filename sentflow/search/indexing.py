@@ -87,7 +87,7 @@ def index_corpus(
         texts_path.unlink(missing_ok=True)
         raise
     encode_file(pipeline, texts_path, vectors_path, resume=resume, inputs=inputs, restart=restart)
-    shards = NpyShards.from_spec(vectors_path)
+    shards = NpyShards([vectors_path])
     index = CompactIndex.build_chunks(
         (chunk for _, _, chunk in shards.chunks()),
         _first_rows(shards, FIT_ROWS),

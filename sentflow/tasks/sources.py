@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from sentflow.errors import SentflowError
+from sentflow.files.npy import NpyShards
 from sentflow.tasks.sts import TASKS
 
 PIPELINE_MARKER = "pipeline.json"
@@ -74,6 +75,19 @@ class EmbeddingSource(DataSource):
     spec: str
     kind: ClassVar[str] = ".npy embeddings"
 
+    def files(self) -> list[Path]:
+        """The .npy files, in order: the file itself, a directory's shards or a glob's matches, sorted by name."""
+        path = Path(self.spec)
+        if path.is_dir():
+            return sorted(f for f in path.iterdir() if not f.name.startswith("."))
+        if path.exists():
+            return [path]
+        return sorted(Path(f) for f in glob.glob(self.spec))
+
+    def shards(self) -> NpyShards:
+        """The files as one (n, d) array read in chunks, every header checked."""
+        return NpyShards(self.files())
+
 
 @dataclass(frozen=True)
 class TextSource(DataSource):
@@ -88,6 +102,18 @@ ALL_KINDS = (StsTaskSource, BeirSource, CorpusSource, PipelineSource, Calibratio
 Source = (
     StsTaskSource | BeirSource | CorpusSource | PipelineSource | CalibrationSource | EmbeddingSource | TextSource
 )
+
+
+def embedding_files(argument: str | os.PathLike, role: str) -> list[Path]:
+    """The .npy files `argument` names (a file, a directory of shards or a glob), for `role`."""
+    source = resolve_source(argument, (EmbeddingSource,), role=role)
+    assert isinstance(source, EmbeddingSource)
+    return source.files()
+
+
+def npy_shards(argument: str | os.PathLike, role: str) -> NpyShards:
+    """The .npy embeddings `argument` names as one array read in chunks, for `role`."""
+    return NpyShards(embedding_files(argument, role))
 
 
 def resolve_source(
@@ -127,9 +153,12 @@ def _classify_directory(path: Path) -> Source:
         return PipelineSource(path)
     if any((path / marker).exists() for marker in BEIR_MARKERS):
         return BeirSource(path)  # loading it names any BEIR file that is missing
-    entries = [e for e in path.iterdir() if not e.name.startswith(".")]
-    if entries and all(e.suffix.lower() == ".npy" for e in entries):
+    entries = sorted(e for e in path.iterdir() if not e.name.startswith("."))
+    strays = [e for e in entries if e.suffix.lower() != ".npy" or not e.is_file()]
+    if entries and not strays:
         return EmbeddingSource(str(path))
+    if len(strays) < len(entries):
+        raise SentflowError(f"{strays[0]}: not a .npy file in the shard directory {path}")
     raise SentflowError(
         f"{path}: cannot tell what this directory is: it holds no {PIPELINE_MARKER} (a pipeline), "
         "no corpus.jsonl (a BEIR folder) and not only .npy shards"
