@@ -93,7 +93,7 @@ class TuneReport:
         return {name: found[s] for name, s in wanted.items() if s in found}
 
     def to_dict(self) -> dict:
-        """The JSON of `sentflow tune --json`: the settings, the selected candidate, the baselines and every candidate."""
+        """The JSON of `sentflow tune --json`: settings, the selected candidate, baselines and every candidate."""
         head = {k: getattr(self, k) for k in ("task", "model", "pooling", "metric", "select_on", "n_fit", "max_dim")}
         return {
             **head,
