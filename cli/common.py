@@ -104,7 +104,9 @@ def flag_namer(func: Callable) -> FlagOf:
         info = next((m for m in found if isinstance(m, ParameterInfo)), None)
         if isinstance(info, ArgumentInfo):
             return name.upper()
-        decls = [d for d in (info.param_decls or ()) if d.startswith("--")] if info is not None else []
+        # an Annotated option's first flag is stored as its `default` (Typer reads it as a declaration there)
+        given = (info.default, *(info.param_decls or ())) if info is not None else ()
+        decls = [d for d in given if isinstance(d, str) and d.startswith("--")]
         return decls[0] if decls else "--" + name.replace("_", "-")
 
     return flag_of

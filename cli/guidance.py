@@ -30,8 +30,9 @@ def tune(
     model: Model = "all-MiniLM-L6-v2",
     pooling: Pooling = "last-avg",
     select_on: Annotated[str, typer.Option(help="Labels to choose on: dev or train (never test).")] = "dev",
-    pairs: Annotated[
-        Path | None, typer.Option(help="Choose on your own labelled pairs: sentence1 TAB sentence2 TAB score.")
+    pairs_file: Annotated[
+        Path | None,
+        typer.Option("--pairs", help="Choose on your own labelled pairs: sentence1 TAB sentence2 TAB score."),
     ] = None,
     max_dim: Annotated[int | None, typer.Option(help="Dimension budget: only settings with at most K dims.")] = None,
     flow: Annotated[bool, typer.Option(help="Include BERT-flow (default settings) among the candidates.")] = True,
@@ -59,7 +60,7 @@ def tune(
             task,
             select_on=select_on,
             max_dim=max_dim,
-            pairs_file=pairs,
+            pairs_file=pairs_file,
             with_flow=flow,
             fit_on=fit_on,
             data_dir=data_dir,

@@ -130,7 +130,7 @@ class Whitening(Calibrator):
         if moments.count <= k and self.power > 0:
             raise SentflowError(
                 f"fewer sentences ({moments.count}) than dimensions to whiten ({k}): "
-                "fit on more sentences, or set a smaller n_components"
+                "fit on more sentences, or keep fewer dimensions"
             )
         covariance = moments.covariance()
         if not np.isfinite(covariance).all():
