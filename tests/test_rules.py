@@ -184,3 +184,23 @@ def test_fit_refuses_before_any_work_naming_its_parameter(tmp_path):
     with pytest.raises(SentflowError, match=r"came from .npy files: name it with model and pooling") as caught:
         sentflow.fit(tmp_path / "x.npy", out=tmp_path / "pipe")  # a pipeline must name the encoder of its vectors
     assert caught.value.param == "out" and not (tmp_path / "pipe").exists()
+
+
+# --- training draws from its own random stream, never the global one ---------------------------------------------
+
+
+def test_a_flow_fit_leaves_the_global_generators_alone_and_is_reproducible(tmp_path):
+    import torch
+
+    X = np.random.default_rng(0).normal(size=(400, 4)) @ np.random.default_rng(1).normal(size=(4, 4))
+    options = {"levels": 1, "depth": 2, "hidden": 8, "epochs": 2, "batch_size": 64, "seed": 3, "device": "cpu"}
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = sentflow.BertFlow(**options).fit(X)
+    assert torch.equal(torch.get_rng_state(), before)  # not reseeded, not advanced
+    torch.manual_seed(999)  # another global state changes nothing
+    np.testing.assert_array_equal(sentflow.BertFlow(**options).fit(X).transform(X), first.transform(X))
+    stopped = sentflow.BertFlow(**{**options, "epochs": 1, "checkpoint_dir": str(tmp_path)}).fit(X)
+    resumed = sentflow.BertFlow(**{**options, "checkpoint_dir": str(tmp_path)}).fit(X, resume=True)
+    assert len(stopped.history_) == 1
+    np.testing.assert_allclose(resumed.transform(X), first.transform(X), atol=1e-5)
