@@ -35,6 +35,11 @@ class ModelEncoder(TextEncoder, Protocol):
     pooling: str
     max_length: int
 
+    @property
+    def backend_key(self) -> str:
+        """The runtime with everything that changes the vectors (a resumed run must use the same)."""
+        ...
+
 
 @runtime_checkable
 class Calibration(Protocol):

@@ -28,7 +28,7 @@ from sentflow.files.io import check_output, file_hash, first_line, write_atomic
 from sentflow.files.npy import npy_writer, open_shard, write_header
 from sentflow.files.schemas import ResumeState, parse_json
 from sentflow.pipeline import Pipeline
-from sentflow.protocols import TextEncoder
+from sentflow.protocols import ModelEncoder, TextEncoder
 from sentflow.tasks.retrieval import iter_jsonl
 from sentflow.tasks.sources import (
     BeirSource,
@@ -290,21 +290,16 @@ def side_file(target: Path, suffix: str) -> Path:
     return target.with_name(f".{target.name[:64]}.h{digest}{suffix}")
 
 
-def encoder_backend(encoder) -> str:
-    """The backend key that decides an encoder's vectors (a GloVe encoder has only its backend's name)."""
-    return getattr(encoder, "backend_key", encoder.backend)
-
-
-def encoder_settings(encoder) -> dict:
+def encoder_settings(encoder: ModelEncoder | Pipeline) -> dict:
     """What decides the vectors of an encoder or pipeline (a resumed run must use the same)."""
     if isinstance(encoder, Pipeline):
         config = {k: v for k, v in encoder.config().items() if k != "sentflow_version"}
-        return {**config, "backend": encoder_backend(encoder.encoder), "fingerprint": encoder.fingerprint()}
+        return {**config, "backend": encoder.encoder.backend_key, "fingerprint": encoder.fingerprint()}
     return {
         "model": str(encoder.model_name),
         "pooling": encoder.pooling,
         "max_length": encoder.max_length,
-        "backend": encoder_backend(encoder),
+        "backend": encoder.backend_key,
     }
 
 
