@@ -118,7 +118,7 @@ class Whitening(Calibrator):
         self._validate_params()
         k = self.n_components
         if k is not None and k > n_features:
-            raise SentflowError(Param("n_components", k), f": must be between 1 and the embedding size {n_features}")
+            raise SentflowError(Param("n_components", k), f" must be between 1 and the embedding size {n_features}")
 
     def _solve(self) -> dict[str, np.ndarray]:
         if "_solution" not in self.__dict__:
