@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-import re
 import sys
 import unicodedata
 import warnings
@@ -15,8 +14,9 @@ from typing import Any, TypeVar
 
 import typer
 from typer.core import TyperCommand, TyperGroup
+from typer.models import ArgumentInfo, ParameterInfo
 
-from sentflow.errors import SentflowError, first_line
+from sentflow.errors import FlagOf, Interrupted, SentflowError, first_line
 
 F = TypeVar("F", bound=Callable)
 DEBUG_ENV = "SENTFLOW_DEBUG"
@@ -108,29 +108,32 @@ def printable(message: str) -> str:
 _BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
-# The library's parameter names, as the flags a user types (only those whose names differ or need the value).
-_FLAGS = {
-    "select_on": "--select-on",
-    "pairs_file": "--pairs",
-    "n_components": "--dim",
-    "max_dim": "--max-dim",
-}
-_PARAMETER = re.compile(r"\b(" + "|".join(_FLAGS) + r")\b(?:=(?:'([^']*)'|\"([^\"]*)\"|(\w*)))?")
-_SWITCH = re.compile(r"\b(resume|restart)=True\b")  # on/off parameters, named only with their value
+def flag_namer(func: Callable) -> FlagOf:
+    """Parameter name -> the flag (or ARGUMENT) that sets it, read from command `func`'s own signature; names the
+    command has no parameter for map to None (they keep their Python names)."""
 
+    def flag_of(name: str) -> str | None:
+        try:
+            parameter = inspect.signature(func, eval_str=True).parameters.get(name)
+        except (NameError, TypeError):
+            return None
+        if parameter is None:
+            return None
+        found = [*getattr(parameter.annotation, "__metadata__", ()), parameter.default]
+        info = next((m for m in found if isinstance(m, ParameterInfo)), None)
+        if isinstance(info, ArgumentInfo):
+            return name.upper()
+        # an Annotated option's first flag is stored as its `default` (Typer reads it as a declaration there)
+        given = (info.default, *(info.param_decls or ())) if info is not None else ()
+        decls = [d for d in given if isinstance(d, str) and d.startswith("--")]
+        return decls[0] if decls else "--" + name.replace("_", "-")
 
-def as_flags(message: str) -> str:
-    """A library message with its Python parameter names (`select_on='train'`) as CLI flags (`--select-on train`)."""
-
-    def flag(match: re.Match[str]) -> str:
-        value = next((v for v in match.groups()[1:] if v), "")
-        return f"{_FLAGS[match.group(1)]} {value}".rstrip()
-
-    return _SWITCH.sub(r"--\1", _PARAMETER.sub(flag, message))
+    return flag_of
 
 
 def user_errors(func: F) -> F:
-    """Turn SentflowError and file-system errors into a one-line message and exit code 1."""
+    """Turn SentflowError and file-system errors into a one-line message and exit code 1; the parameters a message
+    names are shown as the command's flags."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -141,14 +144,15 @@ def user_errors(func: F) -> F:
         except (typer.Exit, typer.Abort):
             raise
         except SentflowError as exc:
-            raise fail(as_flags(str(exc))) from None
+            raise fail(exc.render(flag_namer(func))) from None
         except BrokenPipeError:
             raise  # not the user's mistake: the reader of our output has gone (`main` ends quietly)
         except OSError as exc:
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
             raise fail(f"{where}{exc.strerror or exc}") from None
         except KeyboardInterrupt as exc:
-            typer.echo(f"interrupted: {as_flags(str(exc))}" if str(exc) else "interrupted", err=True)
+            text = exc.render(flag_namer(func)) if isinstance(exc, Interrupted) else str(exc)
+            typer.echo(f"interrupted: {printable(text)}" if text else "interrupted", err=True)
             sys.exit(130)
         except MemoryError:
             raise fail("out of memory: use a smaller input or smaller options") from None

@@ -30,8 +30,9 @@ def tune(
     model: Model = "all-MiniLM-L6-v2",
     pooling: Pooling = "last-avg",
     select_on: Annotated[str, typer.Option(help="Labels to choose on: dev or train (never test).")] = "dev",
-    pairs: Annotated[
-        Path | None, typer.Option(help="Choose on your own labelled pairs: sentence1 TAB sentence2 TAB score.")
+    pairs_file: Annotated[
+        Path | None,
+        typer.Option("--pairs", help="Choose on your own labelled pairs: sentence1 TAB sentence2 TAB score."),
     ] = None,
     max_dim: Annotated[int | None, typer.Option(help="Dimension budget: only settings with at most K dims.")] = None,
     flow: Annotated[bool, typer.Option(help="Include BERT-flow (default settings) among the candidates.")] = True,
@@ -59,7 +60,7 @@ def tune(
             task,
             select_on=select_on,
             max_dim=max_dim,
-            pairs_file=pairs,
+            pairs_file=pairs_file,
             with_flow=flow,
             fit_on=fit_on,
             data_dir=data_dir,
@@ -116,13 +117,12 @@ def diagnose(
     import sentflow
     from sentflow.evaluation.diagnostics import diagnose as run_diagnose
     from sentflow.evaluation.diagnostics import save_plots, task_vectors
-    from sentflow.files.npy import NpyShards
-    from sentflow.sources import EmbeddingSource, StsTaskSource, resolve_source
+    from sentflow.tasks.sources import EmbeddingSource, StsTaskSource, resolve_source
 
     with threads_from(threads):
         kind = resolve_source(source, (StsTaskSource, EmbeddingSource), role="diagnose")
         if isinstance(kind, EmbeddingSource):
-            vectors, similar, title = NpyShards.from_spec(kind.spec).read_all(), None, Path(source).name
+            vectors, similar, title = kind.shards().read_all(), None, Path(source).name
         else:
             encoder = make_encoder(model, pooling, batch_size)
             vectors, similar = task_vectors(encoder, source, data_dir)

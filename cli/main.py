@@ -9,9 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sentflow.errors import SentflowError
-
-from .common import DEBUG_ENV, Command, Group, printable, status, threads_from, user_errors
+from .common import DEBUG_ENV, Command, Group, printable, threads_from, user_errors
 from .evaluate import eval_app
 from .flows import flows_app
 from .guidance import register as register_guidance
@@ -133,52 +131,17 @@ def fit(
     threads: Threads = None,
 ) -> None:
     """Fit a calibration (no labels used) and save it, alone or as a pipeline with its encoder settings."""
-    from sentflow.calibration.factory import METHODS, make_calibrator
-    from sentflow.encoding.models import DEFAULT_MODEL
-    from sentflow.files.io import check_inputs, check_output
-    from sentflow.pipeline import check_encoder_known, is_calibration_path, save_fitted
-    from sentflow.sources import EmbeddingSource
-    from sentflow.streaming import data_width, fit_calibration, fit_source
+    from sentflow.fitting import fit as fit_data
 
-    if method not in METHODS or method == "none":
-        raise SentflowError(f"unknown --method {method!r}; choose whitening, pca or flow")
-    if method == "flow" and (dim is not None or power is not None):
-        raise SentflowError("--dim and --power apply to whitening and pca; a flow keeps every dimension")
-    if normalize and is_calibration_path(out):
-        raise SentflowError("--normalize is a pipeline setting: give --out a directory name, not a .safetensors file")
-    if is_calibration_path(out):
-        check_output(out, [data])  # before any work: never the data file itself, not even through a hard link
-    else:
-        check_inputs(out, [data])  # a pipeline directory never holds, or lies inside, the data
-    source = fit_source(data)
-    named = not isinstance(source, EmbeddingSource) or model is not None or pooling is not None
-    check_encoder_known(out, named)  # before any work
     with threads_from(threads):
-        encoder = make_encoder(model or DEFAULT_MODEL, pooling or "last-avg", batch_size, max_length, backend)
-        width = data_width(source, encoder)
-        if dim is not None and dim > width:
-            raise SentflowError(f"--dim {dim} is larger than the embedding size {width}")
-        calibrator = make_calibrator(method, dim, power, **_flow_options(levels, depth, hidden, epochs, lr, seed))
-        if scheduler is not None:
-            calibrator, rows = _fit_on_cluster(scheduler, source, method, dim, power)
-        else:
-            status(f"fitting {method} on {data} (encoding it first, unless its vectors are cached)")
-            rows = fit_calibration(calibrator, source, encoder, data_dir)
-        save_fitted(calibrator, out, encoder if named else None, normalize)
-    typer.echo(f"wrote {out}: {method} {width} -> {calibrator.n_components_out_} dims, fitted on {rows} rows", err=True)
-
-
-def _fit_on_cluster(scheduler: str, source, method: str, dim: int | None, power: float | None):
-    """A whitening fitted on a Dask cluster from .npy shards; (calibrator, rows)."""
-    from sentflow import distributed
-    from sentflow.calibration.factory import POWERS
-    from sentflow.sources import EmbeddingSource
-
-    if method not in POWERS or not isinstance(source, EmbeddingSource):
-        raise SentflowError("--scheduler fits a whitening or pca on .npy embeddings (a file, directory or glob)")
-    power = POWERS[method] if power is None else power
-    whitening = distributed.fit_shards(source.spec, scheduler, n_components=dim, power=power, progress=True)
-    return whitening, whitening.n_samples_seen_
+        report = fit_data(
+            data, method, out, dim=dim, power=power, normalize=normalize, model=model, pooling=pooling,
+            data_dir=data_dir, scheduler=scheduler,
+            encoder_options={"batch_size": batch_size, "max_length": max_length, "backend": backend},
+            flow_options=_flow_options(levels, depth, hidden, epochs, lr, seed),
+        )
+    dims = f"{report.dim_in} -> {report.calibration.n_components_out_} dims"
+    typer.echo(f"wrote {out}: {method} {dims}, fitted on {report.rows} rows", err=True)
 
 
 @app.command(cls=Command)

@@ -58,7 +58,7 @@ def index(
     existing(corpus)  # cheap checks first: a bad argument answers before torch loads
     pipeline_fixes(ctx, pipeline, ("model", "pooling", "max_length"))
     from sentflow.search.indexing import index_corpus, index_vectors
-    from sentflow.sources import EmbeddingSource, resolve_source
+    from sentflow.tasks.sources import EmbeddingSource, resolve_source
 
     vectors = isinstance(resolve_source(corpus), EmbeddingSource)
     if vectors and (pipeline or model or pooling or resume or restart):

@@ -28,10 +28,10 @@ from report import RESULTS, beir_slice, publish, sts_slice, table  # noqa: E402
 
 import sentflow  # noqa: E402
 from sentflow.evaluation.retrieval import retrieval_metrics  # noqa: E402
-from sentflow.evaluation.retrieval_tasks import load_retrieval_task  # noqa: E402
 from sentflow.files.io import write_atomic  # noqa: E402
 from sentflow.integrations.chroma import ChromaEmbeddingFunction  # noqa: E402
 from sentflow.search.faiss_index import search_exact  # noqa: E402
+from sentflow.tasks.retrieval import load_retrieval_task  # noqa: E402
 
 CONFIGS = {"none-384": None, "pca-256": 256, "pca-128": 128}
 TOP_K = 100

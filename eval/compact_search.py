@@ -30,9 +30,9 @@ import sentflow  # noqa: E402
 from sentflow.data_root import data_path  # noqa: E402
 from sentflow.evaluation.quant_baselines import BASELINES  # noqa: E402
 from sentflow.evaluation.sts import evaluate_sts  # noqa: E402
-from sentflow.evaluation.sts_task import encode_sts_task, load_sts_task  # noqa: E402
 from sentflow.files.io import write_atomic  # noqa: E402
 from sentflow.search.quantize import ScalarQuantizer, make_quantizer  # noqa: E402
+from sentflow.tasks.sts_task import encode_sts_task, load_sts_task  # noqa: E402
 
 SCIFACT = data_path("beir", "scifact")
 SPECS = ("none", "int8", "int4", "binary", "itq:128", "itq:256", "rabitq", "rabitq:128")
@@ -170,7 +170,7 @@ def write(results: dict) -> None:
 def smoke() -> None:
     """A tiny STS-B slice and the tiny sentence budget: checks the script end to end, writes nothing."""
     with tempfile.TemporaryDirectory() as folder:
-        from sentflow.evaluation.sts import SPLITS, packaged_stsb_dir
+        from sentflow.tasks.sts import SPLITS, packaged_stsb_dir
 
         for split in SPLITS:
             lines = (packaged_stsb_dir() / f"sts-{split}.csv").read_text(encoding="utf-8").splitlines()[:150]

@@ -22,10 +22,10 @@ import sentflow  # noqa: E402
 from sentflow.calibration.bertflow import BertFlow  # noqa: E402
 from sentflow.calibration.whitening import SingularCovarianceWarning  # noqa: E402
 from sentflow.evaluation.compare import compare  # noqa: E402
-from sentflow.evaluation.sts import SPLITS, packaged_stsb_dir  # noqa: E402
-from sentflow.evaluation.sts_task import encode_sts_task, load_sts_task  # noqa: E402
 from sentflow.flows.train import DEFAULT_THREADS  # noqa: E402
 from sentflow.runtime import resolve_threads  # noqa: E402
+from sentflow.tasks.sts import SPLITS, packaged_stsb_dir  # noqa: E402
+from sentflow.tasks.sts_task import encode_sts_task, load_sts_task  # noqa: E402
 
 warnings.simplefilter("ignore", SingularCovarianceWarning)  # cls/last-avg null directions: see docs/concepts.md
 

@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import RESULTS, table, write_report  # noqa: E402
 
 import sentflow  # noqa: E402
-from sentflow.evaluation.sts import SPLITS, packaged_stsb_dir  # noqa: E402
-from sentflow.evaluation.sts_task import encode_sts_task, load_sts_task  # noqa: E402
 from sentflow.files.io import write_atomic  # noqa: E402
 from sentflow.integrations import mteb as sentflow_mteb  # noqa: E402
+from sentflow.tasks.sts import SPLITS, packaged_stsb_dir  # noqa: E402
+from sentflow.tasks.sts_task import encode_sts_task, load_sts_task  # noqa: E402
 
 PUBLISHED = {"ndcg@10": 64.51, "stsb_spearman": 82.03}  # MTEB leaderboard, sentence-transformers/all-MiniLM-L6-v2
 TOLERANCE = 0.01

@@ -25,7 +25,7 @@ from report import RESULTS, table, write_report, write_text  # noqa: E402
 
 import sentflow  # noqa: E402
 from sentflow.evaluation.compare import compare  # noqa: E402
-from sentflow.evaluation.sts import packaged_stsb_dir  # noqa: E402
+from sentflow.tasks.sts import packaged_stsb_dir  # noqa: E402
 
 POOLINGS = ("cls", "last-avg")
 BACKENDS = ("onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8")  # each against torch fp32

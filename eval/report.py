@@ -59,7 +59,7 @@ def publish(name: str, title: str, sections: Sequence[str], smoke: bool) -> Path
 
 def sts_slice(folder: Path, lines: int) -> Path:
     """FOLDER holding the first `lines` lines of each packaged STS-B split: the tiny data of --smoke runs."""
-    from sentflow.evaluation.sts import SPLITS, packaged_stsb_dir
+    from sentflow.tasks.sts import SPLITS, packaged_stsb_dir
 
     for split in SPLITS:
         head = (packaged_stsb_dir() / f"sts-{split}.csv").read_text(encoding="utf-8").splitlines()[:lines]

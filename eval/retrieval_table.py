@@ -21,7 +21,7 @@ from report import RESULTS, beir_slice, publish, sts_slice, table, write_text  #
 import sentflow  # noqa: E402
 from sentflow.data_root import data_path  # noqa: E402
 from sentflow.evaluation.retrieval import METRICS, evaluate_retrieval  # noqa: E402
-from sentflow.evaluation.retrieval_tasks import RetrievalTask  # noqa: E402
+from sentflow.tasks.retrieval import RetrievalTask  # noqa: E402
 
 SCIFACT = data_path("beir", "scifact")
 TASKS = {"sts-b": "sts-b", "scifact": str(SCIFACT)}

@@ -18,35 +18,41 @@ if TYPE_CHECKING:
     from sentflow.calibration.whitening import Whitening
     from sentflow.encoding.encoder import Encoder
     from sentflow.encoding.factory import make_encoder
-    from sentflow.evaluation.compare import compare
+    from sentflow.evaluation.compare import StsReport, compare
     from sentflow.evaluation.retrieval import RetrievalReport, evaluate_retrieval
-    from sentflow.evaluation.retrieval_tasks import RetrievalTask, load_beir, load_retrieval_task
-    from sentflow.evaluation.sts import StsPairs, cosine_scores, evaluate_sts, load_sts
-    from sentflow.evaluation.tuning import tune
+    from sentflow.evaluation.sts import cosine_scores, evaluate_sts
+    from sentflow.evaluation.tuning import TuneReport, tune
+    from sentflow.fitting import FitReport, fit
     from sentflow.pipeline import Pipeline, load
     from sentflow.search.compact import CompactIndex
     from sentflow.search.faiss_index import build_index
     from sentflow.search.quantize import make_quantizer
+    from sentflow.tasks.retrieval import RetrievalTask, load_beir, load_retrieval_task
+    from sentflow.tasks.sts import StsPairs, load_sts
 
 _LAZY = {  # public name -> the module that defines it
     "BertFlow": "sentflow.calibration.bertflow",
     "Calibrator": "sentflow.calibration.base",
     "CompactIndex": "sentflow.search.compact",
     "Encoder": "sentflow.encoding.encoder",
+    "FitReport": "sentflow.fitting",
     "Pipeline": "sentflow.pipeline",
     "RetrievalReport": "sentflow.evaluation.retrieval",
-    "RetrievalTask": "sentflow.evaluation.retrieval_tasks",
-    "StsPairs": "sentflow.evaluation.sts",
+    "RetrievalTask": "sentflow.tasks.retrieval",
+    "StsPairs": "sentflow.tasks.sts",
+    "StsReport": "sentflow.evaluation.compare",
+    "TuneReport": "sentflow.evaluation.tuning",
     "Whitening": "sentflow.calibration.whitening",
     "build_index": "sentflow.search.faiss_index",
     "compare": "sentflow.evaluation.compare",
     "cosine_scores": "sentflow.evaluation.sts",
     "evaluate_retrieval": "sentflow.evaluation.retrieval",
     "evaluate_sts": "sentflow.evaluation.sts",
+    "fit": "sentflow.fitting",
     "load": "sentflow.pipeline",
-    "load_beir": "sentflow.evaluation.retrieval_tasks",
-    "load_retrieval_task": "sentflow.evaluation.retrieval_tasks",
-    "load_sts": "sentflow.evaluation.sts",
+    "load_beir": "sentflow.tasks.retrieval",
+    "load_retrieval_task": "sentflow.tasks.retrieval",
+    "load_sts": "sentflow.tasks.sts",
     "make_encoder": "sentflow.encoding.factory",
     "make_quantizer": "sentflow.search.quantize",
     "tune": "sentflow.evaluation.tuning",
@@ -57,11 +63,14 @@ __all__ = [
     "Calibrator",
     "CompactIndex",
     "Encoder",
+    "FitReport",
     "Pipeline",
     "RetrievalReport",
     "RetrievalTask",
     "SentflowError",
     "StsPairs",
+    "StsReport",
+    "TuneReport",
     "Whitening",
     "__version__",
     "build_index",
@@ -69,6 +78,7 @@ __all__ = [
     "cosine_scores",
     "evaluate_retrieval",
     "evaluate_sts",
+    "fit",
     "load",
     "load_beir",
     "load_retrieval_task",

@@ -22,13 +22,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
-from sentflow.calibration.stats import MomentAccumulator, as_matrix, check_finite
+from sentflow.calibration.stats import MomentAccumulator, as_matrix
 from sentflow.calibration.whitening import Whitening
 from sentflow.encoding.models import resolve_model
 from sentflow.errors import SentflowError
 from sentflow.extras import require
+from sentflow.files.finite import check_finite
 from sentflow.files.io import first_line
-from sentflow.files.npy import NpyShard, NpyShards, expand_inputs
+from sentflow.files.npy import NpyShard, NpyShards
+from sentflow.tasks.sources import embedding_files
 
 if TYPE_CHECKING:
     from sentflow.calibration.base import Calibrator
@@ -93,7 +95,7 @@ def from_npy(paths: PathSpec, chunk_rows: int = CHUNK_ROWS):
     if chunk_rows < 1:
         raise SentflowError(f"chunk_rows must be >= 1, got {chunk_rows}")
     specs = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    shards = NpyShards([path for spec in specs for path in expand_inputs(spec)])
+    shards = NpyShards([path for spec in specs for path in embedding_files(spec, role="a Dask fit")])
     blocks = []
     for shard in shards.shards:
         stat = shard.path.stat()

@@ -18,7 +18,7 @@ import numpy as np
 from sentflow._version import __version__
 from sentflow.calibration.base import Calibrator, load_calibration
 from sentflow.encoding.factory import make_encoder
-from sentflow.errors import SentflowError
+from sentflow.errors import Param, SentflowError
 from sentflow.files.io import atomic_directory, tensors_digest
 from sentflow.files.schemas import PIPELINE_FORMAT, PipelineConfig, parse, parse_json
 from sentflow.protocols import ModelEncoder
@@ -42,6 +42,7 @@ class Pipeline:
     def __init__(self, encoder: ModelEncoder, calibration: Calibrator | None = None, normalize: bool = False) -> None:
         if calibration is not None:
             calibration.check_fitted()
+            check_width(calibration, encoder)
         self.encoder = encoder
         self.calibration = calibration
         self.normalize = bool(normalize)
@@ -95,7 +96,7 @@ class Pipeline:
 
     def to_sentence_transformer(self, directory: str | os.PathLike) -> Path:
         """Write a standard sentence-transformers model directory computing the same vectors."""
-        from sentflow.search.st_export import export_sentence_transformer
+        from sentflow.encoding.st_export import export_sentence_transformer
 
         return export_sentence_transformer(self.encoder, self.calibration, self.normalize, Path(directory))
 
@@ -110,7 +111,8 @@ def check_encoder_known(out: str | os.PathLike, known: bool) -> None:
     if not known and not is_calibration_path(out):
         raise SentflowError(
             f"{out}: a pipeline directory names the encoder that made its vectors, and these came from .npy files: "
-            "name it with --model and --pooling, or write a .safetensors calibration instead"
+            "name it with ", Param("model"), " and ", Param("pooling"), ", or write a .safetensors calibration instead",
+            param="out",
         )
 
 
@@ -137,12 +139,17 @@ def save_fitted(
         return Path(out)
     check_encoder_known(out, encoder is not None)
     assert encoder is not None
-    if calibration is not None and encoder.dim != calibration.n_features_in_:
+    return Pipeline(encoder, calibration, normalize).save(out)
+
+
+def check_width(calibration: Calibrator, encoder: ModelEncoder) -> None:
+    """A calibration fits the encoder whose vectors it maps: as many input dimensions as the encoder's width."""
+    if encoder.dim != calibration.n_features_in_:
         raise SentflowError(
             f"the calibration was fitted on {calibration.n_features_in_}-d vectors but {encoder.model_name!r} "
-            f"({encoder.pooling}) makes {encoder.dim}-d ones: name the encoder that made them (--model, --pooling)"
+            f"({encoder.pooling}) makes {encoder.dim}-d ones: name the encoder that made them (",
+            Param("model"), ", ", Param("pooling"), ")",
         )
-    return Pipeline(encoder, calibration, normalize).save(out)
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
@@ -176,7 +183,10 @@ def load_pipeline(directory: str | os.PathLike, **encoder_options) -> Pipeline:
         calibration = load_calibration(directory / config.calibration)
         check_fitted_for(calibration, config, directory)
     encoder = make_encoder(config.model, config.pooling, max_length=config.max_length, **encoder_options)
-    return Pipeline(encoder, calibration, config.normalize)
+    try:
+        return Pipeline(encoder, calibration, config.normalize)
+    except SentflowError as exc:
+        raise SentflowError(f"{directory}: ", *exc.parts, param=exc.param) from None
 
 
 def check_fitted_for(calibration: Calibrator, config: PipelineConfig, directory: Path) -> None:
@@ -202,7 +212,7 @@ def load(path: str | os.PathLike) -> Calibrator | Pipeline:
     Raises:
         SentflowError: The path is neither, or a file fails its schema, checksum or shape check.
     """
-    from sentflow.sources import CalibrationSource, PipelineSource, resolve_source
+    from sentflow.tasks.sources import CalibrationSource, PipelineSource, resolve_source
 
     source = resolve_source(path, (PipelineSource, CalibrationSource), role="sentflow.load")
     if isinstance(source, PipelineSource):

@@ -1,9 +1,14 @@
-"""The capabilities sentflow's parts are told apart by, as `typing.Protocol`s instead of `hasattr` checks."""
+"""The capabilities sentflow's parts are told apart by, as `typing.Protocol`s instead of `hasattr` checks.
+
+Test an object with `conforms(obj, Protocol)`: before Python 3.12, `isinstance` against a Protocol with a property
+runs the property (for an `Encoder`, `dim` reads the model's config, and fails for a model that cannot load).
+"""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -30,6 +35,11 @@ class ModelEncoder(TextEncoder, Protocol):
     pooling: str
     max_length: int
 
+    @property
+    def backend_key(self) -> str:
+        """The runtime with everything that changes the vectors (a resumed run must use the same)."""
+        ...
+
 
 @runtime_checkable
 class Calibration(Protocol):
@@ -47,5 +57,23 @@ class LinearMap(Protocol):
     """A calibration that is one affine map y = x W + b, so faiss, sentence-transformers and torch can hold it."""
 
     def linear_map(self) -> tuple[np.ndarray, np.ndarray]:
-        """(W of shape (d_in, d_out), b of shape (d_out,)) in float64."""
+        """(W of shape (d_in, d_out), b of shape (d_out,)) in float64; raises `NotFittedError` before a fit."""
         ...
+
+
+def conforms(obj: object, protocol: type) -> bool:
+    """Whether `obj` has every member of `protocol`, looked up without running properties or loading anything
+    (the rule `isinstance` follows from Python 3.12 on)."""
+    missing = object()
+    return all(inspect.getattr_static(obj, name, missing) is not missing for name in _members(protocol))
+
+
+def _members(protocol: type) -> set[str]:
+    """The names a Protocol declares: its methods, properties and annotated attributes, its bases' included."""
+    names: set[str] = set()
+    for base in protocol.__mro__:
+        if base in (Protocol, object) or not getattr(base, "_is_protocol", False):
+            continue
+        declared: dict[str, Any] = dict(vars(base))
+        names |= {n for n in [*declared, *declared.get("__annotations__", {})] if not n.startswith("_")}
+    return names

@@ -9,9 +9,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,29 +20,39 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sentflow.calibration.base import Calibrator
-from sentflow.calibration.stats import check_finite
 from sentflow.calibration.whitening import Whitening
 from sentflow.encoding.encoder import Encoder
-from sentflow.errors import Interrupted, SentflowError
-from sentflow.evaluation.sts_task import encode_sts_task, load_sts_task
+from sentflow.errors import Interrupted, Param, SentflowError
+from sentflow.files.finite import check_finite
 from sentflow.files.io import check_output, file_hash, first_line, write_atomic
 from sentflow.files.lines import iter_lines, open_regular
-from sentflow.files.npy import NpyShards, npy_writer, open_shard, write_header
+from sentflow.files.npy import npy_writer, open_shard, write_header
 from sentflow.files.schemas import ResumeState, parse_json
 from sentflow.pipeline import Pipeline
-from sentflow.protocols import TextEncoder
-from sentflow.sources import EmbeddingSource, Source, StsTaskSource, TextSource, resolve_source
+from sentflow.protocols import ModelEncoder, TextEncoder
+from sentflow.tasks.retrieval import iter_jsonl
+from sentflow.tasks.sources import (
+    BeirSource,
+    CorpusSource,
+    EmbeddingSource,
+    Source,
+    StsTaskSource,
+    TextSource,
+    npy_shards,
+    resolve_source,
+)
+from sentflow.tasks.sts_task import encode_sts_task, load_sts_task
 
 CHUNK_LINES = 512  # small enough that an interrupted run of a few thousand lines keeps most rows (--resume), a
 # multiple of the embedding cache's block (encoding.cache.CACHE_BLOCK) so chunks and whole-corpus calls share entries
 STATE_SUFFIX = ".partial.json"
 
 
-FIT_SOURCES = (StsTaskSource, EmbeddingSource, TextSource)
+FIT_SOURCES = (StsTaskSource, EmbeddingSource, TextSource, CorpusSource, BeirSource)
 
 
 def fit_source(data: str | os.PathLike | Source) -> Source:
-    """The typed source a fit reads: an STS task's sentences, .npy embeddings or a text file."""
+    """The typed source a fit reads: an STS task's sentences, .npy embeddings, a text file or a BEIR corpus."""
     return data if isinstance(data, FIT_SOURCES) else resolve_source(str(data), FIT_SOURCES, role="a fit")
 
 
@@ -58,21 +69,37 @@ def fit_calibration(
     """
     source = fit_source(data)
     if isinstance(source, EmbeddingSource):
-        shards = NpyShards.from_spec(source.spec)
+        shards = source.shards()
         return _fit_chunks(calibrator, (chunk for _, _, chunk in shards.chunks()))
     if encoder is None:
         raise SentflowError(f"{data}: is {source.kind}; encoding it needs an encoder")
     if isinstance(source, StsTaskSource):
         task = load_sts_task(source.name, "all", data_dir)
         return _fit_chunks(calibrator, iter([encode_sts_task(encoder, task).fit_rows]))
-    return _fit_chunks(calibrator, (encoder.encode(chunk) for chunk in text_chunks(source.path, 0, CHUNK_LINES)))
+    if isinstance(source, TextSource):
+        return _fit_chunks(calibrator, (encoder.encode(chunk) for chunk in text_chunks(source.path, 0, CHUNK_LINES)))
+    assert isinstance(source, CorpusSource | BeirSource)
+    documents = (text for _, text in iter_jsonl(corpus_file(source)))
+    return _fit_chunks(calibrator, (encoder.encode(chunk) for chunk in batched(documents, CHUNK_LINES)))
+
+
+def corpus_file(source: CorpusSource | BeirSource) -> Path:
+    """The corpus.jsonl of a BEIR corpus file or folder."""
+    return source.path / "corpus.jsonl" if isinstance(source, BeirSource) else source.path
+
+
+def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Lists of `size` items (the last one shorter), read lazily."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
 def data_width(data: str | os.PathLike | Source, encoder: TextEncoder | None) -> int:
     """The embedding width a fit on `data` sees: the shards' columns, else the encoder's dimension."""
     source = fit_source(data)
     if isinstance(source, EmbeddingSource):
-        return NpyShards.from_spec(source.spec).cols
+        return source.shards().cols
     if encoder is None:
         raise SentflowError(f"{data}: is {source.kind}; encoding it needs an encoder")
     return encoder.dim
@@ -92,7 +119,7 @@ def transform_file(
     """Apply a calibration or pipeline (`.transform`) to .npy shards, chunk by chunk, into one .npy at `out`.
 
     `inputs`: other files the output must not replace (e.g. the calibration file it was loaded from)."""
-    shards = NpyShards.from_spec(source)
+    shards = npy_shards(source, role="transform")
     check_output(out, [*shards.paths, *inputs])
     dim = transformer.dim if isinstance(transformer, Pipeline) else transformer.n_components_out_
     with npy_writer(out, shards.rows, dim) as writer:
@@ -202,7 +229,10 @@ def encode_file(
 def check_resume_flags(resume: bool, restart: bool) -> None:
     """Refuse asking to both continue and discard an interrupted run."""
     if resume and restart:
-        raise SentflowError("resume=True continues an interrupted run and restart=True discards it: give one")
+        raise SentflowError(
+            Param("resume", True), " continues an interrupted run and ", Param("restart", True), " discards it: "
+            "give one"
+        )
 
 
 @contextmanager
@@ -212,8 +242,8 @@ def _resume_hint(done: Callable[[], int], lines: int) -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         raise Interrupted(
-            f"{done()} of {lines} sentences are kept; run the same command with resume=True to continue "
-            "(restart=True starts over)"
+            f"{done()} of {lines} sentences are kept; run the same command with ", Param("resume", True),
+            " to continue (", Param("restart", True), " starts over)",
         ) from None
 
 
@@ -226,8 +256,8 @@ def _refuse_resumable(target: Path, state: dict, state_path: Path, partial: Path
         return
     if done:
         raise SentflowError(
-            f"{target}: an interrupted run of this input left {done} of {state['lines']} rows; add resume=True to "
-            "continue it or restart=True to start over"
+            f"{target}: an interrupted run of this input left {done} of {state['lines']} rows; add ",
+            Param("resume", True), " to continue it or ", Param("restart", True), " to start over",
         )
 
 
@@ -256,21 +286,16 @@ def side_file(target: Path, suffix: str) -> Path:
     return target.with_name(f".{target.name[:64]}.h{digest}{suffix}")
 
 
-def encoder_backend(encoder) -> str:
-    """The backend key that decides an encoder's vectors (a GloVe encoder has only its backend's name)."""
-    return getattr(encoder, "backend_key", encoder.backend)
-
-
-def encoder_settings(encoder) -> dict:
+def encoder_settings(encoder: ModelEncoder | Pipeline) -> dict:
     """What decides the vectors of an encoder or pipeline (a resumed run must use the same)."""
     if isinstance(encoder, Pipeline):
         config = {k: v for k, v in encoder.config().items() if k != "sentflow_version"}
-        return {**config, "backend": encoder_backend(encoder.encoder), "fingerprint": encoder.fingerprint()}
+        return {**config, "backend": encoder.encoder.backend_key, "fingerprint": encoder.fingerprint()}
     return {
         "model": str(encoder.model_name),
         "pooling": encoder.pooling,
         "max_length": encoder.max_length,
-        "backend": encoder_backend(encoder),
+        "backend": encoder.backend_key,
     }
 
 
@@ -286,15 +311,15 @@ def _resume_point(state: dict, state_path: Path, partial: Path, dim: int) -> tup
     if saved.model_dump(exclude={"done", "rows_sha256"}) != {k: v for k, v in state.items() if k != "done"}:
         raise SentflowError(
             f"{state_path}: the resume state belongs to another input or encoder (or the pipeline was fitted "
-            "again); restart=True starts over"
+            "again); ", Param("restart", True), " starts over",
         )
     if saved.done > state["lines"]:
         raise SentflowError(f"{state_path}: resume state has an invalid row count {saved.done}")
     rows = file_hash(partial, _partial_offset(partial, state["lines"], dim), saved.done * dim * 4)
     if rows.hexdigest() != saved.rows_sha256:
         raise SentflowError(
-            f"{partial}: its {saved.done} finished rows do not match the checksum in the resume state; "
-            "restart=True starts over"
+            f"{partial}: its {saved.done} finished rows do not match the checksum in the resume state; ",
+            Param("restart", True), " starts over",
         )
     return saved.done, rows
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sentflow.data_root import data_root
-from sentflow.evaluation.sts import packaged_stsb_dir
+from sentflow.tasks.sts import packaged_stsb_dir
 
 if TYPE_CHECKING:
     from hostile_support import Base

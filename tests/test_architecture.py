@@ -89,3 +89,53 @@ def test_no_module_imports_form_a_cycle() -> None:
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
+
+
+# The package floors, bottom first: a room (a subpackage, or a module directly under sentflow) imports only rooms
+# on lower floors, or its own modules. `sentflow` itself (the top-level names) stands above them all.
+FLOORS = [
+    {"_version", "errors"},
+    {"extras", "runtime", "protocols"},
+    {"files"},
+    {"tasks"},
+    {"flows"},
+    {"calibration"},
+    {"encoding"},
+    {"pipeline"},
+    {"streaming"},
+    {"search"},
+    {"evaluation"},
+    {"distributed", "integrations"},
+    {"fitting"},
+]
+
+
+def room(module: str) -> str:
+    """The room of a sentflow module: its subpackage, or the module itself when it sits directly under sentflow."""
+    return module.split(".")[1] if module != "sentflow" else "sentflow"
+
+
+def test_every_room_has_a_floor() -> None:
+    rooms = {room(module) for module in sentflow_import_graph()} - {"sentflow"}
+    assert rooms == set().union(*FLOORS), "place each new package on a floor of FLOORS"
+
+
+def test_packages_import_only_downward() -> None:
+    floor = {name: level for level, names in enumerate(FLOORS) for name in names}
+    upward = sorted(
+        f"{module} -> {target}"
+        for module, targets in sentflow_import_graph().items()
+        if module != "sentflow"
+        for target in targets
+        if room(target) != room(module) and floor[room(target)] >= floor[room(module)]
+    )
+    assert not upward, "imports that do not point down a floor:\n" + "\n".join(upward)
+
+
+def test_every_public_module_is_in_the_api_reference() -> None:
+    reference = Path(__file__).resolve().parents[1] / "docs" / "reference"
+    shown = {line.split()[1] for page in reference.glob("*.md") for line in page.read_text().splitlines()
+             if line.startswith("::: ")}
+    public = {m for m in sentflow_import_graph() if not any(part.startswith("_") for part in m.split("."))}
+    missing = sorted(m for m in public if not any(s == m or s.startswith(m + ".") for s in shown))
+    assert not missing, "add these modules to a page of docs/reference: " + ", ".join(missing)

@@ -140,10 +140,10 @@ def test_bad_inputs_give_one_line_errors_and_no_output(tmp_path, tiny_bert_dir):
             "NaN or Inf values (1 rows, first at row 7)",
         ),
         (["fit", "--data", bad_npy(tmp_path, "few.npy", nan[:3]), "--out", out], "fewer sentences (3) than dimensions"),
-        (["fit", "--data", bad_npy(tmp_path, "ok.npy", nan[:6]), "--dim", 9, "--out", out], "--dim 9 is larger"),
-        (["fit", "--method", "glow", "--out", out], "unknown --method 'glow'"),
+        (["fit", "--data", bad_npy(tmp_path, "ok.npy", nan[:6]), "--dim", 9, "--out", out], "--dim 9: larger than"),
+        (["fit", "--method", "glow", "--out", out], "--method glow: unknown; choose whitening, pca or flow"),
         (["fit", "--data", bad_npy(tmp_path, "one.npy", nan[0]), "--out", out], "must be 2-D"),
-        (["eval", "sts-b", "--fit-on", "everything", "--model", tiny_bert_dir], "unknown --fit-on 'everything'"),
+        (["eval", "sts-b", "--fit-on", "everything", "--model", tiny_bert_dir], "--fit-on everything: unknown"),
         (["eval", "sts-b", "--pooling", "mean"], "unknown pooling 'mean'"),
         (
             ["eval", "sts-b", "--model", tiny_bert_dir, "--dim", 33],

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from sentflow.cli.common import as_flags
+from sentflow.cli.common import flag_namer
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -37,13 +37,17 @@ def test_backend_help_shows_the_onnx_extra_in_brackets() -> None:
 
 
 @pytest.mark.parametrize(
-    ("library", "cli"),
+    ("command", "param", "flag"),
     [
-        ("x: no qrels/dev.tsv; use select_on='train'", "x: no qrels/dev.tsv; use --select-on train"),
-        ("fit on more sentences, or set a smaller n_components", "fit on more sentences, or set a smaller --dim"),
-        ("pairs_file selects on STS pairs (select_on=)", "--pairs selects on STS pairs (--select-on)"),
-        ("n_componentsx and my_select_on stay", "n_componentsx and my_select_on stay"),
+        ("tune", "select_on", "--select-on"),
+        ("tune", "pairs_file", "--pairs"),  # the parameter's own declaration, not its name
+        ("tune", "task", "TASK"),
+        ("tune", "n_components", None),  # not a parameter of tune: the Python name stays
+        ("fit", "dim", "--dim"),
     ],
 )
-def test_library_messages_name_the_flags_typed(library: str, cli: str) -> None:
-    assert as_flags(library) == cli
+def test_the_flag_of_a_parameter_comes_from_the_commands_signature(command: str, param: str, flag: str | None) -> None:
+    from sentflow.cli import guidance, main
+
+    func = {"tune": guidance.tune, "fit": main.fit}[command]
+    assert flag_namer(func)(param) == flag

@@ -63,7 +63,8 @@ def test_cache_returns_same_vectors_without_running_the_model(tiny_bert_dir, tmp
 
 def test_threads_apply_to_the_forward_passes_only(tiny_bert_dir):
     encoder = Encoder(str(tiny_bert_dir), batch_size=2, cache=False, threads=1)
-    assert encoder.dim == 32  # loads the model
+    assert encoder.dim == 32 and encoder._forward is None  # the width is read from the config alone
+    encoder.encode(SENTENCES[:1])  # loads the model
     seen, forward = [], encoder._forward
 
     def spy(batch):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from sentflow import BertFlow, Encoder, Pipeline, SentflowError, Whitening
-from sentflow.evaluation.retrieval_tasks import load_retrieval_task
 from sentflow.search.faiss_index import build_index, index_bytes, search_exact
+from sentflow.tasks.retrieval import load_retrieval_task
 
 
 def anisotropic(n: int, d: int = 24, seed: int = 0) -> np.ndarray:

@@ -12,9 +12,9 @@ import pytest
 
 from sentflow import SentflowError, Whitening
 from sentflow.evaluation.retrieval import METRICS, evaluate_retrieval, retrieval_metrics
-from sentflow.evaluation.retrieval_tasks import duplicate_task, load_beir, load_retrieval_task
-from sentflow.evaluation.sts import StsPairs, packaged_stsb_dir
 from sentflow.search.faiss_index import search_exact
+from sentflow.tasks.retrieval import duplicate_task, load_beir, load_retrieval_task
+from sentflow.tasks.sts import StsPairs, packaged_stsb_dir
 
 REQUIRED_ROW_KEYS = {"method", "dim", *METRICS, "index_bytes", "qps"}
 

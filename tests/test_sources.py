@@ -10,9 +10,8 @@ import pytest
 
 import sentflow
 from sentflow import SentflowError, Whitening
-from sentflow.evaluation.sts_task import encode_sts_task, load_sts_task
 from sentflow.pipeline import save_fitted
-from sentflow.sources import (
+from sentflow.tasks.sources import (
     BeirSource,
     CalibrationSource,
     EmbeddingSource,
@@ -21,6 +20,7 @@ from sentflow.sources import (
     TextSource,
     resolve_source,
 )
+from sentflow.tasks.sts_task import encode_sts_task, load_sts_task
 
 
 def test_each_kind_of_argument_resolves_to_its_source(tmp_path, tiny_bert_dir):
@@ -85,7 +85,7 @@ def test_senteval_subsets_come_from_the_one_parser(tmp_path):
 def test_a_pipeline_is_never_written_for_vectors_of_unknown_origin(tmp_path, tiny_bert_dir):
     X = np.random.default_rng(0).normal(size=(200, 50)).astype(np.float32)
     whitening = Whitening().fit(X)
-    with pytest.raises(SentflowError, match="came from .npy files: name it with --model and --pooling"):
+    with pytest.raises(SentflowError, match="came from .npy files: name it with model and pooling"):
         save_fitted(whitening, tmp_path / "pipe")
     encoder = sentflow.Encoder(str(tiny_bert_dir), cache=False)  # 32-d, not 50-d
     with pytest.raises(SentflowError, match="fitted on 50-d vectors but .* makes 32-d ones"):

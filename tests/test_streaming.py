@@ -14,6 +14,7 @@ import sentflow
 import sentflow.files.npy as npyfiles
 from sentflow.errors import SentflowError
 from sentflow.streaming import encode_file, encoder_settings, fit_calibration, scan_text, transform_file
+from sentflow.tasks.sources import npy_shards
 
 runner = CliRunner()
 
@@ -86,7 +87,7 @@ def test_bad_shard_sets_are_refused_naming_the_file(tmp_path, make, message):
     np.save(tmp_path / "a.npy", np.zeros((3, 4), np.float32))
     make(tmp_path)
     with pytest.raises(SentflowError, match=None) as info:
-        npyfiles.NpyShards.from_spec(tmp_path)
+        npy_shards(tmp_path, role="a test")
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
@@ -95,11 +96,11 @@ def test_truncated_and_missing_shards(tmp_path):
     np.save(path, np.ones((100, 4), np.float32))
     path.write_bytes(path.read_bytes()[:-7])
     with pytest.raises(SentflowError, match="a.npy: truncated"):
-        npyfiles.NpyShards.from_spec(path)
-    with pytest.raises(SentflowError, match="nothing-\\*.npy: no .npy files match"):
-        npyfiles.NpyShards.from_spec(str(tmp_path / "nothing-*.npy"))
+        npy_shards(path, role="a test")
+    with pytest.raises(SentflowError, match="nothing-\\*.npy: no such file or directory"):
+        npy_shards(str(tmp_path / "nothing-*.npy"), role="a test")
     with pytest.raises(SentflowError, match="missing.npy: no such file"):
-        npyfiles.NpyShards.from_spec(tmp_path / "missing.npy")
+        npy_shards(tmp_path / "missing.npy", role="a test")
 
 
 @pytest.fixture()

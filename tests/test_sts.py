@@ -8,7 +8,7 @@ from conftest import SHARED_DATA
 from scipy.stats import rankdata
 
 from sentflow import SentflowError, evaluate_sts, load_sts
-from sentflow.evaluation.sts import packaged_stsb_dir, read_stsb_file
+from sentflow.tasks.sts import packaged_stsb_dir, read_stsb_file
 
 
 def test_packaged_stsb_has_the_published_sizes_and_licence():

@@ -13,8 +13,8 @@ from scipy.stats import spearmanr
 import sentflow
 from sentflow.errors import SentflowError
 from sentflow.evaluation.compare import compare
-from sentflow.evaluation.sts import SPLITS
 from sentflow.evaluation.tuning import POWERS, Setting, settings_for, transfer, tune
+from sentflow.tasks.sts import SPLITS
 
 
 class BagEncoder:

@@ -14,8 +14,9 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
 from sentflow._version import __version__
-from sentflow.calibration.stats import as_matrix, check_finite
+from sentflow.calibration.stats import as_matrix
 from sentflow.errors import SentflowError
+from sentflow.files.finite import check_finite
 from sentflow.files.io import first_line, load_tensors, save_tensors
 from sentflow.files.schemas import CalibrationHeader, Schema, parse
 

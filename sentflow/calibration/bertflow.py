@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from sentflow.calibration.base import Calibrator
 from sentflow.calibration.stats import as_matrix
-from sentflow.errors import SentflowError
+from sentflow.errors import Param, SentflowError
 from sentflow.files.io import restore_module
 from sentflow.files.schemas import MAX_DIM, MAX_LR, BatchSize, CalibrationHeader, Epochs, Patience, Seed
 from sentflow.flows.actnorm import ActNorm
@@ -170,13 +170,12 @@ class BertFlow(Calibrator):
         self.flow_ = self._build(X.shape[1]).to(device)
         train, held_out = self._split(torch.from_numpy(X.astype(np.float32)))
         sigma = self.noise * float(np.sqrt(X.var(axis=0, dtype=np.float64).mean()))
-        forked = [device] if device.type == "cuda" else []
-        with using_threads(self.threads, FLOW_THREADS, False) as threads, torch.random.fork_rng(devices=forked):
-            trainer = self._trainer(device, sigma, threads, len(train))  # seeds torch's generator
+        with using_threads(self.threads, FLOW_THREADS, False) as threads:
+            trainer = self._trainer(device, sigma, threads, len(train))
             if resume:
                 trainer.resume(self._checkpoint_path(trainer))
             else:
-                with torch.no_grad():  # ActNorm's data-dependent initialisation on a large first batch
+                with trainer.random_stream(), torch.no_grad():  # ActNorm's data-dependent init on a large batch
                     self.flow_(self._noisy(train[: max(self.batch_size, INIT_ROWS)].to(device), sigma))
             self.history_ = trainer.fit(train.to(device), held_out=held_out.to(device))
         self.flow_.eval()
@@ -207,7 +206,9 @@ class BertFlow(Calibrator):
 
     def _checkpoint_path(self, trainer: Trainer) -> Path:
         if trainer.checkpoint_path is None or not trainer.checkpoint_path.is_file():
-            raise SentflowError(f"resume=True needs a checkpoint; none at checkpoint_dir={self.checkpoint_dir!r}")
+            raise SentflowError(
+                Param("resume", True), " needs a checkpoint; none at ", Param("checkpoint_dir", self.checkpoint_dir)
+            )
         return trainer.checkpoint_path
 
     @staticmethod

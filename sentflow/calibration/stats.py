@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from sentflow.errors import SentflowError, first_line
+from sentflow.files.finite import check_finite
 
 CHUNK_ROWS = 8192
 
@@ -28,15 +29,6 @@ def as_matrix(X, name: str = "X") -> np.ndarray:
         X = X.astype(np.float64)
     check_finite(X, f"{name} has")
     return X
-
-
-def check_finite(X: np.ndarray, where: str, first_row: int = 0) -> None:
-    """Refuse rows with NaN/Inf: `where` starts the message, rows are counted from `first_row`."""
-    finite = np.isfinite(X)
-    bad = ~finite.all(axis=tuple(range(1, X.ndim))) if X.ndim > 1 else ~finite
-    if bad.any():
-        first = first_row + int(np.flatnonzero(bad)[0])
-        raise SentflowError(f"{where} NaN or Inf values ({int(bad.sum())} rows, first at row {first})")
 
 
 class MomentAccumulator:

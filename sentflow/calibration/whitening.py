@@ -12,7 +12,7 @@ from torch import nn
 
 from sentflow.calibration.base import Calibrator
 from sentflow.calibration.stats import MomentAccumulator, as_matrix
-from sentflow.errors import SentflowError
+from sentflow.errors import Param, SentflowError
 from sentflow.files.schemas import CalibrationHeader, Dim, Unit
 
 SINGULAR_RTOL = 1e-10
@@ -124,7 +124,7 @@ class Whitening(Calibrator):
         self._validate_params()
         k = self.n_components
         if k is not None and k > n_features:
-            raise SentflowError(f"n_components={k} must be between 1 and the embedding size {n_features}")
+            raise SentflowError(Param("n_components", k), f" must be between 1 and the embedding size {n_features}")
 
     def _solve(self) -> dict[str, np.ndarray]:
         if "_solution" not in self.__dict__:
@@ -136,7 +136,7 @@ class Whitening(Calibrator):
         if moments.count <= k and self.power > 0:
             raise SentflowError(
                 f"fewer sentences ({moments.count}) than dimensions to whiten ({k}): "
-                "fit on more sentences, or set a smaller n_components"
+                "fit on more sentences, or keep fewer dimensions"
             )
         covariance = moments.covariance()
         if not np.isfinite(covariance).all():
@@ -180,6 +180,7 @@ class Whitening(Calibrator):
 
     def linear_map(self) -> tuple[np.ndarray, np.ndarray]:
         """(W, b) with transform(X) = X W + b: W = components_.T (d, k), b = -mean_ W."""
+        self.check_fitted()
         sol = self._solve()
         return sol["weight"], -sol["mean"] @ sol["weight"]
 
@@ -220,7 +221,7 @@ class Whitening(Calibrator):
 
     def to_faiss(self):
         """The same map as a faiss `LinearTransform` (y = A x + b with A = Wᵀ, b = −μW) for `IndexPreTransform`."""
-        from sentflow.search.faiss_index import linear_transform
+        from sentflow.calibration.faiss_map import linear_transform
 
         return linear_transform(self)
 

@@ -93,6 +93,11 @@ class GloveEncoder:
         self._directory = directory
 
     @property
+    def backend_key(self) -> str:
+        """What computes the vectors (`numpy`: a table look-up and a mean, nothing else can change them)."""
+        return self.backend
+
+    @property
     def dim(self) -> int:
         """Size of the sentence vectors (50)."""
         return int(load_vectors(self._directory)[0].shape[1])

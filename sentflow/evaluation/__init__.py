@@ -1,1 +1,1 @@
-"""Evaluation: STS and retrieval tasks, their metrics, tuning and diagnostics."""
+"""Evaluation: the metrics of STS and retrieval tasks (the tasks are in `sentflow.tasks`), tuning and diagnostics."""

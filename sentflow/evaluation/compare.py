@@ -12,8 +12,8 @@ from sentflow.calibration.base import Calibrator
 from sentflow.calibration.factory import make_calibrator
 from sentflow.errors import SentflowError
 from sentflow.evaluation.sts import evaluate_sts
-from sentflow.evaluation.sts_task import encode_sts_task, load_sts_task
 from sentflow.protocols import ModelEncoder
+from sentflow.tasks.sts_task import encode_sts_task, load_sts_task
 
 
 @dataclass(frozen=True)

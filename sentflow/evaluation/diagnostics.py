@@ -24,6 +24,7 @@ from sentflow.errors import SentflowError
 from sentflow.evaluation.sts import cosine_scores
 from sentflow.files.io import write_atomic
 from sentflow.files.schemas import MAX_PAIRS
+from sentflow.protocols import TextEncoder
 
 SIMILAR_GOLD = 4.0  # STS-B and SICK-R: 4 of 5 is "mostly equivalent"
 N_PAIRS = 10_000
@@ -147,9 +148,9 @@ def diagnose(
     return Diagnosis(before, after, calibration or "calibrated")
 
 
-def task_vectors(encoder, task: str, data_dir: str | os.PathLike | None = None):
+def task_vectors(encoder: TextEncoder, task: str, data_dir: str | os.PathLike | None = None):
     """(vectors of every sentence of an STS task, (first, second) vectors of its test pairs with gold >= 4)."""
-    from sentflow.evaluation.sts_task import encode_sts_task, load_sts_task
+    from sentflow.tasks.sts_task import encode_sts_task, load_sts_task
 
     encoded = encode_sts_task(encoder, load_sts_task(task, "all", data_dir))
     first, second = encoded.pair_vectors("test")

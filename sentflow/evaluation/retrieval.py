@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 from sentflow.calibration.factory import METHODS, make_calibrator
 from sentflow.calibration.stats import as_matrix
 from sentflow.errors import SentflowError
-from sentflow.evaluation.retrieval_tasks import RetrievalTask, load_retrieval_task
 from sentflow.protocols import LinearMap
 from sentflow.search.faiss_index import build_index, index_bytes, make_faiss_index
+from sentflow.tasks.retrieval import RetrievalTask, load_retrieval_task
 
 METRICS = ("ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100")
 TOP_K = 100  # the deepest cutoff: recall@100 scores a search for 100 results

@@ -21,10 +21,12 @@ from sentflow.calibration.base import Calibrator
 from sentflow.calibration.factory import make_calibrator
 from sentflow.calibration.stats import MomentAccumulator, as_matrix
 from sentflow.calibration.whitening import Whitening
-from sentflow.errors import SentflowError
-from sentflow.evaluation.sts import SENTEVAL_TASKS, StsPairs, evaluate_sts, read_lines
-from sentflow.evaluation.sts_task import encode_sts_task, fit_splits, load_sts_task
+from sentflow.errors import Param, SentflowError
+from sentflow.evaluation.sts import evaluate_sts
 from sentflow.files.schemas import SCORE, parse_value
+from sentflow.protocols import ModelEncoder
+from sentflow.tasks.sts import SENTEVAL_TASKS, StsPairs, read_lines
+from sentflow.tasks.sts_task import encode_sts_task, fit_splits, load_sts_task
 
 POWERS = (0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5)
 DIMS = (256, 128, 64)  # besides the full embedding size and the max_dim budget
@@ -91,6 +93,7 @@ class TuneReport:
         return {name: found[s] for name, s in wanted.items() if s in found}
 
     def to_dict(self) -> dict:
+        """The JSON of `sentflow tune --json`: settings, the selected candidate, baselines and every candidate."""
         head = {k: getattr(self, k) for k in ("task", "model", "pooling", "metric", "select_on", "n_fit", "max_dim")}
         return {
             **head,
@@ -105,7 +108,7 @@ def settings_for(size: int, max_dim: int | None = None, with_flow: bool = True) 
     and BERT-flow. Settings wider than `max_dim` are left out, except the two baselines (none and full whitening),
     which are always scored to be reported; `search(..., max_dim=)` never selects them."""
     if max_dim is not None and max_dim < 1:
-        raise SentflowError(f"max_dim={max_dim} must be a positive number of dimensions")
+        raise SentflowError(Param("max_dim", max_dim), ": must be a positive number of dimensions")
     budget = min(size, max_dim or size)
     dims = sorted({d for d in (size, *DIMS, budget) if d <= budget}, reverse=True)
     settings = [Setting("none", size)] + [Setting("whitening", k, p) for k in dims for p in POWERS]
@@ -134,7 +137,7 @@ def search(
         moments = MomentAccumulator(fit_rows.shape[1])
         moments.update(fit_rows)
     if max_dim is not None and not any(s.dim <= max_dim for s in settings):
-        raise SentflowError(f"no setting has at most max_dim={max_dim} dimensions")
+        raise SentflowError(Param("max_dim", max_dim), ": no setting has at most this many dimensions")
     candidates, best, best_calibrator = [], None, None
     bar = tqdm(settings, desc="tune", unit="setting", disable=progress is False)
     for setting in bar:
@@ -199,7 +202,7 @@ def read_pairs_file(path: str | os.PathLike) -> StsPairs:
 
 
 def tune(
-    encoder,
+    encoder: ModelEncoder,
     task: str | os.PathLike = "sts-b",
     select_on: str = "dev",
     max_dim: int | None = None,
@@ -234,25 +237,33 @@ def tune(
         Every candidate with its selection and test scores, the one `selected`, and its fitted `calibrator`.
     """
     if select_on not in SELECT_ON:
-        raise SentflowError(f"select_on={select_on!r}: choose on {' or '.join(SELECT_ON)}, never on the test labels")
-    from sentflow.sources import BeirSource, StsTaskSource, resolve_source
+        raise SentflowError(
+            Param("select_on", select_on), f": choose on {' or '.join(SELECT_ON)}, never on the test labels"
+        )
+    from sentflow.tasks.sources import BeirSource, StsTaskSource, resolve_source
 
     if isinstance(resolve_source(task, (StsTaskSource, BeirSource), role="tune"), BeirSource):
         if pairs_file is not None:
-            raise SentflowError("pairs_file selects on STS pairs; a BEIR folder selects on its qrels (select_on=)")
+            raise SentflowError(
+                Param("pairs_file"), " selects on STS pairs; a BEIR folder selects on its qrels (",
+                Param("select_on"), ")",
+            )
         return _tune_retrieval(encoder, Path(task), select_on, max_dim, with_flow, flow_options, progress)
     return _tune_sts(
         encoder, str(task), select_on, max_dim, pairs_file, with_flow, fit_on, data_dir, flow_options, progress
     )
 
 
-def _tune_sts(encoder, task, select_on, max_dim, pairs_file, with_flow, fit_on, data_dir, flow_options, progress):
+def _tune_sts(
+    encoder: ModelEncoder, task, select_on, max_dim, pairs_file, with_flow, fit_on, data_dir, flow_options, progress
+):
     data_dir = str(data_dir) if data_dir else None
     fit_splits(task, fit_on)  # a bad fit_on fails before the selection check
     if pairs_file is None and task in SENTEVAL_TASKS:
         raise SentflowError(
-            f"{task} has no {select_on} split to select on: pass pairs_file= (your labelled pairs), "
-            "or tune on sts-b and transfer the setting"
+            f"{task} has no {select_on} split to select on: pass ", Param("pairs_file"),
+            " (your labelled pairs), or tune on sts-b and transfer the setting",
+            param="select_on",
         )
     select_name = "pairs" if pairs_file is not None else select_on
     extra = {select_name: read_pairs_file(pairs_file)} if pairs_file is not None else None
@@ -274,9 +285,9 @@ def _tune_sts(encoder, task, select_on, max_dim, pairs_file, with_flow, fit_on, 
     )
 
 
-def _tune_retrieval(encoder, folder: Path, select_on, max_dim, with_flow, flow_options, progress):
+def _tune_retrieval(encoder: ModelEncoder, folder: Path, select_on, max_dim, with_flow, flow_options, progress):
     from sentflow.evaluation.retrieval import measure_index
-    from sentflow.evaluation.retrieval_tasks import load_retrieval_task
+    from sentflow.tasks.retrieval import load_retrieval_task
 
     if not (folder / "qrels" / f"{select_on}.tsv").is_file():
         other = next((s for s in SELECT_ON if (folder / "qrels" / f"{s}.tsv").is_file()), None)
@@ -285,7 +296,9 @@ def _tune_retrieval(encoder, folder: Path, select_on, max_dim, with_flow, flow_o
                 f"{folder}: no qrels/{select_on}.tsv to select on; add qrels/dev.tsv or qrels/train.tsv"
             )
         if select_on != "dev":
-            raise SentflowError(f"{folder}: no qrels/{select_on}.tsv to select on; use select_on={other!r}")
+            raise SentflowError(
+                f"{folder}: no qrels/{select_on}.tsv to select on; use ", Param("select_on", other), param="select_on"
+            )
         warnings.warn(f"{folder}: no qrels/dev.tsv; choosing on qrels/{other}.tsv instead", stacklevel=2)
         select_on = other  # the default split is missing: the other labelled split is the only honest choice
     tasks = {split: load_retrieval_task(folder, split) for split in (select_on, "test")}
@@ -311,7 +324,9 @@ def _tune_retrieval(encoder, folder: Path, select_on, max_dim, with_flow, flow_o
     return _report(encoder, folder.name, RETRIEVAL_METRIC, select_on, corpus, max_dim, candidates, selected, calibrator)
 
 
-def _report(encoder, task, metric, select_on, fit_rows, max_dim, candidates, selected, calibrator) -> TuneReport:
+def _report(
+    encoder: ModelEncoder, task, metric, select_on, fit_rows, max_dim, candidates, selected, calibrator
+) -> TuneReport:
     return TuneReport(
         task=task,
         model=str(encoder.model_name),

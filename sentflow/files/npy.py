@@ -6,7 +6,6 @@ the resident set, so a memory-mapped pass over a 3 GB file would show 3 GB of RS
 
 from __future__ import annotations
 
-import glob
 import math
 import os
 import tokenize
@@ -18,8 +17,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from sentflow.calibration.stats import check_finite
 from sentflow.errors import SentflowError
+from sentflow.files.finite import check_finite
 from sentflow.files.io import atomic_path, first_line
 
 CHUNK_BYTES = 64 << 20  # rows per chunk are chosen so that a float32 chunk is about this large
@@ -96,28 +95,12 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
         raise SentflowError(f"{p}: not a readable .npy array ({first_line(exc)})") from None
 
 
-def expand_inputs(spec: str | os.PathLike) -> list[Path]:
-    """A .npy file, a directory of .npy shards, or a glob pattern, as a sorted list of files."""
-    text = str(spec)
-    path = Path(text)
-    if path.is_dir():
-        files = sorted(f for f in path.iterdir() if not f.name.startswith("."))
-        strays = [f for f in files if f.suffix.lower() != ".npy" or not f.is_file()]
-        if strays:
-            raise SentflowError(f"{strays[0]}: not a .npy file in the shard directory {path}")
-    elif glob.has_magic(text) and not path.exists():  # an existing file is itself, even named x[1].npy
-        files = sorted(Path(f) for f in glob.glob(text))
-    else:
-        files = [path]
-    if not files:
-        raise SentflowError(f"{text}: no .npy files match")
-    return files
-
-
 class NpyShards:
     """Several .npy files of the same width read as one (n, d) array, in chunks."""
 
     def __init__(self, paths: Sequence[str | os.PathLike]) -> None:
+        if not paths:
+            raise SentflowError("no .npy files to read")
         self.shards = [open_shard(p) for p in paths]
         first = self.shards[0]
         for shard in self.shards[1:]:
@@ -125,10 +108,6 @@ class NpyShards:
                 raise SentflowError(f"{shard.path}: {shard.cols} columns, but {first.path} has {first.cols}")
         self.cols = first.cols
         self.rows = sum(s.rows for s in self.shards)
-
-    @classmethod
-    def from_spec(cls, spec: str | os.PathLike) -> NpyShards:
-        return cls(expand_inputs(spec))
 
     @property
     def paths(self) -> list[Path]:

@@ -13,6 +13,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sentflow.errors import SentflowError
+from sentflow.errors import Param, SentflowError
 from sentflow.files.io import check_state, first_line, load_tensors, save_tensors
 from sentflow.files.schemas import FLOWS_FORMAT, TrainCounters
 from sentflow.flows import CHECKPOINT_NAME
@@ -145,7 +146,21 @@ class Trainer:
         self.state = TrainState()
         self.best_state: dict[str, Tensor] | None = None
         self.budget_ended = False  # set when `max_minutes` stopped the fit before its last epoch
-        torch.manual_seed(config.seed)
+        self.rng_state = torch.Generator().manual_seed(config.seed).get_state()  # the trainer's own stream
+
+    @contextmanager
+    def random_stream(self) -> Iterator[None]:
+        """Run the enclosed code on the trainer's own random stream (seeded by `config.seed`, saved in checkpoints
+        and restored by `resume`); the caller's global generators are left as they were."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.set_rng_state(self.rng_state)
+            if devices:
+                torch.cuda.manual_seed((self.config.seed * SHUFFLE_STRIDE + self.state.step) % 2**63)
+            try:
+                yield
+            finally:
+                self.rng_state = torch.get_rng_state()
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -161,6 +176,7 @@ class Trainer:
             self.best_state = copy.deepcopy(self.model.state_dict())  # what a divergence in epoch 1 falls back to
         total = self.config.epochs * math.ceil(len(train) / self.config.batch_size)
         with (
+            self.random_stream(),
             using_threads(self.config.threads, FLOW_THREADS, read_env=False),
             tqdm(total=total, initial=self.state.step, desc="train", disable=not self.config.progress) as bar,
         ):  # the bar ends its line before any error is printed
@@ -288,7 +304,7 @@ class Trainer:
         self.best_state = best or None
         self._load_optimizer(_prefixed(tensors, "extra.optim."), path)
         if "extra.rng" in tensors:
-            _restore_rng(tensors["extra.rng"], path)
+            self.rng_state = _checked_rng(tensors["extra.rng"], path)
         self.state = TrainState(**counters.as_state())
 
     def _load_optimizer(self, flat: dict[str, Tensor], path: str | Path) -> None:
@@ -321,15 +337,17 @@ def model_header(model: Any) -> dict:
     }
 
 
-def _restore_rng(state: Tensor, path: str | Path) -> None:
+def _checked_rng(state: Tensor, path: str | Path) -> Tensor:
     """Torch's CPU generator state from a checkpoint: a byte tensor of the generator's own size, else refused."""
     expected = torch.get_rng_state()
     if state.dtype != torch.uint8 or state.shape != expected.shape:
         raise SentflowError(
             f"{path}: extra.rng is not a random-number state ({state.dtype}, {tuple(state.shape)}; "
-            f"expected uint8, {tuple(expected.shape)}); resume from another checkpoint or train with --overwrite"
+            f"expected uint8, {tuple(expected.shape)}); resume from another checkpoint or train with ",
+            Param("overwrite", True),
         )
     try:
-        torch.set_rng_state(state)
+        torch.Generator().set_state(state)
     except (RuntimeError, TypeError, ValueError) as exc:
         raise SentflowError(f"{path}: extra.rng is not a valid random-number state ({first_line(exc)})") from None
+    return state

@@ -7,7 +7,7 @@ import numpy as np
 
 from sentflow.errors import SentflowError
 from sentflow.extras import require
-from sentflow.protocols import TextEncoder
+from sentflow.protocols import TextEncoder, conforms
 
 require("langchain_core", "langchain")
 
@@ -24,7 +24,7 @@ class LangchainEmbeddings(Embeddings):
     """
 
     def __init__(self, pipeline) -> None:
-        if not isinstance(pipeline, TextEncoder):
+        if not conforms(pipeline, TextEncoder):
             raise SentflowError(f"expected a sentflow Pipeline or Encoder, got {type(pipeline).__name__}")
         self.pipeline = pipeline
 

@@ -19,10 +19,10 @@ import numpy as np
 
 from sentflow._version import __version__
 from sentflow.errors import SentflowError
-from sentflow.evaluation.retrieval_tasks import load_beir
-from sentflow.evaluation.sts import load_sts
 from sentflow.extras import require
-from sentflow.protocols import TextEncoder
+from sentflow.protocols import TextEncoder, conforms
+from sentflow.tasks.retrieval import load_beir
+from sentflow.tasks.sts import load_sts
 
 mteb = require("mteb", "mteb")
 datasets = require("datasets", "mteb")
@@ -57,7 +57,7 @@ class MtebModel(AbsEncoder):
     def __init__(self, model, name: str | None = None, similarity: str = "cosine") -> None:
         if similarity not in SIMILARITIES:
             raise SentflowError(f"unknown similarity {similarity!r}; choose one of {', '.join(SIMILARITIES)}")
-        if not isinstance(model, TextEncoder):
+        if not conforms(model, TextEncoder):
             raise SentflowError(f"MtebModel expects a sentflow Pipeline or Encoder, got {type(model).__name__}")
         self.model = model
         self.mteb_model_meta = model_meta(model, name or default_name(model), similarity)

@@ -11,11 +11,12 @@ import re
 import numpy as np
 
 from sentflow.calibration.base import Calibrator
+from sentflow.calibration.faiss_map import affine_transform as affine_transform  # compact.py imports it from here
+from sentflow.calibration.faiss_map import linear_transform
 from sentflow.calibration.stats import as_matrix
 from sentflow.errors import SentflowError
 from sentflow.extras import require
 from sentflow.files.io import first_line
-from sentflow.protocols import LinearMap
 
 
 def _calibration_and_normalize(pipeline_or_calibration, normalize: bool | None):
@@ -28,27 +29,6 @@ def _calibration_and_normalize(pipeline_or_calibration, normalize: bool | None):
     if obj is None or isinstance(obj, Calibrator):
         return obj, True if normalize is None else normalize
     raise SentflowError(f"build_index expects a Pipeline, a fitted calibration or None, got {type(obj).__name__}")
-
-
-def linear_transform(calibration):
-    """A fitted linear calibration as a faiss `LinearTransform` (y = A x + b, A = Wᵀ, b as `linear_map` gives)."""
-    if not isinstance(calibration, LinearMap):
-        raise SentflowError(
-            f"the {calibration.method} calibration is not a linear map, so faiss cannot apply it inside the index: "
-            "index calibration.transform(vectors) with build_index(None, ...) and transform the queries the same way"
-        )
-    calibration.check_fitted()
-    return affine_transform(*calibration.linear_map())
-
-
-def affine_transform(weight: np.ndarray, bias: np.ndarray):
-    """y = x W + b (W of shape (d_in, d_out)) as a trained faiss `LinearTransform` (A = Wᵀ)."""
-    faiss = require("faiss", "faiss")
-    linear = faiss.LinearTransform(weight.shape[0], weight.shape[1], True)
-    faiss.copy_array_to_vector(np.ascontiguousarray(weight.T, dtype=np.float32).ravel(), linear.A)
-    faiss.copy_array_to_vector(np.ascontiguousarray(bias, dtype=np.float32), linear.b)
-    linear.is_trained = True
-    return linear
 
 
 def build_index(pipeline_or_calibration, vectors, factory: str = "Flat", normalize: bool | None = None):

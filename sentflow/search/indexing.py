@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from sentflow.errors import Interrupted, SentflowError
-from sentflow.evaluation.retrieval_tasks import iter_jsonl
 from sentflow.files.io import check_inputs, check_output_directory, locked_directory
 from sentflow.files.lines import MAX_LINE_BYTES
 from sentflow.files.npy import NpyShards
@@ -30,11 +29,19 @@ from sentflow.files.schemas import CompactManifest, IndexPipeline
 from sentflow.pipeline import Pipeline, load_pipeline
 from sentflow.search.compact import FIT_ROWS, MANIFEST, CompactIndex, load_compact_index, read_snippets
 from sentflow.search.quantize import check_quantizer, make_quantizer
-from sentflow.sources import BeirSource, EmbeddingSource, PipelineSource, TextSource, resolve_source
-from sentflow.streaming import check_resume_flags, encode_file, text_chunks
+from sentflow.streaming import check_resume_flags, corpus_file, encode_file, text_chunks
+from sentflow.tasks.retrieval import iter_jsonl
+from sentflow.tasks.sources import (
+    BeirSource,
+    CorpusSource,
+    PipelineSource,
+    TextSource,
+    npy_shards,
+    resolve_source,
+)
 
 SNIPPET_CHARS = 200
-CORPUS_KINDS = (TextSource, BeirSource)
+CORPUS_KINDS = (TextSource, CorpusSource, BeirSource)
 
 
 @dataclass(frozen=True)
@@ -49,15 +56,12 @@ class Hit:
 def corpus_documents(corpus: str | os.PathLike) -> Iterator[tuple[str, str]]:
     """(id, text) of every document of a corpus, read one at a time."""
     source = resolve_source(corpus, CORPUS_KINDS, role="a corpus")
-    if isinstance(source, BeirSource):
-        yield from iter_jsonl(source.path / "corpus.jsonl")
-        return
-    assert isinstance(source, TextSource)
-    if source.path.suffix.lower() == ".jsonl":
-        yield from iter_jsonl(source.path)
-    else:
+    if isinstance(source, TextSource):
         for start, chunk in _numbered_chunks(source.path):
             yield from ((str(start + i + 1), text) for i, text in enumerate(chunk))
+    else:
+        assert isinstance(source, CorpusSource | BeirSource)
+        yield from iter_jsonl(corpus_file(source))
 
 
 def _numbered_chunks(path: Path, size: int = 8192) -> Iterator[tuple[int, list[str]]]:
@@ -100,7 +104,7 @@ def index_corpus(
         ids, snippets = _write_texts(corpus, texts_path)
         check_quantizer(quantize, pipeline.dim, len(ids))
         encode_file(pipeline, texts_path, vectors_path, resume=resume, inputs=inputs, restart=restart)
-        shards = NpyShards.from_spec(vectors_path)
+        shards = NpyShards([vectors_path])
         index = CompactIndex.build_chunks(
             (chunk for _, _, chunk in shards.chunks()),
             _first_rows(shards, FIT_ROWS),
@@ -166,8 +170,7 @@ def index_vectors(
     line (default: row numbers from 0). The int8 rescoring codes go through a temporary file beside `out`, so
     memory holds the stage-1 codes only. The index records no pipeline: search it with `search_vectors`."""
     target = check_output_directory(out, MANIFEST)
-    resolve_source(vectors, (EmbeddingSource,), role="index (vectors)")
-    shards = NpyShards.from_spec(vectors)
+    shards = npy_shards(vectors, role="index (vectors)")
     inputs = [*shards.paths, *([Path(ids)] if ids is not None else [])]
     check_inputs(target, inputs)
     names = read_ids(ids, shards.rows) if ids is not None else None
@@ -302,8 +305,7 @@ def search_vectors(
     directory = Path(directory)
     index, manifest = load_compact_index(directory)
     if not isinstance(queries, np.ndarray):
-        resolve_source(queries, (EmbeddingSource,), role="--vectors")
-        queries = NpyShards.from_spec(queries).read_all()
+        queries = npy_shards(queries, role="query vectors").read_all()
     return _hits(directory, index, manifest, queries, k, probes, candidates)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from journey_support import run_cli
 
-from sentflow.evaluation.sts import packaged_stsb_dir
+from sentflow.tasks.sts import packaged_stsb_dir
 
 pytestmark = pytest.mark.slow
 

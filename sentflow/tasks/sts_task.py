@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sentflow.errors import SentflowError
-from sentflow.evaluation.sts import SENTEVAL_TASKS, SPLITS, StsPairs, load_sts
+from sentflow.errors import Param, SentflowError
 from sentflow.protocols import TextEncoder
+from sentflow.tasks.sts import SENTEVAL_TASKS, SPLITS, StsPairs, load_sts
 
 FIT_ON = ("all", *SPLITS)
 
@@ -19,10 +19,12 @@ FIT_ON = ("all", *SPLITS)
 def fit_splits(task: str, fit_on: str) -> tuple[str, ...]:
     """Which splits' sentences the calibration is fitted on (never their labels)."""
     if fit_on not in FIT_ON:
-        raise SentflowError(f"unknown --fit-on {fit_on!r}; choose one of {', '.join(FIT_ON)}")
+        raise SentflowError(Param("fit_on", fit_on), f": unknown; choose one of {', '.join(FIT_ON)}")
     if task in SENTEVAL_TASKS:
         if fit_on not in ("all", "test"):
-            raise SentflowError(f"{task} has only a test split; use --fit-on all or test")
+            raise SentflowError(
+                f"{task} has only a test split; use ", Param("fit_on", "all"), " or ", Param("fit_on", "test")
+            )
         return ("test",)
     return SPLITS if fit_on == "all" else (fit_on,)
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sentflow.errors import SentflowError
-from sentflow.evaluation.sts import SPLITS, StsPairs, load_sts, read_lines
 from sentflow.files.lines import MAX_JSON_LINE_BYTES, iter_lines
 from sentflow.files.schemas import GRADE, BeirRecord, parse_json, parse_value
+from sentflow.tasks.sts import SPLITS, StsPairs, load_sts, read_lines
 
 DUPLICATE_TASKS = ("sts-b", "sick-r")
 DUPLICATE_THRESHOLD = 4.0
@@ -56,7 +56,7 @@ def load_retrieval_task(
     Returns:
         The loaded task.
     """
-    from sentflow.sources import BeirSource, StsTaskSource, resolve_source
+    from sentflow.tasks.sources import BeirSource, StsTaskSource, resolve_source
 
     source = resolve_source(task, (StsTaskSource, BeirSource), role="a retrieval task")
     if isinstance(source, BeirSource):

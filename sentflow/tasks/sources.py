@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from sentflow.errors import SentflowError
-from sentflow.evaluation.sts import TASKS
+from sentflow.files.npy import NpyShards
+from sentflow.tasks.sts import TASKS
 
 PIPELINE_MARKER = "pipeline.json"
 BEIR_MARKERS = ("corpus.jsonl", "queries.jsonl", "qrels")
@@ -44,6 +45,14 @@ class BeirSource(DataSource):
 
 
 @dataclass(frozen=True)
+class CorpusSource(DataSource):
+    """A BEIR corpus file (`.jsonl`: one JSON record a line with `_id`, `title` and `text`)."""
+
+    path: Path
+    kind: ClassVar[str] = "a BEIR corpus (.jsonl)"
+
+
+@dataclass(frozen=True)
 class PipelineSource(DataSource):
     """A pipeline directory written by `sentflow fit` (it holds pipeline.json)."""
 
@@ -66,6 +75,19 @@ class EmbeddingSource(DataSource):
     spec: str
     kind: ClassVar[str] = ".npy embeddings"
 
+    def files(self) -> list[Path]:
+        """The .npy files, in order: the file itself, a directory's shards or a glob's matches, sorted by name."""
+        path = Path(self.spec)
+        if path.is_dir():
+            return sorted(f for f in path.iterdir() if not f.name.startswith("."))
+        if path.exists():
+            return [path]
+        return sorted(Path(f) for f in glob.glob(self.spec))
+
+    def shards(self) -> NpyShards:
+        """The files as one (n, d) array read in chunks, every header checked."""
+        return NpyShards(self.files())
+
 
 @dataclass(frozen=True)
 class TextSource(DataSource):
@@ -76,8 +98,22 @@ class TextSource(DataSource):
 
 
 DIRECTORY_KINDS = (BeirSource, PipelineSource, EmbeddingSource)
-ALL_KINDS = (StsTaskSource, BeirSource, PipelineSource, CalibrationSource, EmbeddingSource, TextSource)
-Source = StsTaskSource | BeirSource | PipelineSource | CalibrationSource | EmbeddingSource | TextSource
+ALL_KINDS = (StsTaskSource, BeirSource, CorpusSource, PipelineSource, CalibrationSource, EmbeddingSource, TextSource)
+Source = (
+    StsTaskSource | BeirSource | CorpusSource | PipelineSource | CalibrationSource | EmbeddingSource | TextSource
+)
+
+
+def embedding_files(argument: str | os.PathLike, role: str) -> list[Path]:
+    """The .npy files `argument` names (a file, a directory of shards or a glob), for `role`."""
+    source = resolve_source(argument, (EmbeddingSource,), role=role)
+    assert isinstance(source, EmbeddingSource)
+    return source.files()
+
+
+def npy_shards(argument: str | os.PathLike, role: str) -> NpyShards:
+    """The .npy embeddings `argument` names as one array read in chunks, for `role`."""
+    return NpyShards(embedding_files(argument, role))
 
 
 def resolve_source(
@@ -86,9 +122,9 @@ def resolve_source(
     """The typed source `argument` names; `accept` limits the kinds the caller can use (`role` names it in errors).
 
     Rules, in order: an STS task name; an existing directory (pipeline.json: a pipeline, corpus.jsonl: a BEIR
-    folder, only .npy files: embedding shards); an existing file (.npy: embeddings, a safetensors file:
-    a calibration, anything else: text); a pattern matching existing files: embeddings. An existing path always
-    wins over a pattern, so `x[1].npy` is that file.
+    folder, only .npy files: embedding shards); an existing file (.npy: embeddings, .jsonl: a BEIR corpus, a
+    safetensors file: a calibration, anything else: text); a pattern matching existing files: embeddings. An
+    existing path always wins over a pattern, so `x[1].npy` is that file.
     """
     wanted = " or ".join(kind.kind for kind in accept or ALL_KINDS)
     if accept is not None and not set(accept) & set(DIRECTORY_KINDS) and Path(argument).is_dir():
@@ -117,9 +153,12 @@ def _classify_directory(path: Path) -> Source:
         return PipelineSource(path)
     if any((path / marker).exists() for marker in BEIR_MARKERS):
         return BeirSource(path)  # loading it names any BEIR file that is missing
-    entries = [e for e in path.iterdir() if not e.name.startswith(".")]
-    if entries and all(e.suffix.lower() == ".npy" for e in entries):
+    entries = sorted(e for e in path.iterdir() if not e.name.startswith("."))
+    strays = [e for e in entries if e.suffix.lower() != ".npy" or not e.is_file()]
+    if entries and not strays:
         return EmbeddingSource(str(path))
+    if len(strays) < len(entries):
+        raise SentflowError(f"{strays[0]}: not a .npy file in the shard directory {path}")
     raise SentflowError(
         f"{path}: cannot tell what this directory is: it holds no {PIPELINE_MARKER} (a pipeline), "
         "no corpus.jsonl (a BEIR folder) and not only .npy shards"
@@ -134,6 +173,8 @@ def _classify_file(path: Path) -> Source:
         raise SentflowError(f"{path}: not a regular file (a FIFO, device or socket); give a file")
     if suffix == ".npy":
         return EmbeddingSource(str(path))
+    if suffix == ".jsonl":
+        return CorpusSource(path)
     if suffix == ".safetensors" or _looks_like_safetensors(path):
         return CalibrationSource(path)
     return TextSource(path)
