@@ -31,6 +31,7 @@ from .options import (
     Threads,
     make_encoder,
 )
+from .prechecks import quantize_specs
 from .tables import print_retrieval, print_sts
 
 STS_TASKS = ("sts-b", "sts12", "sts13", "sts14", "sts15", "sts16", "sick-r")
@@ -126,6 +127,7 @@ def retrieval(
     as_json: AsJson = False,
 ) -> None:
     """Retrieval quality (nDCG@10, MRR@10, recall) and index cost of each method, dimension and compact code."""
+    quantize_specs(quantize)  # cheap checks first: a bad spec answers before torch loads
     from sentflow.evaluation.quant_baselines import BASELINES
     from sentflow.evaluation.retrieval import evaluate_retrieval
 

@@ -34,3 +34,12 @@ def pipeline_fixes(ctx: typer.Context, pipeline: Path | None, names: tuple[str, 
     given = [f"--{name.replace('_', '-')}" for name in names if typed(ctx, name)]
     if given:
         raise SentflowError(f"{', '.join(given)}: the pipeline {pipeline} fixes these; leave them out")
+
+
+def quantize_specs(specs: str | None) -> None:
+    """Every comma-separated compact-code spec in `specs` parses (its kind and number; widths are checked later)."""
+    from sentflow.search.specs import parse_spec
+
+    for spec in (specs or "").split(","):
+        if spec.strip():
+            parse_spec(spec.strip())

@@ -12,7 +12,7 @@ from sentflow.errors import SentflowError
 
 from .common import Command, threads_from, user_errors
 from .options import BatchSize, MaxLength, Threads
-from .prechecks import existing, pipeline_fixes, sentflow_directory
+from .prechecks import existing, pipeline_fixes, quantize_specs, sentflow_directory
 
 SNIPPET_WIDTH = 48
 
@@ -56,6 +56,7 @@ def index(
     """Encode a corpus (or take vectors as given) and write a compact index of its vectors: quantized codes, ids
     and snippets."""
     existing(corpus)  # cheap checks first: a bad argument answers before torch loads
+    quantize_specs(quantize)
     pipeline_fixes(ctx, pipeline, ("model", "pooling", "max_length"))
     from sentflow.search.indexing import index_corpus, index_vectors
     from sentflow.tasks.sources import EmbeddingSource, resolve_source

@@ -53,6 +53,18 @@ CASES = {
         ["index", "corpus.txt", "--pipeline", "pipe", "--model", "m", "--out", "idx"],
         "--model: the pipeline pipe fixes these; leave them out",
     ),
+    "index --quantize typo": (
+        ["index", "corpus.txt", "--quantize", "bianry", "--out", "idx"],
+        "unknown quantizer 'bianry'; use none, int8[:P], int4[:P], binary, itq:BITS, pca:BITS, rabitq or rabitq:BITS",
+    ),
+    "index --quantize with a bad number": (
+        ["index", "corpus.txt", "--quantize", "int8:1.2.3", "--out", "idx"],
+        "int8:P (a percentile): '1.2.3' is not a number from 0 to 100 (ASCII digits and '.')",
+    ),
+    "eval retrieval --quantize typo": (
+        ["eval", "retrieval", "corpus.txt", "--quantize", "binary,itq:12x"],
+        "itq:BITS: '12x' is not a whole number from 1 to 65536 (ASCII digits only)",
+    ),
 }
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
@@ -34,15 +33,13 @@ from sentflow.calibration.stats import as_matrix
 from sentflow.errors import SentflowError
 from sentflow.files.io import load_tensors, save_tensors
 from sentflow.files.schemas import MAX_DIM, QuantizerHeader
-from sentflow.parsing import decimal_number, whole_number
+from sentflow.search.specs import parse_spec
 
 DEFAULT_PERCENTILE = 99.9
 ITQ_ITERATIONS = 50
 DEFAULT_CANDIDATES = 100  # stage 1's default budget: every two-stage code within 0.2 of int8's nDCG@10 on SciFact
 # at k = 10 (eval/results/compact_search.md, the budget table)
-SPECS = "none, int8[:P], int4[:P], binary, itq:BITS, pca:BITS, rabitq or rabitq:BITS"
 SCORE_ROWS = 16_384  # codes unpacked to floats per block while scoring
-_SPEC = re.compile(r"^(none|binary|int8|int4|itq|pca|rabitq)(?::(.*))?$", re.DOTALL)  # the number: `sentflow.parsing`
 _UNPACK = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32)  # byte -> its 8 bits
 
 
@@ -339,26 +336,16 @@ def make_quantizer(spec: str, seed: int = 0) -> Quantizer:
     Returns:
         A quantizer to `fit` on the corpus' final vectors.
     """
-    if not isinstance(spec, str):
-        raise SentflowError(f"a quantizer spec is a string ({SPECS}), got {type(spec).__name__}")
-    match = _SPEC.match(spec.strip().lower())
-    if match is None:
-        raise SentflowError(f"unknown quantizer {spec!r}; use {SPECS}")
-    kind, arg = match.groups()
+    kind, number = parse_spec(spec)
     if kind in ("none", "binary"):
-        if arg is not None:
-            raise SentflowError(f"{kind} takes no parameter, got {spec!r}")
         return FloatCodes() if kind == "none" else SignQuantizer()
     if kind == "rabitq":
         from sentflow.search.rabitq import RaBitQuantizer  # it builds on this module's Quantizer
 
-        return RaBitQuantizer(None if arg is None else whole_number(arg, f"{kind}:BITS", 1, MAX_DIM), seed)
+        return RaBitQuantizer(None if number is None else int(number), seed)
     if kind in ("int8", "int4"):
-        percentile = DEFAULT_PERCENTILE if arg is None else decimal_number(arg, f"{kind}:P (a percentile)", 0, 100)
-        return ScalarQuantizer(int(kind[3:]), percentile)
-    if arg is None:
-        raise SentflowError(f"{kind} needs a whole number of bits, e.g. {kind}:128, got {spec!r}")
-    return SignQuantizer(whole_number(arg, f"{kind}:BITS", 1, MAX_DIM), kind, seed)
+        return ScalarQuantizer(int(kind[3:]), DEFAULT_PERCENTILE if number is None else number)
+    return SignQuantizer(int(number or 0), kind, seed)
 
 
 def load_quantizer(path: str | os.PathLike) -> Quantizer:
