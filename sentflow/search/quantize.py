@@ -23,93 +23,20 @@ from __future__ import annotations
 
 import math
 import os
-from abc import ABC, abstractmethod
-from typing import ClassVar
 
 import numpy as np
-import torch
 
-from sentflow.calibration.stats import as_matrix
 from sentflow.errors import SentflowError
-from sentflow.files.io import load_tensors, save_tensors
+from sentflow.files.io import load_tensors
 from sentflow.files.schemas import MAX_DIM, QuantizerHeader
+from sentflow.search.codes import Quantizer, sign_dots
+from sentflow.search.rabitq import RaBitQuantizer
 from sentflow.search.specs import parse_spec
 
 DEFAULT_PERCENTILE = 99.9
 ITQ_ITERATIONS = 50
 DEFAULT_CANDIDATES = 100  # stage 1's default budget: every two-stage code within 0.2 of int8's nDCG@10 on SciFact
 # at k = 10 (eval/results/compact_search.md, the budget table)
-SCORE_ROWS = 16_384  # codes unpacked to floats per block while scoring
-_UNPACK = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32)  # byte -> its 8 bits
-
-
-class Quantizer(ABC):
-    """fit / encode on (n, d) float vectors; subclasses say how codes are made and scored."""
-
-    kind: ClassVar[str]
-    dim: int  # the width of the vectors it codes, once fitted
-
-    @property
-    @abstractmethod
-    def spec(self) -> str:
-        """The spec that makes this quantizer (e.g. `itq:128`)."""
-
-    @property
-    @abstractmethod
-    def code_bytes(self) -> int:
-        """Bytes of one vector's code."""
-
-    @abstractmethod
-    def _fit(self, X: np.ndarray) -> None: ...
-
-    @abstractmethod
-    def _encode(self, X: np.ndarray) -> np.ndarray: ...
-
-    @abstractmethod
-    def _tensors(self) -> dict[str, np.ndarray]: ...
-
-    @abstractmethod
-    def _restore(self, tensors: dict[str, np.ndarray]) -> None: ...
-
-    def fit(self, X) -> Quantizer:
-        """Fit the codes' ranges or rotation on corpus vectors X (n, d)."""
-        X = as_matrix(X, "corpus vectors")
-        self.dim = X.shape[1]
-        self._fit(X)
-        return self
-
-    def encode(self, X) -> np.ndarray:
-        """The uint8 codes of X: (n, code_bytes)."""
-        return self._encode(self.check_width(X, "vectors"))
-
-    def check_width(self, X, name: str) -> np.ndarray:
-        """X as a finite float matrix of the fitted width, or one line saying what is wrong."""
-        if not hasattr(self, "dim"):
-            raise SentflowError(f"this {self.spec} quantizer is not fitted yet; call fit first")
-        X = as_matrix(X, name)
-        if X.shape[1] != self.dim:
-            raise SentflowError(
-                f"{name} have {X.shape[1]} dimensions but the {self.spec} codes were fitted on {self.dim}"
-            )
-        return X
-
-    def check_codes(self, codes) -> np.ndarray:
-        """codes as a uint8 matrix of `code_bytes` columns, or one line saying what is wrong."""
-        codes = np.asarray(codes)
-        if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != self.code_bytes:
-            raise SentflowError(
-                f"{self.spec} codes must be uint8 of shape (n, {self.code_bytes}), got {codes.dtype} {codes.shape}"
-            )
-        return codes
-
-    def _expected_shapes(self) -> dict[str, tuple[int, ...]]:
-        """The shapes of the tensors a fitted quantizer of this spec and width saves."""
-        return _shapes(self)
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the fitted quantizer: safetensors tensors and a checksummed JSON header (never pickle)."""
-        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self._tensors().items()}
-        save_tensors(path, tensors, {"spec": self.spec, "dim": int(self.dim)})
 
 
 class FloatCodes(Quantizer):
@@ -140,6 +67,9 @@ class FloatCodes(Quantizer):
 
     def _restore(self, tensors: dict[str, np.ndarray]) -> None:
         pass
+
+    def _expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
 
 
 class ScalarQuantizer(Quantizer):
@@ -198,6 +128,9 @@ class ScalarQuantizer(Quantizer):
         self.low_, self.step_ = tensors["low"], tensors["step"]
         if (self.step_ <= 0).any():
             raise SentflowError("the scalar quantizer's steps must be positive")
+
+    def _expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"low": (self.dim,), "step": (self.dim,)}
 
 
 class SignQuantizer(Quantizer):
@@ -275,6 +208,9 @@ class SignQuantizer(Quantizer):
         if self.rotation != "none":
             self.mean_, self.projection_ = tensors["mean"], tensors["projection"]
 
+    def _expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {} if self.rotation == "none" else {"mean": (self.dim,), "projection": (self.dim, self.n_bits)}
+
 
 def itq_rotation(V: np.ndarray, seed: int = 0, iterations: int = ITQ_ITERATIONS) -> np.ndarray:
     """The orthogonal R (bits x bits) that ITQ finds for projected data V: minimise ||sgn(VR) - VR||_F by
@@ -286,16 +222,6 @@ def itq_rotation(V: np.ndarray, seed: int = 0, iterations: int = ITQ_ITERATIONS)
         left, _, right = np.linalg.svd(V.T @ codes)
         rotation = left @ right
     return rotation
-
-
-def sign_dots(queries: np.ndarray, bits: np.ndarray, n_bits: int) -> np.ndarray:
-    """<q, b> for float queries (nq, n_bits) and packed bit rows (n, ceil(n_bits/8)): float32 (nq, n), in blocks."""
-    queries = np.asarray(queries, np.float32)
-    out = np.empty((len(queries), len(bits)), np.float32)
-    for start in range(0, len(bits), SCORE_ROWS):
-        block = _UNPACK[bits[start : start + SCORE_ROWS]].reshape(-1, bits.shape[1] * 8)[:, :n_bits]
-        out[:, start : start + len(block)] = queries @ block.T
-    return out
 
 
 def stage1_candidates(k: int, candidates: int | None, rows: int, rescore: int = 4) -> int:
@@ -340,8 +266,6 @@ def make_quantizer(spec: str, seed: int = 0) -> Quantizer:
     if kind in ("none", "binary"):
         return FloatCodes() if kind == "none" else SignQuantizer()
     if kind == "rabitq":
-        from sentflow.search.rabitq import RaBitQuantizer  # it builds on this module's Quantizer
-
         return RaBitQuantizer(None if number is None else int(number), seed)
     if kind in ("int8", "int4"):
         return ScalarQuantizer(int(kind[3:]), DEFAULT_PERCENTILE if number is None else number)
@@ -360,12 +284,3 @@ def load_quantizer(path: str | os.PathLike) -> Quantizer:
         raise SentflowError(f"{path}: tensors {found} do not match a {header.spec} quantizer of {header.dim} dims")
     quantizer._restore(arrays)
     return quantizer
-
-
-def _shapes(quantizer: Quantizer) -> dict[str, tuple[int, ...]]:
-    d = quantizer.dim
-    if isinstance(quantizer, ScalarQuantizer):
-        return {"low": (d,), "step": (d,)}
-    if isinstance(quantizer, SignQuantizer) and quantizer.rotation != "none":
-        return {"mean": (d,), "projection": (d, quantizer.n_bits)}
-    return {}

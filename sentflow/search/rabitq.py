@@ -17,7 +17,7 @@ import numpy as np
 
 from sentflow.errors import SentflowError
 from sentflow.files.schemas import MAX_DIM
-from sentflow.search.quantize import Quantizer, sign_dots
+from sentflow.search.codes import Quantizer, sign_dots
 
 FACTOR_BYTES = 4
 
