@@ -227,7 +227,9 @@ class CompactIndex:
         depth = self._depth(k, candidates) if _coarse(self.quantizer) else k
         if self.lists is not None:
             probes = default_probes(self.lists.lists) if probes is None else _whole(probes, "probes")
-            scores, rows = self.lists.search(queries, self.codes, _estimator(self.quantizer), probes, depth)
+            prepare = getattr(self.quantizer, "prepare", None)  # sign and RaBitQ codes: queries rotated once
+            estimate = getattr(self.quantizer, "prepared_scores", None) or _estimator(self.quantizer)
+            scores, rows = self.lists.search(queries, self.codes, estimate, probes, depth, prepare)
         elif not _coarse(self.quantizer):
             return _top_k_scan(queries, self.codes, _estimator(self.quantizer), k)
         elif self._faiss is not None:

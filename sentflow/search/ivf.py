@@ -96,7 +96,13 @@ class InvertedLists:
         return cells, vectors - self.centroids[cells]
 
     def search(
-        self, queries: np.ndarray, codes: np.ndarray, estimate: Estimate, probes: int, depth: int
+        self,
+        queries: np.ndarray,
+        codes: np.ndarray,
+        estimate: Estimate,
+        probes: int,
+        depth: int,
+        prepare: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The `depth` best rows per query among the cells it probes, by <q, centroid> + estimate(q, residual code):
         (scores float32 (nq, depth), rows int64 (nq, depth)), best first; rows -1 (score -inf) where the probed
@@ -104,8 +110,10 @@ class InvertedLists:
 
         All the queries are searched together, cell by cell: each probed cell's codes are scored once for every
         query that probes it (one matrix product), a band of cells at a time, and every band's results are merged
-        into each query's best `depth`."""
+        into each query's best `depth`. With `prepare`, `estimate` is given `prepare(queries)` rows (what the
+        estimator needs of a query, computed once per search) instead of the queries."""
         coarse, cells = self.probe(queries, min(probes, self.lists))
+        scored = queries if prepare is None else prepare(queries)
         flat = cells.ravel()
         by_cell = np.argsort(flat, kind="stable")
         sizes = self.offsets[1:] - self.offsets[:-1]
@@ -116,7 +124,7 @@ class InvertedLists:
         with blas_threads(1):  # many small products: one thread each beats BLAS's threads
             for low, high in zip(bounds[:-1], bounds[1:], strict=False):
                 if high > low:
-                    found = self._score_band(queries, coarse.ravel(), flat, by_cell[low:high], codes, estimate)
+                    found = self._score_band(scored, coarse.ravel(), flat, by_cell[low:high], codes, estimate)
                     best = _keep(np.concatenate([best[0], found[0]], 1), np.concatenate([best[1], found[1]], 1), depth)
         scores, slots = _top(*best, depth)
         return scores, np.where(slots >= 0, self.order[np.maximum(slots, 0)], -1)

@@ -193,13 +193,20 @@ class SignQuantizer(Quantizer):
         <q, c> + √(π / 2B) · <2b - 1, q P> (c the mean, P the projection; for `binary` c = 0, P = I): RaBitQ's
         estimator with the per-vector factor replaced by its value for a unit vector of Gaussian coordinates,
         so it ranks by the float query against the ±1 code (asymmetric), not by Hamming distance."""
+        return self.prepared_scores(self.prepare(queries), self.check_codes(codes))
+
+    def prepare(self, queries) -> np.ndarray:
+        """What the estimate needs of each query, computed once per search: float32 (n_queries, bits + 2), the
+        projected query, its inner product with the mean and the sum of its projected coordinates."""
         queries = self.check_width(queries, "queries")
-        codes = self.check_codes(codes)
         rotated = queries if self.rotation == "none" else queries @ self.projection_
-        rotated = np.asarray(rotated, np.float32)
-        offset = 0.0 if self.rotation == "none" else (queries @ self.mean_).astype(np.float32)[:, None]
-        signs = 2.0 * sign_dots(rotated, codes, self.n_bits) - rotated.sum(axis=1)[:, None]
-        return (offset + math.sqrt(math.pi / (2 * self.n_bits)) * signs).astype(np.float32)
+        offset = np.zeros(len(queries)) if self.rotation == "none" else queries @ self.mean_
+        return np.column_stack([rotated, offset, rotated.sum(axis=1)]).astype(np.float32)
+
+    def prepared_scores(self, prepared: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """`scores` from `prepare`d queries and codes already checked (the inner loop of an inverted-file search)."""
+        signs = 2.0 * sign_dots(prepared[:, :-2], codes, self.n_bits) - prepared[:, -1:]
+        return (prepared[:, -2:-1] + math.sqrt(math.pi / (2 * self.n_bits)) * signs).astype(np.float32)
 
     def _tensors(self) -> dict[str, np.ndarray]:
         return {} if self.rotation == "none" else {"mean": self.mean_, "projection": self.projection_}

@@ -87,12 +87,21 @@ class RaBitQuantizer(Quantizer):
 
     def scores(self, queries, codes: np.ndarray) -> np.ndarray:
         """RaBitQ's estimate of <query, vector> for every query and code: float32 (n_queries, n_codes)."""
+        self.factors(codes)  # checks the codes and their factors
+        return self.prepared_scores(self.prepare(queries), codes)
+
+    def prepare(self, queries) -> np.ndarray:
+        """What the estimate needs of each query, computed once per search: float32 (n_queries, bits + 2), the
+        rotated query, its inner product with the mean and the sum of its rotated coordinates."""
         queries = self.check_width(queries, "queries")
-        factor = self.factors(codes)
-        rotated = (queries @ self.projection_).astype(np.float32)
-        offset = (queries @ self.mean_).astype(np.float32)[:, None]
-        signs = 2.0 * sign_dots(rotated, codes[:, :-FACTOR_BYTES], self.n_bits) - rotated.sum(axis=1)[:, None]
-        return (offset + signs * factor[None, :]).astype(np.float32)
+        rotated = queries @ self.projection_
+        return np.column_stack([rotated, queries @ self.mean_, rotated.sum(axis=1)]).astype(np.float32)
+
+    def prepared_scores(self, prepared: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """`scores` from `prepare`d queries and codes already checked (the inner loop of an inverted-file search)."""
+        factor = np.ascontiguousarray(codes[:, -FACTOR_BYTES:]).view("<f4").ravel()
+        signs = 2.0 * sign_dots(prepared[:, :-2], codes[:, :-FACTOR_BYTES], self.n_bits) - prepared[:, -1:]
+        return (prepared[:, -2:-1] + signs * factor[None, :]).astype(np.float32)
 
     def _tensors(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean_, "projection": self.projection_}
