@@ -17,8 +17,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> str:
-    """One line describing where the numbers were measured."""
-    cpu = platform.processor() or platform.machine()
+    """One line describing where the numbers were measured, the CPU's model and AVX-512 or not included."""
+    cpu = cpu_name()
     threads = torch.get_num_threads()
     return f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}, {threads} threads, {date.today()}"
 
