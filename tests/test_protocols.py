@@ -156,7 +156,7 @@ def test_a_sentflow_threads_value_that_is_not_a_thread_count_is_refused(tmp_path
     out = tmp_path / "w.safetensors"
     result = CliRunner().invoke(app, ["fit", "--data", str(tmp_path / "x.npy"), "--out", str(out)])
     assert result.exit_code == 1
-    assert f"SENTFLOW_THREADS={value!r} is not a thread count" in result.output.splitlines()[-1]
+    assert f"SENTFLOW_THREADS (a thread count): {value!r} is not a whole number" in result.output.splitlines()[-1]
     assert not out.exists()
 
 

@@ -68,7 +68,8 @@ def test_ids_and_snippets_with_separators_survive_an_index(hostile_index):
     out, records = hostile_index
     run = sentflow_cli("search", out, "the man", "--k", str(len(records)), "--json")
     assert run.code == 0, run.err
-    hits = strict_json(run.out)["hits"]
+    (row,) = strict_json(run.out)  # one row per query
+    hits = row["hits"]
     assert sorted(h["id"] for h in hits) == sorted(r["_id"] for r in records)
     by_id = {r["_id"]: " ".join(r["text"].split()) for r in records}
     assert all(h["snippet"] == by_id[h["id"]] for h in hits)  # JSON output stays exact
