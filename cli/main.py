@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .common import DEBUG_ENV, Command, Group, printable, threads_from, user_errors
+from .common import DEBUG_ENV, Command, Group, printable, status, threads_from, user_errors
 from .evaluate import eval_app
 from .flows import flows_app
 from .guidance import register as register_guidance
@@ -131,6 +131,7 @@ def fit(
     threads: Threads = None,
 ) -> None:
     """Fit a calibration (no labels used) and save it, alone or as a pipeline with its encoder settings."""
+    status(f"fitting {method} on {data} (encoding it first, unless its vectors are cached)")  # at a terminal only
     from sentflow.fitting import fit as fit_data
 
     with threads_from(threads):
