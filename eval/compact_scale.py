@@ -253,8 +253,9 @@ def code_bytes(method: str, dim: int = 384) -> float:
     fixed = {"float-flat": 4 * dim, "binary": dim / 8, "itq:128": 16, "int8": dim}
     if spec in fixed:
         return fixed[spec]
-    if spec.startswith("rabitq@"):
-        return dim / 8 + 4 + 8  # sign bits, a float32 factor, the int64 row of each slot
+    if spec.startswith("rabitq"):
+        bits = int(spec.split("@")[0].partition(":")[2] or dim)
+        return bits / 8 + 8 + (8 if "@" in spec else 0)  # sign bits, two float32 factors, an IVF slot's int64 row
     if spec.startswith("faiss-ivf"):
         return dim / 8 + 8 + 8 + dim  # faiss RaBitQ: bits, two float32 factors, the id; SQ8 refinement codes
     return 4 * dim + 2 * 32 * 4  # HNSW: floats and level-0 links

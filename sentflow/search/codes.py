@@ -1,6 +1,11 @@
-"""The interface every compact code implements (`Quantizer`: fit, encode, save) and the packed-bit arithmetic the
-sign-based codes share (`sign_dots`); the codes themselves live in `sentflow.search.quantize` and
-`sentflow.search.rabitq`."""
+"""The interface every compact code implements (`Quantizer`: fit, encode, score, save) and the packed-bit arithmetic
+the sign-based codes share (`rotate_queries`, `sign_estimate`); the codes themselves live in
+`sentflow.search.quantize` and `sentflow.search.rabitq`.
+
+Scoring is split in two so that a search does per-query work once: `prepare(queries)` (e.g. the rotated queries)
+and `prepared_scores(prepared, codes)`, the estimate of <query, vector> for every pair. An inverted file codes each
+vector relative to an anchor (its cell's centroid): `encode_around` and `scores_around`, which by default code the
+residual and add <query, anchor> back; a code whose estimate can use the anchor better overrides them."""
 
 from __future__ import annotations
 
@@ -16,7 +21,6 @@ from sentflow.errors import SentflowError
 from sentflow.files.io import save_tensors
 
 SCORE_ROWS = 16_384  # codes unpacked to floats per block while scoring
-_UNPACK = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32)  # byte -> its 8 bits
 
 
 class Quantizer(ABC):
@@ -78,6 +82,38 @@ class Quantizer(ABC):
             )
         return codes
 
+    def prepare(self, queries) -> np.ndarray:
+        """What the estimate needs of each query, computed once per search (here: the float32 queries)."""
+        return np.asarray(self.check_width(queries, "queries"), dtype=np.float32)
+
+    def prepared_scores(self, prepared: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """The estimate of <query, vector> for every `prepare`d query and code (already checked): float32
+        (n_queries, n_codes); here prepared · decode(codes)."""
+        decode = getattr(self, "decode", None)
+        if decode is None:
+            raise SentflowError(f"{self.spec} codes have no inner-product estimate to search with")
+        return np.asarray(prepared @ decode(codes).T, dtype=np.float32)
+
+    def scores(self, queries, codes: np.ndarray) -> np.ndarray:
+        """The codes' estimate of <query, vector> for every query and code: float32 (n_queries, n_codes)."""
+        return self.prepared_scores(self.prepare(queries), self.check_codes(codes))
+
+    def encode_around(self, X: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+        """Codes of X relative to one anchor per row (an inverted file's cell centroids): here of X - anchors."""
+        return self.encode(X - anchors)
+
+    def prepare_anchors(self, anchors: np.ndarray) -> np.ndarray:
+        """What `scores_around` needs of each anchor, computed once per search (here: nothing beyond the anchors)."""
+        return anchors
+
+    def scores_around(
+        self, prepared: np.ndarray, codes: np.ndarray, anchor: np.ndarray, anchor_dots: np.ndarray
+    ) -> np.ndarray:
+        """`prepared_scores` of codes made by `encode_around` with one shared anchor (its row of
+        `prepare_anchors`), given <query, anchor> (`anchor_dots`, one per prepared row): here the residual's
+        estimate plus <query, anchor>."""
+        return self.prepared_scores(prepared, codes) + anchor_dots[:, None].astype(np.float32)
+
     @abstractmethod
     def _expected_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shapes of the tensors a fitted quantizer of this spec and width saves."""
@@ -88,11 +124,26 @@ class Quantizer(ABC):
         save_tensors(path, tensors, {"spec": self.spec, "dim": int(self.dim)})
 
 
+def rotate_queries(queries: np.ndarray, projection: np.ndarray | None, mean: np.ndarray | None) -> np.ndarray:
+    """Prepared queries of a sign-based code: float32 (nq, bits + 1), the projected query q P (q itself without a
+    projection) and <q, mean> (0 without a mean)."""
+    rotated = queries if projection is None else queries @ projection
+    offset = np.zeros(len(queries)) if mean is None else queries @ mean
+    return np.column_stack([rotated, offset]).astype(np.float32)
+
+
+def sign_estimate(rotated: np.ndarray, bits: np.ndarray, n_bits: int, scale, offset) -> np.ndarray:
+    """offset + scale · <2b - 1, r> for every float row r of `rotated` (nq, n_bits) and packed sign code b:
+    float32 (nq, n). `scale` and `offset` broadcast against (nq, n) (a constant, a row per query, a column per code)."""
+    signs = 2.0 * sign_dots(rotated, bits, n_bits) - rotated.sum(axis=1, keepdims=True, dtype=np.float32)
+    return np.asarray(offset + scale * signs, dtype=np.float32)
+
+
 def sign_dots(queries: np.ndarray, bits: np.ndarray, n_bits: int) -> np.ndarray:
     """<q, b> for float queries (nq, n_bits) and packed bit rows (n, ceil(n_bits/8)): float32 (nq, n), in blocks."""
     queries = np.asarray(queries, np.float32)
     out = np.empty((len(queries), len(bits)), np.float32)
     for start in range(0, len(bits), SCORE_ROWS):
-        block = _UNPACK[bits[start : start + SCORE_ROWS]].reshape(-1, bits.shape[1] * 8)[:, :n_bits]
-        out[:, start : start + len(block)] = queries @ block.T
+        block = np.unpackbits(bits[start : start + SCORE_ROWS], axis=1, count=n_bits).astype(np.float32)
+        np.matmul(queries, block.T, out=out[:, start : start + len(block)])
     return out

@@ -43,6 +43,7 @@ from sentflow.search.quantize import (
 
 MANIFEST = "index.json"
 CHUNK_ROWS = 65_536
+RESCORE_BLOCK = 16_384  # candidate codes decoded at once by the rescoring stage (24 MiB at 384 dims)
 FIT_ROWS = 200_000  # a streamed build fits its quantizers on the first rows, at most this many
 HNSW_M = 32
 _MAX_MANIFEST_BYTES = 1 << 20
@@ -91,7 +92,7 @@ class CompactIndex:
         if lists is not None and (hnsw or len(lists.order) != len(codes)):
             raise SentflowError(f"inverted lists of {len(lists.order)} rows for {len(codes)} codes (and no HNSW)")
         self.lists = lists
-        hamming = isinstance(quantizer, SignQuantizer) and lists is None and (hnsw or not hasattr(quantizer, "scores"))
+        hamming = isinstance(quantizer, SignQuantizer) and lists is None and hnsw
         self._faiss = self._binary_index() if hamming else None
 
     # --- building --------------------------------------------------------------------------------------------
@@ -153,7 +154,7 @@ class CompactIndex:
             chunk = quantizer.check_width(chunk, "vectors")
             if centroids is not None:
                 cells.append(assign(centroids, chunk))
-                codes.append(quantizer.encode(chunk - centroids[cells[-1]]))
+                codes.append(quantizer.encode_around(chunk, centroids[cells[-1]]))
             else:
                 codes.append(quantizer.encode(chunk))
             if sink is not None and rescorer is not None:
@@ -227,15 +228,13 @@ class CompactIndex:
         depth = self._depth(k, candidates) if _coarse(self.quantizer) else k
         if self.lists is not None:
             probes = default_probes(self.lists.lists) if probes is None else _whole(probes, "probes")
-            prepare = getattr(self.quantizer, "prepare", None)  # sign and RaBitQ codes: queries rotated once
-            estimate = getattr(self.quantizer, "prepared_scores", None) or _estimator(self.quantizer)
-            scores, rows = self.lists.search(queries, self.codes, estimate, probes, depth, prepare)
+            scores, rows = self.lists.search(queries, self.codes, self.quantizer, probes, depth)
         elif not _coarse(self.quantizer):
-            return _top_k_scan(queries, self.codes, _estimator(self.quantizer), k)
+            return _top_k_scan(queries, self.codes, self.quantizer.scores, k)
         elif self._faiss is not None:
             scores, rows = self._search_hamming(queries, depth)
         else:
-            scores, rows = _top_k_scan(queries, self.codes, _estimator(self.quantizer), depth)
+            scores, rows = _top_k_scan(queries, self.codes, self.quantizer.scores, depth)
         if self.rescorer is None or self.rescore_codes is None:
             return scores[:, :k], rows[:, :k]
         return _rescore(queries, rows, self.rescore_codes, self.rescorer, k)
@@ -429,18 +428,6 @@ def _coarse(quantizer: Quantizer) -> bool:
     return quantizer.kind not in ("none", "scalar")
 
 
-def _estimator(quantizer: Quantizer) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """scores(queries, codes) -> (nq, n) estimated inner products: the quantizer's own estimator, or
-    queries · decode(codes) for float and scalar codes."""
-    scores = getattr(quantizer, "scores", None)
-    if scores is not None:
-        return scores
-    decode = getattr(quantizer, "decode", None)
-    if decode is None:
-        raise SentflowError(f"{quantizer.spec} codes have no inner-product estimate to search with")
-    return lambda queries, codes: queries @ decode(codes).T
-
-
 def _whole(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise SentflowError(f"{name} must be a whole number >= 1, got {value!r}")
@@ -472,18 +459,26 @@ def _best(scores: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
 
 
 def _rescore(queries: np.ndarray, candidates: np.ndarray, fine: np.ndarray, rescorer: ScalarQuantizer, k: int):
-    """Stage 2: float query · int8-decoded candidate, the k best per query, best first.
+    """Stage 2: float query · int8-decoded candidate, the k best per query, best first (ties to the lower row).
 
-    q · (low + code * step) = q · low + (q * step) · code, so the codes are never decoded to float vectors."""
+    q · (low + code * step) = q · low + (q * step) · code, so the codes are never decoded to float vectors. Queries
+    go in blocks of `RESCORE_BLOCK` candidates; each block reads its distinct rows once, in file order (the
+    memory-mapped reads go forward)."""
     weights = (queries * rescorer.step_).astype(np.float32)
-    offsets = queries @ rescorer.low_
+    offsets = (queries @ rescorer.low_).astype(np.float32)
+    step = max(1, RESCORE_BLOCK // max(candidates.shape[1], 1))
     scores = np.full((len(queries), k), -np.inf, np.float32)
     rows = np.full((len(queries), k), -1, np.int64)
-    for i, found in enumerate(candidates):
-        found = np.sort(found[found >= 0])  # in file order: the memory-mapped reads go forward
-        exact = fine[found].astype(np.float32) @ weights[i] + offsets[i]
-        keep = _best(exact[None], found[None], k)[0]
-        scores[i, : len(keep)], rows[i, : len(keep)] = exact[keep], found[keep]
+    for start in range(0, len(queries), step):
+        found = candidates[start : start + step]
+        distinct, where = np.unique(np.maximum(found, 0), return_inverse=True)
+        codes = fine[distinct].astype(np.float32)[where.reshape(found.shape)]  # (queries, candidates, dim)
+        exact = np.matmul(codes, weights[start : start + step, :, None])[:, :, 0] + offsets[start : start + step, None]
+        exact = np.where(found >= 0, exact, -np.inf).astype(np.float32)
+        keep = _best(exact, found, k)
+        best, named = np.take_along_axis(exact, keep, 1), np.take_along_axis(found, keep, 1)
+        scores[start : start + step, : keep.shape[1]] = best
+        rows[start : start + step, : keep.shape[1]] = np.where(np.isfinite(best), named, -1)
     return scores, rows
 
 

@@ -1,30 +1,31 @@
 """Inverted lists: k-means cells over the final vectors, so a search scores only the codes of the cells it probes.
 
 The centroids are trained with faiss's k-means on a sample of the corpus (the rows a streamed build fits its codes
-on). Every vector goes to its nearest centroid (L2); its stage-1 code codes the residual (vector - centroid), so a
-code's estimate of <query, vector> is <query, centroid> + the quantizer's estimate of <query, residual> (linear in
-the query). The codes are held grouped by cell: the slots of cell c are `offsets[c]:offsets[c + 1]` and `order`
+on). Every vector goes to its nearest centroid (L2) and is coded around it (`Quantizer.encode_around`: the
+residual vector - centroid, or for RaBitQ the vector with the centroid as its anchor), so a code's estimate of
+<query, vector> is <query, centroid> plus the quantizer's estimate of the rest (`Quantizer.scores_around`).
+The codes are held grouped by cell: the slots of cell c are `offsets[c]:offsets[c + 1]` and `order`
 maps a slot back to its row in build order. A query probes the cells whose centroids have the largest inner product
 with it (as faiss's inner-product IVF does), scores their codes, and keeps the best `depth` slots.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from sentflow.errors import SentflowError
 from sentflow.extras import require
-from sentflow.runtime import blas_threads
+from sentflow.runtime import blas_threads, resolve_threads
+from sentflow.search.codes import Quantizer
 
 KMEANS_ITERATIONS = 10
 SAMPLE_PER_LIST = 64  # k-means sees at most this many sample rows per list (faiss's own cap is 256)
 MAX_LISTS = 1 << 20
-BAND_CANDIDATES = 4  # a band of cells scored together holds about this many times depth codes per query
-
-Estimate = Callable[[np.ndarray, np.ndarray], np.ndarray]
+SCORE_BUDGET = 1 << 24  # candidate scores a search holds at once (64 MiB): larger query sets go in blocks
+RUN = 32  # the best candidates are found from the maxima of runs of this many scores
 
 
 def default_probes(lists: int) -> int:
@@ -96,37 +97,25 @@ class InvertedLists:
         return cells, vectors - self.centroids[cells]
 
     def search(
-        self,
-        queries: np.ndarray,
-        codes: np.ndarray,
-        estimate: Estimate,
-        probes: int,
-        depth: int,
-        prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+        self, queries: np.ndarray, codes: np.ndarray, quantizer: Quantizer, probes: int, depth: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The `depth` best rows per query among the cells it probes, by <q, centroid> + estimate(q, residual code):
-        (scores float32 (nq, depth), rows int64 (nq, depth)), best first; rows -1 (score -inf) where the probed
-        cells hold fewer than depth codes.
+        """The `depth` best rows per query among the cells it probes, by the quantizer's `scores_around` each
+        cell's centroid: (scores float32 (nq, depth), rows int64 (nq, depth)), best first; rows -1 (score -inf)
+        where the probed cells hold fewer than depth codes.
 
-        All the queries are searched together, cell by cell: each probed cell's codes are scored once for every
-        query that probes it (one matrix product), a band of cells at a time, and every band's results are merged
-        into each query's best `depth`. With `prepare`, `estimate` is given `prepare(queries)` rows (what the
-        estimator needs of a query, computed once per search) instead of the queries."""
+        Queries are prepared once, then searched in blocks whose candidate scores fit `SCORE_BUDGET`. Within a
+        block the work goes cell by cell: each probed cell's codes are scored once for all the block's queries
+        that probe it (one matrix product), on every core, and each query keeps its best `depth` at the end."""
         coarse, cells = self.probe(queries, min(probes, self.lists))
-        scored = queries if prepare is None else prepare(queries)
-        flat = cells.ravel()
-        by_cell = np.argsort(flat, kind="stable")
-        sizes = self.offsets[1:] - self.offsets[:-1]
-        best = np.full((len(queries), depth), -np.inf, np.float32), np.full((len(queries), depth), -1, np.int64)
-        widest = max(int(sizes[cells].sum(axis=1).max()), 1)
-        band = max(1, self.lists * BAND_CANDIDATES * depth // widest)  # cells a band holds: ~4 x depth codes a query
-        bounds = np.searchsorted(flat[by_cell], np.arange(0, self.lists + band, band))
-        with blas_threads(1):  # many small products: one thread each beats BLAS's threads
-            for low, high in zip(bounds[:-1], bounds[1:], strict=False):
-                if high > low:
-                    found = self._score_band(scored, coarse.ravel(), flat, by_cell[low:high], codes, estimate)
-                    best = _keep(np.concatenate([best[0], found[0]], 1), np.concatenate([best[1], found[1]], 1), depth)
-        scores, slots = _top(*best, depth)
+        prepared, anchors = quantizer.prepare(queries), quantizer.prepare_anchors(self.centroids)
+        widths = (self.offsets[1:] - self.offsets[:-1])[cells].sum(axis=1)
+        block = max(1, SCORE_BUDGET // max(int(widths.max()), depth, 1))
+        found = [
+            self._search_block(prepared[s : s + block], coarse[s : s + block], cells[s : s + block], codes,
+                               quantizer, anchors, depth)
+            for s in range(0, len(queries), block)
+        ]
+        scores, slots = np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
         return scores, np.where(slots >= 0, self.order[np.maximum(slots, 0)], -1)
 
     def probe(self, queries: np.ndarray, probes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -137,29 +126,53 @@ class InvertedLists:
         cells = np.argpartition(-coarse, probes - 1, axis=1)[:, :probes]
         return np.take_along_axis(coarse, cells, axis=1), cells
 
-    def _score_band(self, queries, coarse, flat, entries, codes, estimate):
-        """Scores of one band of cells: a row per query, its probed cells of the band side by side."""
-        probes = len(flat) // len(queries)
-        sizes = self.offsets[flat[entries] + 1] - self.offsets[flat[entries]]
-        owner = entries // probes
-        order = np.lexsort((entries, owner))  # the band's entries query by query
-        ends = np.cumsum(sizes[order])
-        first = np.searchsorted(owner[order], owner[order], side="left")
-        starts = np.empty_like(ends)
-        starts[order] = ends - sizes[order] - np.concatenate([[0], ends])[first]
-        width = max(int(np.bincount(owner, weights=sizes, minlength=len(queries)).max()), 1)
-        scores = np.full((len(queries), width), -np.inf, np.float32)
-        slots = np.full((len(queries), width), -1, np.int64)
-        cell_of = flat[entries]
-        for group in np.split(np.arange(len(entries)), np.flatnonzero(np.diff(cell_of)) + 1):
-            cell, q = cell_of[group[0]], owner[group]
-            low, high = self.offsets[cell], self.offsets[cell + 1]
-            if high == low:
-                continue
-            columns = starts[group][:, None] + np.arange(high - low)
-            scores[q[:, None], columns] = estimate(queries[q], codes[low:high]) + coarse[entries[group]][:, None]
-            slots[q[:, None], columns] = np.arange(low, high)
-        return scores, slots
+    def _search_block(self, prepared, coarse, cells, codes, quantizer, anchors, depth):
+        """One block of queries: every probed cell scored into a row per query (its cells side by side), then
+        the best `depth` columns of each row, mapped back to slots."""
+        sizes = (self.offsets[1:] - self.offsets[:-1])[cells]  # (nq, probes): the width of each probed cell
+        starts = np.cumsum(sizes, axis=1) - sizes  # where each probed cell's scores start in its query's row
+        width = -(-max(int(sizes.sum(axis=1).max()), depth) // RUN) * RUN
+        scores = np.full((len(cells), width), -np.inf, np.float32)
+        pairs = np.argsort(cells, axis=None, kind="stable")  # (query, probe) pairs, cell by cell
+        groups = np.split(pairs, np.flatnonzero(np.diff(cells.ravel()[pairs])) + 1)
+
+        def score(share: list[np.ndarray]) -> None:
+            for pair in share:
+                cell = int(cells.flat[pair[0]])
+                low, high = self.offsets[cell], self.offsets[cell + 1]
+                if high == low:
+                    continue
+                rows = pair // cells.shape[1]
+                found = quantizer.scores_around(prepared[rows], codes[low:high], anchors[cell], coarse.flat[pair])
+                for row, start, values in zip(rows, starts.flat[pair], found, strict=True):
+                    scores[row, start : start + len(values)] = values
+
+        workers = min(resolve_threads(), len(groups)) or 1
+        with blas_threads(1), ThreadPoolExecutor(workers) as pool:  # numpy's products release the GIL
+            list(pool.map(score, [groups[w::workers] for w in range(workers)]))
+        best, columns = _best_columns(scores, depth)
+        probe = np.minimum((columns[:, :, None] >= starts[:, None, :]).sum(axis=2) - 1, cells.shape[1] - 1)
+        cell = np.take_along_axis(cells, probe, axis=1)
+        slots = self.offsets[cell] + columns - np.take_along_axis(starts, probe, axis=1)
+        return _top(best, np.where(np.isfinite(best), slots, -1), depth)
+
+
+def _best_columns(scores: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """(score, column) of the `depth` best columns per row, in no order, for a width that is a multiple of RUN.
+
+    The depth-th largest maximum of the rows' runs of RUN columns is a floor that at least `depth` scores reach,
+    and few more: only the scores at or above it are partitioned (a pass over the maxima instead of the row)."""
+    runs = scores.reshape(len(scores), -1, RUN).max(axis=2)
+    if runs.shape[1] <= depth:
+        return _keep(scores, np.broadcast_to(np.arange(scores.shape[1]), scores.shape), depth)
+    floor = -np.partition(-runs, depth - 1, axis=1)[:, depth - 1]
+    row, column = np.nonzero(scores >= floor[:, None])
+    counts = np.bincount(row, minlength=len(scores))
+    place = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
+    kept = np.full((len(scores), max(int(counts.max()), depth)), -np.inf, np.float32)
+    columns = np.zeros(kept.shape, np.int64)
+    kept[row, place], columns[row, place] = scores[row, column], column
+    return _keep(kept, columns, depth)
 
 
 def _keep(scores: np.ndarray, slots: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:

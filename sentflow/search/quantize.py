@@ -29,7 +29,7 @@ import numpy as np
 from sentflow.errors import SentflowError
 from sentflow.files.io import load_tensors
 from sentflow.files.schemas import MAX_DIM, QuantizerHeader
-from sentflow.search.codes import Quantizer, sign_dots
+from sentflow.search.codes import Quantizer, rotate_queries, sign_estimate
 from sentflow.search.rabitq import RaBitQuantizer
 from sentflow.search.specs import parse_spec
 
@@ -187,26 +187,20 @@ class SignQuantizer(Quantizer):
     def _encode(self, X: np.ndarray) -> np.ndarray:
         return np.packbits(self.project(X) > 0, axis=1)
 
-    def scores(self, queries, codes: np.ndarray) -> np.ndarray:
-        """An estimate of <query, vector> from the signs alone: float32 (n_queries, n_codes).
-
-        <q, c> + √(π / 2B) · <2b - 1, q P> (c the mean, P the projection; for `binary` c = 0, P = I): RaBitQ's
-        estimator with the per-vector factor replaced by its value for a unit vector of Gaussian coordinates,
-        so it ranks by the float query against the ±1 code (asymmetric), not by Hamming distance."""
-        return self.prepared_scores(self.prepare(queries), self.check_codes(codes))
-
     def prepare(self, queries) -> np.ndarray:
-        """What the estimate needs of each query, computed once per search: float32 (n_queries, bits + 2), the
-        projected query, its inner product with the mean and the sum of its projected coordinates."""
+        """The projected queries and their inner product with the mean, once per search (`rotate_queries`)."""
         queries = self.check_width(queries, "queries")
-        rotated = queries if self.rotation == "none" else queries @ self.projection_
-        offset = np.zeros(len(queries)) if self.rotation == "none" else queries @ self.mean_
-        return np.column_stack([rotated, offset, rotated.sum(axis=1)]).astype(np.float32)
+        if self.rotation == "none":
+            return rotate_queries(queries, None, None)
+        return rotate_queries(queries, self.projection_, self.mean_)
 
     def prepared_scores(self, prepared: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """`scores` from `prepare`d queries and codes already checked (the inner loop of an inverted-file search)."""
-        signs = 2.0 * sign_dots(prepared[:, :-2], codes, self.n_bits) - prepared[:, -1:]
-        return (prepared[:, -2:-1] + math.sqrt(math.pi / (2 * self.n_bits)) * signs).astype(np.float32)
+        """An estimate of <query, vector> from the signs alone: <q, c> + √(π / 2B) · <2b - 1, q P> (c the mean, P
+        the projection; for `binary` c = 0, P = I): RaBitQ's estimator with the per-vector factor replaced by its
+        value for a unit vector of Gaussian coordinates, so it ranks by the float query against the ±1 code
+        (asymmetric), not by Hamming distance."""
+        scale = math.sqrt(math.pi / (2 * self.n_bits))
+        return sign_estimate(prepared[:, :-1], codes, self.n_bits, scale, prepared[:, -1:])
 
     def _tensors(self) -> dict[str, np.ndarray]:
         return {} if self.rotation == "none" else {"mean": self.mean_, "projection": self.projection_}

@@ -1,14 +1,19 @@
-"""RaBitQ codes (Gao & Long, SIGMOD 2024): sign bits of the centred, randomly rotated vectors and one correction
-factor per vector, from which an inner product with a float query is estimated without bias.
+"""RaBitQ codes (Gao & Long, SIGMOD 2024): sign bits of the centred, randomly rotated vectors and two factors per
+vector, from which an inner product with a float query is estimated without bias.
 
-For a vector x, the corpus mean c and a fitted projection P (d x B: the identity or a PCA cut to B directions,
-times a random rotation), y = (x - c) P is coded as its signs b in {0, 1}^B and the factor f = ||y||² / Σ|y_i|.
-With ō = (2b - 1)/√B the unit vector of the code, RaBitQ's estimator of <y, q'> for q' = q P is
-<ō, q'> / <ō, ŷ> (ŷ = y/||y||), which is f · Σ(2b_i - 1) q'_i. The estimate of <q, x> is then
-<q, c> + f · <2b - 1, q P>: linear in q, exact up to the code's error (and, after a cut, the dropped directions).
-Over random rotations it is unbiased, with an error that shrinks as 1/√B.
+A vector x is coded around an anchor a (the corpus mean; in an inverted file, its cell's centroid). With a fitted
+projection P (d x B: the identity or a PCA cut to B directions, times a random rotation), y = (x - a) P is coded
+as its signs b in {0, 1}^B, the factor f = ||y||² / Σ|y_i| and the exact g = <a, x - a>. Then
 
-A code is `ceil(B/8)` bytes of bits followed by f as a little-endian float32 (4 bytes).
+    <q, x> = <q, a> + <a, x - a> + <q - a, x - a>,
+
+and RaBitQ's estimator of the last term, <ō, q'> / <ō, ŷ> · ||y|| for q' = (q - a) P and ō = (2b - 1)/√B the unit
+vector of the code, is f · <2b - 1, q'>. Centring the query on the anchor too (as RaBitQ's L2 form does) makes the
+error shrink with ||q - a|| rather than ||q||: for sentence vectors, which share a large common direction, that
+is most of it. The estimate is unbiased over random rotations, with an error that shrinks as 1/√B (after a cut,
+the dropped directions of q - a and x - a are ignored as well).
+
+A code is `ceil(B/8)` bytes of bits followed by f and g as little-endian float32 (8 bytes).
 """
 
 from __future__ import annotations
@@ -17,14 +22,14 @@ import numpy as np
 
 from sentflow.errors import SentflowError
 from sentflow.files.schemas import MAX_DIM
-from sentflow.search.codes import Quantizer, sign_dots
+from sentflow.search.codes import Quantizer, rotate_queries, sign_estimate
 
-FACTOR_BYTES = 4
+FACTOR_BYTES = 8  # f and g, two little-endian float32
 
 
 class RaBitQuantizer(Quantizer):
     """`rabitq` (one bit per dimension) and `rabitq:BITS` (a PCA cut to BITS directions first): RaBitQ codes
-    with a per-vector correction factor, scored by its unbiased inner-product estimator.
+    with two per-vector factors, scored by its unbiased inner-product estimator.
 
     Args:
         bits: Directions kept (None: every dimension).
@@ -71,19 +76,29 @@ class RaBitQuantizer(Quantizer):
         self.projection_ = cut @ random_rotation(cut.shape[1], self.seed)
 
     def _encode(self, X: np.ndarray) -> np.ndarray:
-        y = (X.astype(np.float64) - self.mean_) @ self.projection_
+        return self._code(X.astype(np.float64), np.broadcast_to(self.mean_, X.shape))
+
+    def encode_around(self, X: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+        """Codes of X around one anchor per row (an inverted file's cell centroids) instead of the corpus mean."""
+        X = self.check_width(X, "vectors").astype(np.float64)
+        return self._code(X, np.asarray(anchors, np.float64))
+
+    def _code(self, X: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+        """[sign bits of y | f | g] per row, y = (x - a) P (see the module docstring)."""
+        centred = X - anchors
+        y = centred @ self.projection_
         l1 = np.abs(y).sum(axis=1)
-        factor = np.divide((y * y).sum(axis=1), l1, out=np.zeros_like(l1), where=l1 > 0)
-        factors = factor.astype("<f4").view(np.uint8).reshape(len(y), FACTOR_BYTES)
+        f = np.divide((y * y).sum(axis=1), l1, out=np.zeros_like(l1), where=l1 > 0)
+        g = (anchors * centred).sum(axis=1)
+        factors = np.column_stack([f, g]).astype("<f4").view(np.uint8)
         return np.ascontiguousarray(np.concatenate([np.packbits(y > 0, axis=1), factors], axis=1))
 
-    def factors(self, codes: np.ndarray) -> np.ndarray:
-        """The per-vector correction factors f of codes (float32), refused unless finite and >= 0."""
-        codes = self.check_codes(codes)
-        factor = np.ascontiguousarray(codes[:, -FACTOR_BYTES:]).view("<f4").ravel()
-        if not np.isfinite(factor).all() or (factor < 0).any():
+    def factors(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The per-vector factors (f, g) of codes (float32), refused unless finite with f >= 0."""
+        f, g = _factors(self.check_codes(codes))
+        if not (np.isfinite(f).all() and np.isfinite(g).all()) or (f < 0).any():
             raise SentflowError(f"{self.spec} codes hold a negative or non-finite correction factor: damaged codes")
-        return factor.astype(np.float32)
+        return f, g
 
     def scores(self, queries, codes: np.ndarray) -> np.ndarray:
         """RaBitQ's estimate of <query, vector> for every query and code: float32 (n_queries, n_codes)."""
@@ -91,17 +106,25 @@ class RaBitQuantizer(Quantizer):
         return self.prepared_scores(self.prepare(queries), codes)
 
     def prepare(self, queries) -> np.ndarray:
-        """What the estimate needs of each query, computed once per search: float32 (n_queries, bits + 2), the
-        rotated query, its inner product with the mean and the sum of its rotated coordinates."""
-        queries = self.check_width(queries, "queries")
-        rotated = queries @ self.projection_
-        return np.column_stack([rotated, queries @ self.mean_, rotated.sum(axis=1)]).astype(np.float32)
+        """The rotated queries q P and <q, mean>, once per search: float32 (n_queries, bits + 1)."""
+        return rotate_queries(self.check_width(queries, "queries"), self.projection_, self.mean_)
 
     def prepared_scores(self, prepared: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """`scores` from `prepare`d queries and codes already checked (the inner loop of an inverted-file search)."""
-        factor = np.ascontiguousarray(codes[:, -FACTOR_BYTES:]).view("<f4").ravel()
-        signs = 2.0 * sign_dots(prepared[:, :-2], codes[:, :-FACTOR_BYTES], self.n_bits) - prepared[:, -1:]
-        return (prepared[:, -2:-1] + signs * factor[None, :]).astype(np.float32)
+        """`scores` from `prepare`d queries and codes already checked, around the corpus mean."""
+        return self.scores_around(prepared, codes, self.prepare_anchors(self.mean_), prepared[:, -1])
+
+    def prepare_anchors(self, anchors: np.ndarray) -> np.ndarray:
+        """The rotated anchors a P (float32), once per search."""
+        return np.asarray(anchors @ self.projection_, dtype=np.float32)
+
+    def scores_around(
+        self, prepared: np.ndarray, codes: np.ndarray, anchor: np.ndarray, anchor_dots: np.ndarray
+    ) -> np.ndarray:
+        """The estimate for codes made around one anchor (`anchor`: its rotation a P from `prepare_anchors`),
+        given <query, anchor> (one per prepared row): <q, a> + g + f · <2b - 1, q P - a P>."""
+        f, g = _factors(codes)
+        offset = anchor_dots[:, None].astype(np.float32) + g[None, :]
+        return sign_estimate(prepared[:, :-1] - anchor, codes[:, :-FACTOR_BYTES], self.n_bits, f[None, :], offset)
 
     def _tensors(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean_, "projection": self.projection_}
@@ -111,6 +134,12 @@ class RaBitQuantizer(Quantizer):
 
     def _expected_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"mean": (self.dim,), "projection": (self.dim, self.n_bits)}
+
+
+def _factors(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(f, g) float32 of each code, unchecked."""
+    pairs = np.ascontiguousarray(codes[:, -FACTOR_BYTES:]).view("<f4")
+    return pairs[:, 0].astype(np.float32), pairs[:, 1].astype(np.float32)
 
 
 def random_rotation(size: int, seed: int = 0) -> np.ndarray:
