@@ -52,6 +52,10 @@ class Pipeline:
         """Size of the vectors the pipeline returns."""
         return self.calibration.n_components_out_ if self.calibration is not None else self.encoder.dim
 
+    def output_width(self, input_width: int) -> int:
+        """Width of `transform`'s output on vectors `input_width` wide: the calibration's output, else the input's."""
+        return self.calibration.output_width(input_width) if self.calibration is not None else input_width
+
     def transform(self, embeddings) -> np.ndarray:
         """Calibrate then (optionally) L2-normalise raw encoder embeddings: (n, d_in) -> (n, dim) float32."""
         vectors = self.calibration.transform(embeddings) if self.calibration is not None else np.asarray(embeddings)
@@ -75,6 +79,12 @@ class Pipeline:
             "normalize": self.normalize,
             "calibration": CALIBRATION_NAME if self.calibration is not None else None,
         }
+
+    def vector_settings(self) -> dict:
+        """What decides the pipeline's vectors (a resumed encoding must use the same): its settings, the encoder's
+        backend and the fingerprint of its calibration."""
+        config = {k: v for k, v in self.config().items() if k != "sentflow_version"}
+        return {**config, "backend": self.encoder.backend_key, "fingerprint": self.fingerprint()}
 
     def fingerprint(self) -> str:
         """sha256 of what decides the pipeline's vectors: its settings and its calibration's tensors."""

@@ -102,6 +102,15 @@ class Encoder:
         """The backend with everything that changes its vectors (fp16, the ONNX export and int8 recipe)."""
         return self._backend.key
 
+    def vector_settings(self) -> dict:
+        """What decides the vectors (a resumed encoding must use the same): model, pooling, length and backend."""
+        return {
+            "model": str(self.model_name),
+            "pooling": self.pooling,
+            "max_length": self.max_length,
+            "backend": self.backend_key,
+        }
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) float32 sentence vectors, in the order of `texts`."""
         if isinstance(texts, str):
