@@ -15,7 +15,7 @@ from typing import Any
 from sentflow.calibration.base import Calibrator
 from sentflow.calibration.factory import METHODS, POWERS, make_calibrator
 from sentflow.encoding.factory import make_encoder
-from sentflow.encoding.models import DEFAULT_MODEL
+from sentflow.encoding.models import DEFAULT_MODEL, DEFAULT_POOLING
 from sentflow.errors import Param, SentflowError
 from sentflow.files.io import check_inputs, check_output
 from sentflow.pipeline import check_encoder_known, is_calibration_path, save_fitted
@@ -83,7 +83,7 @@ def fit(
     named = not isinstance(source, EmbeddingSource) or model is not None or pooling is not None
     if out is not None:
         check_encoder_known(out, named)  # before any work
-    encoder = make_encoder(model or DEFAULT_MODEL, pooling or "last-avg", **dict(encoder_options or {}))
+    encoder = make_encoder(model or DEFAULT_MODEL, pooling or DEFAULT_POOLING, **dict(encoder_options or {}))
     width = data_width(source, encoder)
     if dim is not None and dim > width:
         raise SentflowError(Param("dim", dim), f": larger than the embedding size {width}")

@@ -204,3 +204,26 @@ def test_a_flow_fit_leaves_the_global_generators_alone_and_is_reproducible(tmp_p
     resumed = sentflow.BertFlow(**{**options, "checkpoint_dir": str(tmp_path)}).fit(X, resume=True)
     assert len(stopped.history_) == 1
     np.testing.assert_allclose(resumed.transform(X), first.transform(X), atol=1e-5)
+
+
+def test_the_command_line_and_the_library_share_one_default_and_one_bound_per_encoder_option():
+    import inspect
+
+    import typer.main
+
+    from sentflow.files.schemas import MIN_LENGTH
+
+    library = inspect.signature(sentflow.Encoder).parameters
+    seen = set()
+    for command in typer.main.get_command(app).commands.values():
+        for sub in getattr(command, "commands", {command.name: command}).values():
+            for param in sub.params:
+                if param.name in ("model", "pooling", "batch_size", "max_length", "backend"):
+                    seen.add(param.name)
+                    # a default is the library's, or None (not given: the library's default applies)
+                    assert param.default in (None, library[param.name].default), (sub.name, param.name)
+                if param.name == "max_length":
+                    assert param.min == MIN_LENGTH, sub.name
+    assert seen == {"model", "pooling", "batch_size", "max_length", "backend"}
+    with pytest.raises(sentflow.SentflowError, match=f"max_length >= {MIN_LENGTH}"):
+        sentflow.Encoder(max_length=MIN_LENGTH - 1)

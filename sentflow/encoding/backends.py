@@ -26,7 +26,7 @@ from sentflow.encoding import onnx as onnx_backend
 from sentflow.encoding import openvino as openvino_backend
 from sentflow.encoding.auto import resolve_backend
 from sentflow.encoding.cache import digests_path
-from sentflow.encoding.models import resolve_model
+from sentflow.encoding.models import DEFAULT_POOLING, resolve_model
 from sentflow.encoding.pooling import Pooling, parse_pooling, pool
 from sentflow.errors import Param, SentflowError
 from sentflow.extras import require
@@ -376,7 +376,7 @@ class OpenVinoBackend(TransformerBackend):
 
 def make_backend(
     model: str,
-    pooling: str = "last-avg",
+    pooling: str = DEFAULT_POOLING,
     backend: str | None = None,
     device: str | torch.device | None = None,
     half: bool = False,

@@ -12,9 +12,9 @@ from sentflow.encoding import onnx as onnx_backend
 from sentflow.encoding.backends import Backend, Batching, make_backend
 from sentflow.encoding.backends import length_batches as length_batches  # its home before the backends split
 from sentflow.encoding.cache import EmbeddingCache
-from sentflow.encoding.models import DEFAULT_MODEL
+from sentflow.encoding.models import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, DEFAULT_MODEL, DEFAULT_POOLING
 from sentflow.errors import SentflowError
-from sentflow.files.schemas import Int8Recipe, parse
+from sentflow.files.schemas import MIN_LENGTH, Int8Recipe, parse
 from sentflow.runtime import resolve_threads
 
 
@@ -59,9 +59,9 @@ class Encoder:
     def __init__(
         self,
         model: str = DEFAULT_MODEL,
-        pooling: str = "last-avg",
-        batch_size: int = 64,
-        max_length: int = 256,
+        pooling: str = DEFAULT_POOLING,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_length: int = DEFAULT_MAX_LENGTH,
         device: str | None = None,
         cache: str | os.PathLike | bool = True,
         show_progress: bool | None = None,
@@ -73,8 +73,10 @@ class Encoder:
     ) -> None:
         if batch_tokens is not None and batch_tokens < 1:
             raise SentflowError(f"batch_tokens must be >= 1 (or None for batch_size sentences), got {batch_tokens}")
-        if batch_size < 1 or max_length < 2:
-            raise SentflowError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size}, {max_length}")
+        if batch_size < 1 or max_length < MIN_LENGTH:
+            raise SentflowError(
+                f"batch_size must be >= 1 and max_length >= {MIN_LENGTH}, got {batch_size}, {max_length}"
+            )
         if int8_recipe is not None:
             parse(Int8Recipe, dict(int8_recipe), "int8_recipe")
         resolve_threads(threads)  # a bad count fails here, not mid-encoding

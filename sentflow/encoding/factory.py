@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sentflow.encoding.models import DEFAULT_MODEL
+from sentflow.encoding.models import DEFAULT_MODEL, DEFAULT_POOLING
 from sentflow.protocols import ModelEncoder
 
 
-def make_encoder(model: str = DEFAULT_MODEL, pooling: str = "last-avg", **options: Any) -> ModelEncoder:
+def make_encoder(model: str = DEFAULT_MODEL, pooling: str = DEFAULT_POOLING, **options: Any) -> ModelEncoder:
     """`Encoder(model, pooling, **options)`: for `glove-6b-50d` its backend averages GloVe word vectors.
 
     Args:

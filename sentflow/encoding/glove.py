@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sentflow.encoding.encoder import Encoder
+from sentflow.encoding.models import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH
 from sentflow.errors import Param, SentflowError
 from sentflow.extras import require
 
@@ -175,8 +176,8 @@ class GloveEncoder(Encoder):
         self,
         model: str = MODEL_NAME,
         pooling: str = POOLING,
-        batch_size: int = 64,
-        max_length: int = 256,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_length: int = DEFAULT_MAX_LENGTH,
         directory: str | None = None,
         **options: Any,
     ) -> None:
