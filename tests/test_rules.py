@@ -227,3 +227,27 @@ def test_the_command_line_and_the_library_share_one_default_and_one_bound_per_en
     assert seen == {"model", "pooling", "batch_size", "max_length", "backend"}
     with pytest.raises(sentflow.SentflowError, match=f"max_length >= {MIN_LENGTH}"):
         sentflow.Encoder(max_length=MIN_LENGTH - 1)
+
+
+def test_normalize_needs_a_pipeline_directory_in_one_wording_everywhere(tmp_path):
+    from sentflow.pipeline import save_fitted
+
+    rows = np.random.default_rng(0).normal(size=(60, 6))
+    np.save(tmp_path / "rows.npy", rows)
+    bare = tmp_path / "w.safetensors"
+    calls = {
+        "fit": lambda: sentflow.fit(tmp_path / "rows.npy", out=bare, normalize=True),
+        "fit without out": lambda: sentflow.fit(tmp_path / "rows.npy", normalize=True),
+        "save_fitted": lambda: save_fitted(sentflow.Whitening().fit(rows), bare, normalize=True),
+    }
+    for name, call in calls.items():
+        with pytest.raises(SentflowError) as caught:
+            call()
+        assert caught.value.param == "normalize", name
+        assert str(caught.value) == "normalize=True is a pipeline setting: give out a directory name, not a " \
+            ".safetensors file", name  # fmt: skip
+    result = CliRunner().invoke(app, ["tune", "sts-b", "--normalize", "--out", str(bare)])
+    assert result.exit_code == 1 and result.stderr.strip() == (
+        "error: --normalize is a pipeline setting: give --out a directory name, not a .safetensors file"
+    )
+    assert not bare.exists()

@@ -59,7 +59,7 @@ class Calibrator(TransformerMixin, BaseEstimator):
         statistics stream (`Whitening`) overrides this to hold one block at a time."""
         blocks = list(chunks)
         if not blocks:
-            raise SentflowError("no rows to fit on")
+            raise nothing_to_fit()
         return self.fit(np.concatenate(blocks))
 
     def output_width(self, input_width: int) -> int:
@@ -130,6 +130,11 @@ class Calibrator(TransformerMixin, BaseEstimator):
             An `nn.Module` mapping (n, d) embeddings to calibrated vectors, as `transform` does.
         """
         raise NotImplementedError
+
+
+def nothing_to_fit() -> SentflowError:
+    """The error of a fit given no rows, in one wording for every calibrator."""
+    return SentflowError("no rows to fit on")
 
 
 def params_schema(cls: type[Calibrator]) -> type[Schema]:

