@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from sentflow.encoding.models import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, DEFAULT_MODEL, DEFAULT_POOLING
 from sentflow.errors import SentflowError
 
 from .common import Command, Group, threads_from, user_errors
@@ -48,16 +49,16 @@ FitOn = Annotated[str, typer.Option(help="Sentences to fit on (no labels): all, 
 
 def sts(
     task: Annotated[str, typer.Argument(help="sts-b (shipped), or sts12..sts16 / sick-r with --data-dir.")],
-    model: Model = "all-MiniLM-L6-v2",
-    pooling: Pooling = "last-avg",
+    model: Model = DEFAULT_MODEL,
+    pooling: Pooling = DEFAULT_POOLING,
     methods: Methods = None,
     dim: Dim = None,
     power: Power = None,
     fit_on: FitOn = "all",
     data_dir: DataDir = None,
-    batch_size: BatchSize = 64,
-    max_length: MaxLength = 256,
-    backend: Backend = "torch",
+    batch_size: BatchSize = DEFAULT_BATCH_SIZE,
+    max_length: MaxLength = DEFAULT_MAX_LENGTH,
+    backend: Backend = None,
     levels: Levels = None,
     depth: Depth = None,
     hidden: Hidden = None,
@@ -93,8 +94,8 @@ def sts(
 
 def retrieval(
     task: Annotated[str, typer.Argument(help="sts-b, sick-r (with --data-dir) or a BEIR folder.")],
-    model: Model = "all-MiniLM-L6-v2",
-    pooling: Pooling = "last-avg",
+    model: Model = DEFAULT_MODEL,
+    pooling: Pooling = DEFAULT_POOLING,
     methods: Methods = None,
     dims: Annotated[str | None, typer.Option(help="Comma-separated dimensions to cut to, e.g. 256,128.")] = None,
     index: Annotated[str, typer.Option(help="faiss factory string of the scored index.")] = "Flat",
@@ -119,9 +120,9 @@ def retrieval(
         bool, typer.Option("--baselines", help="Also sentence-transformers' and faiss's codes.")
     ] = False,
     data_dir: DataDir = None,
-    batch_size: BatchSize = 64,
-    max_length: MaxLength = 256,
-    backend: Backend = "torch",
+    batch_size: BatchSize = DEFAULT_BATCH_SIZE,
+    max_length: MaxLength = DEFAULT_MAX_LENGTH,
+    backend: Backend = None,
     threads: Threads = None,
     wide: Annotated[bool, typer.Option("--wide", help="Every metric and index column (needs ~120 columns).")] = False,
     as_json: AsJson = False,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sentflow.errors import SentflowError
+from sentflow.encoding.models import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DEFAULT_POOLING
 from sentflow.files.schemas import MAX_PAIRS
 
 from .common import Command, threads_from, user_errors
@@ -27,8 +27,8 @@ from .options import (
 @user_errors
 def tune(
     task: Annotated[str, typer.Argument(help="sts-b (shipped), sick-r with --data-dir, or a BEIR folder.")] = "sts-b",
-    model: Model = "all-MiniLM-L6-v2",
-    pooling: Pooling = "last-avg",
+    model: Model = DEFAULT_MODEL,
+    pooling: Pooling = DEFAULT_POOLING,
     select_on: Annotated[str, typer.Option(help="Labels to choose on: dev or train (never test).")] = "dev",
     pairs_file: Annotated[
         Path | None,
@@ -42,17 +42,16 @@ def tune(
     ] = None,
     normalize: Annotated[bool, typer.Option(help="Pipeline: L2-normalise the final vectors.")] = False,
     data_dir: DataDir = None,
-    batch_size: BatchSize = 64,
+    batch_size: BatchSize = DEFAULT_BATCH_SIZE,
     seed: Annotated[int, seed_option("Random seed of the flow candidate.")] = 0,
     threads: Threads = None,
     as_json: AsJson = False,
 ) -> None:
     """Choose none / whitening (power x dimension) / BERT-flow on labels that are not the test set; report test."""
     from sentflow.evaluation.tuning import tune as run_tune
-    from sentflow.pipeline import is_calibration_path
+    from sentflow.pipeline import check_normalize_out
 
-    if normalize and out is not None and is_calibration_path(out):
-        raise SentflowError("--normalize is a pipeline setting: give --out a directory name, not a .safetensors file")
+    check_normalize_out(normalize, out)
     with threads_from(threads):
         encoder = make_encoder(model, pooling, batch_size)
         report = run_tune(
@@ -102,10 +101,10 @@ def diagnose(
         Path | None, typer.Option(help="Calibration file or pipeline directory (default: whitening fitted here).")
     ] = None,
     plots: Annotated[Path | None, typer.Option(help="Directory for spectrum.png and cosines.png.")] = None,
-    model: Model = "all-MiniLM-L6-v2",
-    pooling: Pooling = "last-avg",
+    model: Model = DEFAULT_MODEL,
+    pooling: Pooling = DEFAULT_POOLING,
     data_dir: DataDir = None,
-    batch_size: BatchSize = 64,
+    batch_size: BatchSize = DEFAULT_BATCH_SIZE,
     n_pairs: Annotated[
         int, typer.Option(help="Random pairs for the anisotropy and the histogram.", min=1, max=MAX_PAIRS)
     ] = 10_000,

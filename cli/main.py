@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from sentflow.encoding.models import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, DEFAULT_MODEL, DEFAULT_POOLING
+
 from .common import DEBUG_ENV, Command, Group, printable, status, threads_from, user_errors
 from .evaluate import eval_app
 from .flows import flows_app
@@ -70,11 +72,11 @@ def encode(
     input: Annotated[Path, typer.Argument(help="Text file, one sentence per line.")],
     out: Annotated[Path, typer.Option(help="Where to write the (n, d) float32 .npy.")],
     pipeline: Annotated[Path | None, typer.Option(help="A pipeline directory written by `sentflow fit`.")] = None,
-    model: Model = "all-MiniLM-L6-v2",
-    pooling: Pooling = "last-avg",
-    batch_size: BatchSize = 64,
-    max_length: MaxLength = 256,
-    backend: Backend = "torch",
+    model: Model = DEFAULT_MODEL,
+    pooling: Pooling = DEFAULT_POOLING,
+    batch_size: BatchSize = DEFAULT_BATCH_SIZE,
+    max_length: MaxLength = DEFAULT_MAX_LENGTH,
+    backend: Backend = None,
     chunk_lines: Annotated[int, typer.Option(help="Lines encoded and written per chunk.")] = 512,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last finished chunk.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Discard an interrupted run's rows; start over.")] = False,
@@ -116,9 +118,9 @@ def fit(
     pooling: Annotated[
         str | None, typer.Option(help="Pooling of that encoder (default last-avg); see `encode --help`.")
     ] = None,
-    batch_size: BatchSize = 64,
-    max_length: MaxLength = 256,
-    backend: Backend = "torch",
+    batch_size: BatchSize = DEFAULT_BATCH_SIZE,
+    max_length: MaxLength = DEFAULT_MAX_LENGTH,
+    backend: Backend = None,
     levels: Levels = None,
     depth: Depth = None,
     hidden: Hidden = None,

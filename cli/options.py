@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from sentflow.files.schemas import MAX_BATCH, MAX_DIM, MAX_LENGTH, MAX_SEED
+from sentflow.encoding.models import DEFAULT_MAX_LENGTH
+from sentflow.files.schemas import MAX_BATCH, MAX_DIM, MAX_LENGTH, MAX_SEED, MIN_LENGTH
 
 Model = Annotated[
     str, typer.Option(help="all-MiniLM-L6-v2 (embedded), glove-6b-50d, a local HF directory, or a hub id.")
@@ -15,13 +16,15 @@ Model = Annotated[
 Pooling = Annotated[str, typer.Option(help="cls | pooler | last-avg | first-last-avg | last2avg | layers:I,J,...")]
 BatchSize = Annotated[int, typer.Option(help="Sentences per forward pass.", min=1, max=MAX_BATCH)]
 MaxLength = Annotated[
-    int, typer.Option(help="Tokens per sentence at most (longer ones are truncated).", min=2, max=MAX_LENGTH)
+    int, typer.Option(help="Tokens per sentence at most (longer ones are truncated).", min=MIN_LENGTH, max=MAX_LENGTH)
 ]
 Backend = Annotated[
-    str,
+    str | None,
     typer.Option(
         help="torch | onnx | onnx-int8 (need sentflow\\[onnx]) | openvino | openvino-bf16 | openvino-int8 "
-        "(need sentflow\\[openvino]) | auto (the fastest accuracy-keeping one installed for this CPU)."
+        "(need sentflow\\[openvino]) | auto (the fastest accuracy-keeping one installed for this CPU) "
+        "(default: torch; numpy for glove-6b-50d, its only backend).",
+        show_default=False,
     ),
 ]
 Dim = Annotated[int | None, typer.Option(help="Keep the first K whitened dimensions.", min=1, max=MAX_DIM)]
@@ -53,9 +56,14 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout and n
 
 
 def make_encoder(
-    model: str, pooling: str, batch_size: int, max_length: int = 256, backend: str = "torch", cache: bool = True
+    model: str,
+    pooling: str,
+    batch_size: int,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    backend: str | None = None,
+    cache: bool = True,
 ):
-    """The encoder the options describe (GloVe or a transformer)."""
+    """The encoder the options describe (GloVe or a transformer; `backend` None: the model's default)."""
     from sentflow.encoding.factory import make_encoder as make
 
     return make(model, pooling, batch_size=batch_size, max_length=max_length, backend=backend, cache=cache)

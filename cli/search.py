@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from sentflow.encoding.models import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, DEFAULT_MODEL, DEFAULT_POOLING
 from sentflow.errors import SentflowError
 
 from .common import Command, threads_from, user_errors
@@ -47,8 +48,8 @@ def index(
     ] = None,
     model: Annotated[str | None, typer.Option(help="Without --pipeline: the encoder (all-MiniLM-L6-v2).")] = None,
     pooling: Annotated[str | None, typer.Option(help="Without --pipeline: its pooling (last-avg).")] = None,
-    batch_size: BatchSize = 64,
-    max_length: MaxLength = 256,
+    batch_size: BatchSize = DEFAULT_BATCH_SIZE,
+    max_length: MaxLength = DEFAULT_MAX_LENGTH,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted encoding of the same corpus.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Discard an interrupted encoding; start over.")] = False,
     threads: Threads = None,
@@ -92,13 +93,12 @@ def _pipeline(directory: Path | None, model: str | None, pooling: str | None, ba
     Its vectors go to the embedding cache, so `eval retrieval` and `tune` on the same corpus do not encode it again
     (the index's progress bar is the chunked encoding's, one step a chunk; the encoder's own bar stays off)."""
     from sentflow.encoding.factory import make_encoder
-    from sentflow.encoding.models import DEFAULT_MODEL
     from sentflow.pipeline import Pipeline, load_pipeline
 
     if directory is not None:
         return load_pipeline(directory, batch_size=batch_size, show_progress=False)
     options = {"batch_size": batch_size, "max_length": max_length, "show_progress": False}
-    encoder = make_encoder(model or DEFAULT_MODEL, pooling or "last-avg", **options)
+    encoder = make_encoder(model or DEFAULT_MODEL, pooling or DEFAULT_POOLING, **options)
     return Pipeline(encoder, None, normalize=True)
 
 

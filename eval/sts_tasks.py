@@ -20,7 +20,7 @@ from report import publish, sts_slice, table  # noqa: E402
 
 import sentflow  # noqa: E402
 from sentflow.data_root import data_root  # noqa: E402
-from sentflow.encoding.glove import GloveEncoder  # noqa: E402
+from sentflow.encoding.encoder import GloveEncoder  # noqa: E402
 from sentflow.evaluation.compare import compare  # noqa: E402
 
 TASKS = {

@@ -25,7 +25,7 @@ from sts_tasks import TASKS  # noqa: E402  (the 7 tasks and their folders under 
 
 import sentflow  # noqa: E402
 from sentflow.data_root import data_root  # noqa: E402
-from sentflow.encoding.glove import GloveEncoder  # noqa: E402
+from sentflow.encoding.encoder import GloveEncoder  # noqa: E402
 from sentflow.evaluation.diagnostics import diagnose, plot_cosines, plot_spectrum, task_vectors  # noqa: E402
 from sentflow.evaluation.tuning import Setting, TuneReport, transfer, tune  # noqa: E402
 

@@ -15,10 +15,10 @@ from typing import Any
 from sentflow.calibration.base import Calibrator
 from sentflow.calibration.factory import METHODS, POWERS, make_calibrator
 from sentflow.encoding.factory import make_encoder
-from sentflow.encoding.models import DEFAULT_MODEL
+from sentflow.encoding.models import DEFAULT_MODEL, DEFAULT_POOLING
 from sentflow.errors import Param, SentflowError
 from sentflow.files.io import check_inputs, check_output
-from sentflow.pipeline import check_encoder_known, is_calibration_path, save_fitted
+from sentflow.pipeline import check_encoder_known, check_normalize_out, is_calibration_path, save_fitted
 from sentflow.streaming import data_width, fit_calibration, fit_source
 from sentflow.tasks.sources import EmbeddingSource, Source
 
@@ -83,7 +83,7 @@ def fit(
     named = not isinstance(source, EmbeddingSource) or model is not None or pooling is not None
     if out is not None:
         check_encoder_known(out, named)  # before any work
-    encoder = make_encoder(model or DEFAULT_MODEL, pooling or "last-avg", **dict(encoder_options or {}))
+    encoder = make_encoder(model or DEFAULT_MODEL, pooling or DEFAULT_POOLING, **dict(encoder_options or {}))
     width = data_width(source, encoder)
     if dim is not None and dim > width:
         raise SentflowError(Param("dim", dim), f": larger than the embedding size {width}")
@@ -109,10 +109,7 @@ def _check(data, method, out, dim, power, normalize, scheduler) -> Source:
         raise SentflowError(
             Param("dim"), " and ", Param("power"), " apply to whitening and pca; a flow keeps every dimension"
         )
-    if normalize and (out is None or is_calibration_path(out)):
-        raise SentflowError(
-            Param("normalize", True), " is a pipeline setting: give ", Param("out"), " a directory name"
-        )
+    check_normalize_out(normalize, out, out_required=True)
     if out is not None and is_calibration_path(out):
         check_output(out, [data])  # never the data file itself, not even through a hard link
     elif out is not None:

@@ -52,6 +52,10 @@ class Pipeline:
         """Size of the vectors the pipeline returns."""
         return self.calibration.n_components_out_ if self.calibration is not None else self.encoder.dim
 
+    def output_width(self, input_width: int) -> int:
+        """Width of `transform`'s output on vectors `input_width` wide: the calibration's output, else the input's."""
+        return self.calibration.output_width(input_width) if self.calibration is not None else input_width
+
     def transform(self, embeddings) -> np.ndarray:
         """Calibrate then (optionally) L2-normalise raw encoder embeddings: (n, d_in) -> (n, dim) float32."""
         vectors = self.calibration.transform(embeddings) if self.calibration is not None else np.asarray(embeddings)
@@ -75,6 +79,12 @@ class Pipeline:
             "normalize": self.normalize,
             "calibration": CALIBRATION_NAME if self.calibration is not None else None,
         }
+
+    def vector_settings(self) -> dict:
+        """What decides the pipeline's vectors (a resumed encoding must use the same): its settings, the encoder's
+        backend and the fingerprint of its calibration."""
+        config = {k: v for k, v in self.config().items() if k != "sentflow_version"}
+        return {**config, "backend": self.encoder.backend_key, "fingerprint": self.fingerprint()}
 
     def fingerprint(self) -> str:
         """sha256 of what decides the pipeline's vectors: its settings and its calibration's tensors."""
@@ -106,6 +116,16 @@ def is_calibration_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() == ".safetensors"
 
 
+def check_normalize_out(normalize: bool, out: str | os.PathLike | None, out_required: bool = False) -> None:
+    """`normalize` is a pipeline setting: refused when the output is a bare `.safetensors` calibration (or, with
+    `out_required`, when there is no output at all). The one home of this rule for `fit`, `tune` and `save_fitted`."""
+    if normalize and (is_calibration_path(out) if out is not None else out_required):
+        raise SentflowError(
+            Param("normalize", True), " is a pipeline setting: give ", Param("out"), " a directory name, not a "
+            ".safetensors file"
+        )
+
+
 def check_encoder_known(out: str | os.PathLike, known: bool) -> None:
     """Refuse to write a pipeline directory whose encoder is unknown (vectors read from .npy files)."""
     if not known and not is_calibration_path(out):
@@ -132,8 +152,7 @@ def save_fitted(
                 f"the chosen setting is no calibration, so there is nothing to write to {out}; give a directory "
                 "name to write a pipeline"
             )
-        if normalize:
-            raise SentflowError("normalize is a pipeline setting: give a directory name, not a .safetensors file")
+        check_normalize_out(normalize, out)
         model, pooling = (encoder.model_name, encoder.pooling) if encoder is not None else (None, None)
         calibration.save(out, model=model, pooling=pooling)
         return Path(out)

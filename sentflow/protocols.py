@@ -42,6 +42,38 @@ class ModelEncoder(TextEncoder, Protocol):
 
 
 @runtime_checkable
+class ReproducibleEncoder(TextEncoder, Protocol):
+    """A text encoder that says what decides its vectors (`Encoder`, `Pipeline`), so that a resumed encoding can
+    prove it runs the same one."""
+
+    def vector_settings(self) -> dict[str, Any]:
+        """The JSON-able settings that decide the vectors (model, pooling, backend, a calibration's checksum...)."""
+        ...
+
+
+@runtime_checkable
+class CalibratedEncoder(Protocol):
+    """An encoder followed by an optional calibration and L2 normalisation (`Pipeline`): what a faiss index built
+    from it applies inside itself."""
+
+    calibration: Any
+    normalize: bool
+
+
+@runtime_checkable
+class VectorTransform(Protocol):
+    """A fitted map of raw embeddings to final vectors that knows its output width (a calibration, a pipeline)."""
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """(n, d_in) embeddings to (n, d_out) vectors."""
+        ...
+
+    def output_width(self, input_width: int) -> int:
+        """d_out of `transform` on vectors `input_width` wide."""
+        ...
+
+
+@runtime_checkable
 class Calibration(Protocol):
     """A fitted map from raw embeddings to calibrated ones (`Whitening`, `BertFlow`)."""
 

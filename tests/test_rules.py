@@ -51,7 +51,7 @@ def test_a_pipeline_refuses_a_calibration_of_another_width(tiny_bert_dir):
     whitening = sentflow.Whitening().fit(np.random.default_rng(0).normal(size=(500, 50)))
     with pytest.raises(SentflowError, match=r"fitted on 50-d vectors .* makes 32-d ones"):
         sentflow.Pipeline(encoder, whitening)
-    assert encoder._forward is None  # the width comes from the model's config: no weights were loaded
+    assert not encoder._backend.loaded  # the width comes from the model's config: no weights were loaded
 
 
 def test_loading_a_pipeline_whose_calibration_has_another_width_fails_at_load(tiny_bert_dir, tmp_path):
@@ -151,10 +151,10 @@ def test_integrations_accept_an_encoder_without_loading_it(unloadable_model, tin
     from sentflow.integrations.mteb import MtebModel
 
     broken = sentflow.Encoder(str(unloadable_model), cache=False)
-    assert LangchainEmbeddings(broken).pipeline is broken and broken._config is None
+    assert LangchainEmbeddings(broken).pipeline is broken and broken._backend._config is None
     encoder = sentflow.Encoder(str(tiny_bert_dir), cache=False)
     assert MtebModel(encoder).mteb_model_meta.embed_dim == 32  # read from the config: no weights loaded
-    assert encoder._forward is None
+    assert not encoder._backend.loaded
     with pytest.raises(SentflowError, match="expected a sentflow Pipeline or Encoder"):
         LangchainEmbeddings(sentflow.Whitening())
 
@@ -204,3 +204,50 @@ def test_a_flow_fit_leaves_the_global_generators_alone_and_is_reproducible(tmp_p
     resumed = sentflow.BertFlow(**{**options, "checkpoint_dir": str(tmp_path)}).fit(X, resume=True)
     assert len(stopped.history_) == 1
     np.testing.assert_allclose(resumed.transform(X), first.transform(X), atol=1e-5)
+
+
+def test_the_command_line_and_the_library_share_one_default_and_one_bound_per_encoder_option():
+    import inspect
+
+    import typer.main
+
+    from sentflow.files.schemas import MIN_LENGTH
+
+    library = inspect.signature(sentflow.Encoder).parameters
+    seen = set()
+    for command in typer.main.get_command(app).commands.values():
+        for sub in getattr(command, "commands", {command.name: command}).values():
+            for param in sub.params:
+                if param.name in ("model", "pooling", "batch_size", "max_length", "backend"):
+                    seen.add(param.name)
+                    # a default is the library's, or None (not given: the library's default applies)
+                    assert param.default in (None, library[param.name].default), (sub.name, param.name)
+                if param.name == "max_length":
+                    assert param.min == MIN_LENGTH, sub.name
+    assert seen == {"model", "pooling", "batch_size", "max_length", "backend"}
+    with pytest.raises(sentflow.SentflowError, match=f"max_length >= {MIN_LENGTH}"):
+        sentflow.Encoder(max_length=MIN_LENGTH - 1)
+
+
+def test_normalize_needs_a_pipeline_directory_in_one_wording_everywhere(tmp_path):
+    from sentflow.pipeline import save_fitted
+
+    rows = np.random.default_rng(0).normal(size=(60, 6))
+    np.save(tmp_path / "rows.npy", rows)
+    bare = tmp_path / "w.safetensors"
+    calls = {
+        "fit": lambda: sentflow.fit(tmp_path / "rows.npy", out=bare, normalize=True),
+        "fit without out": lambda: sentflow.fit(tmp_path / "rows.npy", normalize=True),
+        "save_fitted": lambda: save_fitted(sentflow.Whitening().fit(rows), bare, normalize=True),
+    }
+    for name, call in calls.items():
+        with pytest.raises(SentflowError) as caught:
+            call()
+        assert caught.value.param == "normalize", name
+        assert str(caught.value) == "normalize=True is a pipeline setting: give out a directory name, not a " \
+            ".safetensors file", name  # fmt: skip
+    result = CliRunner().invoke(app, ["tune", "sts-b", "--normalize", "--out", str(bare)])
+    assert result.exit_code == 1 and result.stderr.strip() == (
+        "error: --normalize is a pipeline setting: give --out a directory name, not a .safetensors file"
+    )
+    assert not bare.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Iterable
 from importlib import import_module
 from typing import Any, ClassVar
 
@@ -52,6 +53,19 @@ class Calibrator(TransformerMixin, BaseEstimator):
         super().__init_subclass__(**kwargs)
         if "_parameter_constraints" in cls.__dict__:
             cls.Params = params_schema(cls)
+
+    def fit_chunks(self, chunks: Iterable[np.ndarray]) -> Calibrator:
+        """Fit on row blocks read one at a time. Here the blocks are stacked and given to `fit`; a calibrator whose
+        statistics stream (`Whitening`) overrides this to hold one block at a time."""
+        blocks = list(chunks)
+        if not blocks:
+            raise nothing_to_fit()
+        return self.fit(np.concatenate(blocks))
+
+    def output_width(self, input_width: int) -> int:
+        """Width of `transform`'s output (`n_components_out_`); `transform` itself checks the input's width."""
+        self.check_fitted()
+        return int(self.n_components_out_)
 
     def check_fitted(self) -> None:
         """Raise NotFittedError (a SentflowError and scikit-learn's NotFittedError) unless fitted."""
@@ -116,6 +130,11 @@ class Calibrator(TransformerMixin, BaseEstimator):
             An `nn.Module` mapping (n, d) embeddings to calibrated vectors, as `transform` does.
         """
         raise NotImplementedError
+
+
+def nothing_to_fit() -> SentflowError:
+    """The error of a fit given no rows, in one wording for every calibrator."""
+    return SentflowError("no rows to fit on")
 
 
 def params_schema(cls: type[Calibrator]) -> type[Schema]:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sentflow.calibration.base import Calibrator
+from sentflow.calibration.base import Calibrator, nothing_to_fit
 from sentflow.calibration.stats import MomentAccumulator, as_matrix
 from sentflow.errors import Param, SentflowError
 from sentflow.files.schemas import CalibrationHeader, Dim, Unit
@@ -79,7 +79,7 @@ class Whitening(Calibrator):
             for chunk in chunks:
                 self.partial_fit(chunk)
             if "_moments" not in self.__dict__:
-                raise SentflowError("no rows to fit on")
+                raise nothing_to_fit()
             self._solve()
         except BaseException:  # a refused refit leaves the earlier fit as it was
             for attr in state:

