@@ -18,13 +18,13 @@ import numpy as np
 
 from sentflow.errors import SentflowError
 from sentflow.extras import require
-from sentflow.runtime import blas_threads, resolve_threads
+from sentflow.runtime import blas_threads, resolve_threads, using_threads
 from sentflow.search.codes import Quantizer
 
 KMEANS_ITERATIONS = 10
 SAMPLE_PER_LIST = 64  # k-means sees at most this many sample rows per list (faiss's own cap is 256)
 MAX_LISTS = 1 << 20
-SCORE_BUDGET = 1 << 24  # candidate scores a search holds at once (64 MiB): larger query sets go in blocks
+SCORE_BUDGET = 1 << 23  # candidate scores a search holds at once (32 MiB): larger query sets go in blocks
 RUN = 32  # the best candidates are found from the maxima of runs of this many scores
 
 
@@ -109,10 +109,12 @@ class InvertedLists:
         coarse, cells = self.probe(queries, min(probes, self.lists))
         prepared, anchors = quantizer.prepare(queries), quantizer.prepare_anchors(self.centroids)
         widths = (self.offsets[1:] - self.offsets[:-1])[cells].sum(axis=1)
-        block = max(1, SCORE_BUDGET // max(int(widths.max()), depth, 1))
+        width = -(-max(int(widths.max()), depth) // RUN) * RUN  # a row per query, whole runs
+        block = max(1, SCORE_BUDGET // width)
+        buffer = np.empty(min(block, len(queries)) * width, np.float32)  # reused: fresh pages cost more than scores
         found = [
             self._search_block(prepared[s : s + block], coarse[s : s + block], cells[s : s + block], codes,
-                               quantizer, anchors, depth)
+                               quantizer, anchors, depth, buffer)
             for s in range(0, len(queries), block)
         ]
         scores, slots = np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
@@ -126,13 +128,15 @@ class InvertedLists:
         cells = np.argpartition(-coarse, probes - 1, axis=1)[:, :probes]
         return np.take_along_axis(coarse, cells, axis=1), cells
 
-    def _search_block(self, prepared, coarse, cells, codes, quantizer, anchors, depth):
-        """One block of queries: every probed cell scored into a row per query (its cells side by side), then
-        the best `depth` columns of each row, mapped back to slots."""
+    def _search_block(self, prepared, coarse, cells, codes, quantizer, anchors, depth, buffer):
+        """One block of queries: every probed cell scored into a row per query (its cells side by side, the rest
+        of the row -inf), then the best `depth` columns of each row, mapped back to slots."""
         sizes = (self.offsets[1:] - self.offsets[:-1])[cells]  # (nq, probes): the width of each probed cell
         starts = np.cumsum(sizes, axis=1) - sizes  # where each probed cell's scores start in its query's row
         width = -(-max(int(sizes.sum(axis=1).max()), depth) // RUN) * RUN
-        scores = np.full((len(cells), width), -np.inf, np.float32)
+        scores = buffer[: len(cells) * width].reshape(len(cells), width)
+        for row, used in enumerate(sizes.sum(axis=1)):
+            scores[row, used:] = -np.inf
         pairs = np.argsort(cells, axis=None, kind="stable")  # (query, probe) pairs, cell by cell
         groups = np.split(pairs, np.flatnonzero(np.diff(cells.ravel()[pairs])) + 1)
 
@@ -148,7 +152,8 @@ class InvertedLists:
                     scores[row, start : start + len(values)] = values
 
         workers = min(resolve_threads(), len(groups)) or 1
-        with blas_threads(1), ThreadPoolExecutor(workers) as pool:  # numpy's products release the GIL
+        with blas_threads(1), using_threads(1, read_env=False), ThreadPoolExecutor(workers) as pool:  # products
+            # release the GIL: a worker a core, each product on one thread
             list(pool.map(score, [groups[w::workers] for w in range(workers)]))
         best, columns = _best_columns(scores, depth)
         probe = np.minimum((columns[:, :, None] >= starts[:, None, :]).sum(axis=2) - 1, cells.shape[1] - 1)
