@@ -28,6 +28,7 @@ WORDS = (
 ).split()
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks (it then appends "@GROUP" to the test ids)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`--dist loadgroup`, the README's test command), the tests of a module that share a
     module-scoped fixture (a trained model, a fitted journey, a cluster) go to one worker as a group, so the fixture is
