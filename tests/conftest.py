@@ -28,9 +28,24 @@ WORDS = (
 ).split()
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks (it then appends "@GROUP" to the test ids)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`--dist loadgroup`, the README's test command), the tests of a module that share a
+    module-scoped fixture (a trained model, a fitted journey, a cluster) go to one worker as a group, so the fixture is
+    built once; every other test is handed out on its own, so long files (the eval smokes, the docs examples) spread
+    over the workers. Outside xdist the mark does nothing."""
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)
+        if fixtures is None or item.get_closest_marker("xdist_group"):
+            continue
+        if any(d.scope == "module" for defs in fixtures.name2fixturedefs.values() for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def private_cache(tmp_path_factory):
-    """Keep the embedding cache of the test run out of the user's ~/.cache."""
+    """Keep the embedding cache of the test run out of the user's ~/.cache. A session is one xdist worker, and each
+    worker has its own tmp_path_factory base, so two workers never write the same cache."""
     import os
 
     old = os.environ.get("SENTFLOW_CACHE")

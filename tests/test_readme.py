@@ -33,7 +33,10 @@ def test_readme_links_and_sources_exist():
 def test_readme_set_up_commands():
     """The two set-up commands: one installs and runs the main job, one installs and runs the tests."""
     assert "python3 -m pip install torch==2.13.0 -e . && sentflow eval sts-b --methods none,whitening,flow" in TEXT
-    assert 'python3 -m pip install torch==2.13.0 -e ".[dev]" && python3 -m pytest -q' in TEXT
+    test_command = "python3 -m pytest -q -n auto --dist loadgroup"
+    assert f'python3 -m pip install torch==2.13.0 -e ".[dev]" && {test_command}\n' in TEXT
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")  # CI runs the README's test command, not its own
+    assert f"\n{test_command}\n" in ci
 
 
 @pytest.mark.slow
