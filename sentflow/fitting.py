@@ -18,7 +18,8 @@ from sentflow.encoding.factory import make_encoder
 from sentflow.encoding.models import DEFAULT_MODEL, DEFAULT_POOLING
 from sentflow.errors import Param, SentflowError
 from sentflow.files.io import check_inputs, check_output
-from sentflow.pipeline import check_encoder_known, check_normalize_out, is_calibration_path, save_fitted
+from sentflow.files.schemas import is_calibration_path
+from sentflow.pipeline import check_encoder_known, check_normalize_out, save_fitted
 from sentflow.streaming import data_width, fit_calibration, fit_source
 from sentflow.tasks.sources import EmbeddingSource, Source
 

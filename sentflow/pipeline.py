@@ -20,7 +20,7 @@ from sentflow.calibration.base import Calibrator, load_calibration
 from sentflow.encoding.factory import make_encoder
 from sentflow.errors import Param, SentflowError
 from sentflow.files.io import atomic_directory, tensors_digest
-from sentflow.files.schemas import PIPELINE_FORMAT, PipelineConfig, parse, parse_json
+from sentflow.files.schemas import PIPELINE_FORMAT, PipelineConfig, is_calibration_path, parse, parse_json
 from sentflow.protocols import ModelEncoder
 
 CONFIG_NAME = "pipeline.json"
@@ -109,11 +109,6 @@ class Pipeline:
         from sentflow.encoding.st_export import export_sentence_transformer
 
         return export_sentence_transformer(self.encoder, self.calibration, self.normalize, Path(directory))
-
-
-def is_calibration_path(path: str | os.PathLike) -> bool:
-    """Whether an output path names a bare calibration file (`.safetensors`, any case) rather than a pipeline."""
-    return Path(path).suffix.lower() == ".safetensors"
 
 
 def check_normalize_out(normalize: bool, out: str | os.PathLike | None, out_required: bool = False) -> None:

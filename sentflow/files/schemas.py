@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from pathlib import Path
 from typing import Annotated, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, model_validator
@@ -32,6 +34,7 @@ CompactFormat = Literal["sentflow-compact-index/1"]
 PIPELINE_FORMAT: Final[PipelineFormat] = "sentflow-pipeline"
 FLOWS_FORMAT: Final[FlowsFormat] = "sentflow.flows/1"
 COMPACT_FORMAT: Final[CompactFormat] = "sentflow-compact-index/1"
+CALIBRATION_SUFFIX = ".safetensors"  # a bare calibration file (any case); other output names are pipeline folders
 
 Name = Annotated[str, StringConstraints(max_length=4096)]
 Key = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -317,3 +320,8 @@ class Int8Recipe(Schema):
     weights: Literal["QInt8", "QUInt8"]
     per_channel: bool
     fp32_last_ffn_inputs: Annotated[int, Field(ge=0, le=MAX_ITEMS)]
+
+
+def is_calibration_path(path: str | os.PathLike) -> bool:
+    """Whether a path names a bare calibration file (`.safetensors`, any case) rather than a pipeline directory."""
+    return Path(path).suffix.lower() == CALIBRATION_SUFFIX

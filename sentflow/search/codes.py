@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from collections.abc import Iterator, Sequence
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -21,6 +22,18 @@ from sentflow.errors import SentflowError
 from sentflow.files.io import save_tensors
 
 SCORE_ROWS = 16_384  # codes unpacked to floats per block while scoring
+CELL_CODES = 4096  # codes (padding included) a batch of visits unpacks to floats at once
+
+
+class Visit(NamedTuple):
+    """Some queries (`rows` of the prepared queries, with their inner products `dots` with the cell's centroid)
+    visiting one inverted-file cell, whose codes are rows low:high."""
+
+    rows: np.ndarray
+    dots: np.ndarray
+    cell: int
+    low: int
+    high: int
 
 
 class Quantizer(ABC):
@@ -114,6 +127,15 @@ class Quantizer(ABC):
         estimate plus <query, anchor>."""
         return self.prepared_scores(prepared, codes) + anchor_dots[:, None].astype(np.float32)
 
+    def scores_visits(
+        self, prepared: np.ndarray, codes: np.ndarray, anchors: np.ndarray, visits: Sequence[Visit]
+    ) -> Iterator[np.ndarray]:
+        """`scores_around` for each visit in turn: (len(rows), high - low) float32 scores. Subclasses may score
+        many visits in one batch."""
+        for visit in visits:
+            cell_codes = codes[visit.low : visit.high]
+            yield self.scores_around(prepared[visit.rows], cell_codes, anchors[visit.cell], visit.dots)
+
     @abstractmethod
     def _expected_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shapes of the tensors a fitted quantizer of this spec and width saves."""
@@ -150,3 +172,35 @@ def sign_dots(queries: np.ndarray, bits: np.ndarray, n_bits: int) -> np.ndarray:
         block = torch.from_numpy(np.unpackbits(bits[start : start + SCORE_ROWS], axis=1, count=n_bits))
         out[:, start : start + len(block)] = (left @ block.T.float()).numpy()
     return out
+
+
+def visit_batches(visits: Sequence[Visit]) -> Iterator[Sequence[Visit]]:
+    """Consecutive visits whose codes, each padded to the batch's largest cell, number at most CELL_CODES (a
+    larger cell alone): order visits by cell size first so that little is padding."""
+    start = 0
+    while start < len(visits):
+        end, widest = start + 1, _width(visits[start])
+        while end < len(visits) and (end + 1 - start) * max(widest, _width(visits[end])) <= CELL_CODES:
+            widest, end = max(widest, _width(visits[end])), end + 1
+        yield visits[start:end]
+        start = end
+
+
+def _width(visit: Visit) -> int:
+    return visit.high - visit.low
+
+
+def ranges(starts, lengths) -> np.ndarray:
+    """The integers start, start + 1, ... of each (start, length), concatenated: int64."""
+    lengths = np.asarray(lengths, np.int64)
+    ends = np.cumsum(lengths)
+    total = int(ends[-1]) if len(ends) else 0
+    return np.repeat(np.asarray(starts, np.int64) - (ends - lengths), lengths) + np.arange(total)
+
+
+def padded_sign_dots(rotated: np.ndarray, bits: np.ndarray, n_bits: int) -> torch.Tensor:
+    """<q, b> for a batch of cells at once: float queries (cells, m, n_bits) and packed bit rows (cells * n, bytes),
+    each cell's rows padded to the same m and n: float32 (cells, m, n), one batched matrix product."""
+    cells = len(rotated)
+    unpacked = torch.from_numpy(np.unpackbits(bits, axis=1, count=n_bits)).view(cells, -1, n_bits)
+    return torch.bmm(torch.from_numpy(rotated), unpacked.transpose(1, 2).float())

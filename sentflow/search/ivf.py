@@ -11,21 +11,21 @@ with it (as faiss's inner-product IVF does), scores their codes, and keeps the b
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from sentflow.errors import SentflowError
 from sentflow.extras import require
 from sentflow.runtime import blas_threads, resolve_threads, using_threads
-from sentflow.search.codes import Quantizer
+from sentflow.search.codes import Quantizer, Visit
 
 KMEANS_ITERATIONS = 10
 SAMPLE_PER_LIST = 64  # k-means sees at most this many sample rows per list (faiss's own cap is 256)
 MAX_LISTS = 1 << 20
-SCORE_BUDGET = 1 << 23  # candidate scores a search holds at once (32 MiB): larger query sets go in blocks
-RUN = 32  # the best candidates are found from the maxima of runs of this many scores
+SIZE_STEP = 32  # cells batch with cells within this many codes of their size (little padding)
+SCORE_BUDGET = 1 << 26  # candidate scores a search holds at once (256 MiB): larger query sets go in blocks
 
 
 def default_probes(lists: int) -> int:
@@ -103,21 +103,22 @@ class InvertedLists:
         cell's centroid: (scores float32 (nq, depth), rows int64 (nq, depth)), best first; rows -1 (score -inf)
         where the probed cells hold fewer than depth codes.
 
-        Queries are prepared once, then searched in blocks whose candidate scores fit `SCORE_BUDGET`. Within a
-        block the work goes cell by cell: each probed cell's codes are scored once for all the block's queries
-        that probe it (one matrix product), on every core, and each query keeps its best `depth` at the end."""
+        Queries are prepared once, then searched in blocks of like widths whose candidate scores fit
+        `SCORE_BUDGET`. Within a block the work goes cell by cell: each probed cell's codes are scored once for all
+        the block's queries that probe it (`Quantizer.scores_visits`, which may batch cells into one product), and
+        each query keeps its best `depth` at the end (torch's top-k)."""
         coarse, cells = self.probe(queries, min(probes, self.lists))
         prepared, anchors = quantizer.prepare(queries), quantizer.prepare_anchors(self.centroids)
-        widths = (self.offsets[1:] - self.offsets[:-1])[cells].sum(axis=1)
-        width = -(-max(int(widths.max()), depth) // RUN) * RUN  # a row per query, whole runs
-        block = max(1, SCORE_BUDGET // width)
-        buffer = np.empty(min(block, len(queries)) * width, np.float32)  # reused: fresh pages cost more than scores
-        found = [
-            self._search_block(prepared[s : s + block], coarse[s : s + block], cells[s : s + block], codes,
-                               quantizer, anchors, depth, buffer)
-            for s in range(0, len(queries), block)
-        ]
-        scores, slots = np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
+        widths = _widths((self.offsets[1:] - self.offsets[:-1])[cells], depth)
+        order = np.argsort(widths, kind="stable")  # queries of like widths share a block: little of its rows idle
+        blocks = _blocks(widths[order])
+        buffer = np.empty(max(len(b) * int(widths[order[b]].max()) for b in blocks), np.float32)  # reused
+        scores, slots = np.empty((len(queries), depth), np.float32), np.empty((len(queries), depth), np.int64)
+        for block in blocks:
+            rows = order[block]
+            scores[rows], slots[rows] = self._search_block(
+                prepared[rows], coarse[rows], cells[rows], codes, quantizer, anchors, depth, buffer
+            )
         return scores, np.where(slots >= 0, self.order[np.maximum(slots, 0)], -1)
 
     def probe(self, queries: np.ndarray, probes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -133,51 +134,56 @@ class InvertedLists:
         of the row -inf), then the best `depth` columns of each row, mapped back to slots."""
         sizes = (self.offsets[1:] - self.offsets[:-1])[cells]  # (nq, probes): the width of each probed cell
         starts = np.cumsum(sizes, axis=1) - sizes  # where each probed cell's scores start in its query's row
-        width = -(-max(int(sizes.sum(axis=1).max()), depth) // RUN) * RUN
+        width = int(_widths(sizes, depth).max())
         scores = buffer[: len(cells) * width].reshape(len(cells), width)
         for row, used in enumerate(sizes.sum(axis=1)):
             scores[row, used:] = -np.inf
-        pairs = np.argsort(cells, axis=None, kind="stable")  # (query, probe) pairs, cell by cell
-        groups = np.split(pairs, np.flatnonzero(np.diff(cells.ravel()[pairs])) + 1)
-
-        def score(share: list[np.ndarray]) -> None:
-            for pair in share:
-                cell = int(cells.flat[pair[0]])
-                low, high = self.offsets[cell], self.offsets[cell + 1]
-                if high == low:
-                    continue
-                rows = pair // cells.shape[1]
-                found = quantizer.scores_around(prepared[rows], codes[low:high], anchors[cell], coarse.flat[pair])
-                for row, start, values in zip(rows, starts.flat[pair], found, strict=True):
-                    scores[row, start : start + len(values)] = values
-
-        workers = min(resolve_threads(), len(groups)) or 1
-        with blas_threads(1), using_threads(1, read_env=False), ThreadPoolExecutor(workers) as pool:  # products
-            # release the GIL: a worker a core, each product on one thread
-            list(pool.map(score, [groups[w::workers] for w in range(workers)]))
-        best, columns = _best_columns(scores, depth)
+        visits, columns = self._visits(cells, coarse, starts)
+        with blas_threads(1), using_threads(resolve_threads(), read_env=False):  # torch's products on every core
+            found = quantizer.scores_visits(prepared, codes, anchors, visits)
+            for visit, at, values in zip(visits, columns, found, strict=True):
+                for row, start, row_values in zip(visit.rows, at, values, strict=True):
+                    scores[row, start : start + len(row_values)] = row_values
+            top = torch.topk(torch.from_numpy(scores), depth, dim=1, sorted=False)
+        best, columns = top.values.numpy(), top.indices.numpy()
         probe = np.minimum((columns[:, :, None] >= starts[:, None, :]).sum(axis=2) - 1, cells.shape[1] - 1)
         cell = np.take_along_axis(cells, probe, axis=1)
         slots = self.offsets[cell] + columns - np.take_along_axis(starts, probe, axis=1)
         return _top(best, np.where(np.isfinite(best), slots, -1), depth)
 
+    def _visits(self, cells: np.ndarray, coarse: np.ndarray, starts: np.ndarray):
+        """The block's (query, probe) pairs as one Visit per probed non-empty cell, smallest cells first (they batch
+        with little padding), and where each visit's queries put the cell's scores in their rows."""
+        pairs = np.argsort(cells, axis=None, kind="stable")  # cell by cell
+        groups = np.split(pairs, np.flatnonzero(np.diff(cells.ravel()[pairs])) + 1)
+        found = [(group, int(cells.flat[group[0]])) for group in groups]
+        found = [(group, cell) for group, cell in found if self._size(cell)]
+        found.sort(key=lambda f: (self._size(f[1]) // SIZE_STEP, len(f[0])))  # like sizes, then like query counts
+        visits = [
+            Visit(group // cells.shape[1], coarse.flat[group], cell, *map(int, self.offsets[cell : cell + 2]))
+            for group, cell in found
+        ]
+        return visits, [starts.flat[group] for group, _ in found]
 
-def _best_columns(scores: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
-    """(score, column) of the `depth` best columns per row, in no order, for a width that is a multiple of RUN.
+    def _size(self, cell: int) -> int:
+        return int(self.offsets[cell + 1] - self.offsets[cell])
 
-    The depth-th largest maximum of the rows' runs of RUN columns is a floor that at least `depth` scores reach,
-    and few more: only the scores at or above it are partitioned (a pass over the maxima instead of the row)."""
-    runs = scores.reshape(len(scores), -1, RUN).max(axis=2)
-    if runs.shape[1] <= depth:
-        return _keep(scores, np.broadcast_to(np.arange(scores.shape[1]), scores.shape), depth)
-    floor = -np.partition(-runs, depth - 1, axis=1)[:, depth - 1]
-    row, column = np.nonzero(scores >= floor[:, None])
-    counts = np.bincount(row, minlength=len(scores))
-    place = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
-    kept = np.full((len(scores), max(int(counts.max()), depth)), -np.inf, np.float32)
-    columns = np.zeros(kept.shape, np.int64)
-    kept[row, place], columns[row, place] = scores[row, column], column
-    return _keep(kept, columns, depth)
+
+def _widths(sizes: np.ndarray, depth: int) -> np.ndarray:
+    """The row each query's scores take: its probed cells' sizes (nq, probes) summed, at least depth."""
+    return np.maximum(sizes.sum(axis=1), depth)
+
+
+def _blocks(widths: np.ndarray) -> list[np.ndarray]:
+    """Consecutive positions of ascending `widths` in blocks whose rows, each as wide as the block's widest, hold
+    at most SCORE_BUDGET scores (one query a block where a single row is wider)."""
+    blocks, start = [], 0
+    while start < len(widths):
+        held = np.arange(1, len(widths) - start + 1) * widths[start:]  # a block from start to each end: ascending
+        end = start + max(1, int(np.searchsorted(held, SCORE_BUDGET, side="right")))
+        blocks.append(np.arange(start, end))
+        start = end
+    return blocks
 
 
 def _keep(scores: np.ndarray, slots: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:

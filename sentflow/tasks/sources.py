@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from sentflow.errors import SentflowError
 from sentflow.files.npy import NpyShards
+from sentflow.files.schemas import is_calibration_path
 from sentflow.tasks.sts import TASKS
 
 PIPELINE_MARKER = "pipeline.json"
@@ -175,7 +176,7 @@ def _classify_file(path: Path) -> Source:
         return EmbeddingSource(str(path))
     if suffix == ".jsonl":
         return CorpusSource(path)
-    if suffix == ".safetensors" or _looks_like_safetensors(path):
+    if is_calibration_path(path) or _looks_like_safetensors(path):
         return CalibrationSource(path)
     return TextSource(path)
 
