@@ -46,7 +46,7 @@ METHODS = (
     "float-flat", "binary", "binary/20", "itq:128", "itq:128/20", "int8",  # spec[/rescore], default 4
     "rabitq@4096", "faiss-ivf4096-rabitq", "faiss-hnsw32",
 )
-IVF_SETTINGS = ((16, 200), (32, 200), (48, 200), (64, 200), (64, 400), (128, 400), (256, 600))  # (probes, candidates)
+IVF_SETTINGS = ((16, 200), (32, 200), (48, 200), (56, 200), (64, 200), (64, 400), (128, 400), (192, 400), (256, 600))
 FAISS_NPROBES = (16, 64)
 REFINE_FACTOR = 20
 N_QUERIES = 1000
