@@ -45,10 +45,12 @@ def test_search_without_and_with_an_ivf_index_matches_brute_force(tmp_path):
     build_index(table, "IVF_FLAT", partitions=4)
     _, every_list = search_table(table, queries, 10, probes=4)
     assert every_list == [[str(i) for i in row] for row in best]  # every list probed: exact again
-    build_index(table, "IVF_RQ", partitions=4)
-    _, rabitq = search_table(table, queries, 10, probes=4, refine=20)
-    hits = np.mean([len(set(a) & {str(i) for i in b}) / 10 for a, b in zip(rabitq, best, strict=True)])
-    assert hits >= 0.75  # 1-bit codes of 24 dims, 200 candidates rescored with the stored floats
+    build_index(table, "IVF_RQ", partitions=4)  # LanceDB trains it unseeded: 40 queries, so the mean is steady
+    many = unit_vectors(40, seed=2)
+    _, rabitq = search_table(table, many, 10, probes=4, refine=20)
+    truth = brute_force(many, corpus, 10)
+    hits = np.mean([len(set(a) & {str(i) for i in b}) / 10 for a, b in zip(rabitq, truth, strict=True)])
+    assert hits >= 0.7  # 1-bit codes of 24 dims, 200 candidates rescored with the stored floats (0.82-0.85 seen)
 
 
 def test_bad_tables_get_one_line(tmp_path):
