@@ -50,6 +50,7 @@ IVF_SETTINGS = ((16, 200), (32, 200), (48, 200), (56, 200), (64, 200), (64, 400)
 FAISS_NPROBES = (16, 64)
 REFINE_FACTOR = 20
 N_QUERIES = 1000
+ROUNDS = 3  # timed search passes a setting's q/s is the best of
 K = 10
 CHUNK = 65_536
 HEADER = ["method", "vectors", "RAM B/vector (measured)", "code B/vector", "build s", "build peak RSS GiB",
@@ -129,9 +130,11 @@ def serve(method: str, queries_path: str, truth_path: str, workdir: str) -> list
     rows = []
     for name, search in _settings(method, index):
         search(queries)  # a whole pass first: the codes' pages are touched (and paged in) before the clock runs
-        start = time.perf_counter()
-        found = search(queries)
-        seconds = time.perf_counter() - start
+        seconds = float("inf")
+        for _ in range(ROUNDS):  # the best of a few passes: a shared 2-core machine's noise only ever slows one
+            start = time.perf_counter()
+            found = search(queries)
+            seconds = min(seconds, time.perf_counter() - start)
         recall = float(np.mean([len(set(r) & set(t)) / K for r, t in zip(found, truth, strict=True)]))
         row = {"method": name, "ram_bytes": held, "qps": len(queries) / seconds, "recall": 100 * recall}
         rows.append({**row, "search_peak_rss": peak_rss()})
@@ -291,9 +294,10 @@ def write(rows: list[dict]) -> None:
         "method says /20) and rescore them with int8 codes memory-mapped from disk. Each index is built in one "
         "worker process and saved; RAM is the resident growth of a fresh process opening it (faiss `read_index` "
         "for Flat, `CompactIndex.load` as `sentflow search` does: the memory-mapped codes are read from disk as "
-        f"searched), measured before the first search. `SPEC@LISTS` rows are inverted files (`lists=LISTS`) "
-        "searched at the probes and candidates named; faiss IVF rows refine SQ8 x 20 in RAM. Build peak RSS is "
-        "the building process' ru_maxrss (its generator included), search peak RSS the serving process'. Load "
+        f"searched), measured before the first search. q/s is the best of {ROUNDS} timed passes after a warm-up "
+        "pass. `SPEC@LISTS` rows are inverted files (`lists=LISTS`) searched at the probes and candidates named; "
+        "faiss IVF rows refine SQ8 x 20 in RAM. Build peak RSS is the building process' VmHWM (its generator "
+        "included), search peak RSS the serving process' (the memory-mapped pages it touched included). Load "
         f"average at the end: {load[0]:.2f}.",
         rows_table(rows),
     ]
