@@ -249,10 +249,12 @@ def test_codes_around_anchors_are_the_estimator_around_them(spec):
     np.testing.assert_allclose(estimate, hand, atol=3e-5)
 
 
+@pytest.mark.parametrize("most_queries", [1, 9])
 @pytest.mark.parametrize("cell_codes", [5, 64, 10_000])
-def test_batched_visits_score_as_each_cell_alone(cell_codes, monkeypatch):
+def test_batched_visits_score_as_each_cell_alone(cell_codes, most_queries, monkeypatch):
     """An inverted file hands RaBitQ many (queries, cell) visits at once; padded into batches of any size (one
-    cell each, a few, all), every visit's scores are those of `scores_around` on that cell alone."""
+    cell each, a few, all), every visit's scores are those of `scores_around` on that cell alone, whether the
+    batch is scored by unpacked bits or (one query a cell) by byte tables."""
     import sentflow.search.codes as codes_module
     from sentflow.search.codes import Visit
 
@@ -269,7 +271,7 @@ def test_batched_visits_score_as_each_cell_alone(cell_codes, monkeypatch):
     visits = [
         Visit(rows, (queries[rows] @ centroids[c]).astype(np.float32), c, int(offsets[c]), int(offsets[c + 1]))
         for c in range(6)
-        for rows in [np.sort(rng.choice(9, size=rng.integers(1, 10), replace=False))]
+        for rows in [np.sort(rng.choice(9, size=rng.integers(1, most_queries + 1), replace=False))]
     ]
     for visit, batched in zip(visits, quantizer.scores_visits(prepared, codes, anchors, visits), strict=True):
         alone = quantizer.scores_around(
@@ -277,3 +279,18 @@ def test_batched_visits_score_as_each_cell_alone(cell_codes, monkeypatch):
         )
         assert batched.shape == alone.shape == (len(visit.rows), visit.high - visit.low)
         np.testing.assert_allclose(batched, alone, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_bits", [8, 13, 384])
+def test_byte_tables_sum_to_the_dot_with_the_unpacked_bits(n_bits):
+    """Summing a query's byte tables at a code's bytes gives <r, b> for the unpacked bits b (packbits order)."""
+    from sentflow.search.codes import byte_tables
+
+    rng = np.random.default_rng(5)
+    rotated = rng.standard_normal((3, n_bits)).astype(np.float32)
+    packed = np.packbits(rng.integers(0, 2, (50, n_bits)).astype(bool), axis=1)
+    tables = byte_tables(rotated)
+    assert tables.shape == (3, packed.shape[1], 256)
+    looked_up = tables[:, np.arange(packed.shape[1]), packed].sum(axis=2)
+    brute = rotated @ np.unpackbits(packed, axis=1, count=n_bits).T.astype(np.float64)
+    np.testing.assert_allclose(looked_up, brute, rtol=1e-5, atol=1e-4)

@@ -174,6 +174,16 @@ def sign_dots(queries: np.ndarray, bits: np.ndarray, n_bits: int) -> np.ndarray:
     return out
 
 
+def byte_tables(rotated: np.ndarray) -> np.ndarray:
+    """For float rows r (nq, n_bits): float32 (nq, ceil(n_bits/8), 256), entry [q, k, v] the sum of r[q, 8k + t]
+    over the bits t set in byte value v (packbits order: the first coordinate is the high bit)."""
+    nq, n_bits = rotated.shape
+    padded = np.zeros((nq, -(-n_bits // 8) * 8), np.float32)
+    padded[:, :n_bits] = rotated
+    bits = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32)  # (256, 8)
+    return padded.reshape(nq, -1, 8) @ bits.T
+
+
 def visit_batches(visits: Sequence[Visit]) -> Iterator[Sequence[Visit]]:
     """Consecutive visits whose codes, each padded to the batch's largest cell, number at most CELL_CODES (a
     larger cell alone): order visits by cell size first so that little is padding."""

@@ -11,7 +11,7 @@ with it (as faiss's inner-product IVF does), scores their codes, and keeps the b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -73,6 +73,7 @@ class InvertedLists:
     centroids: np.ndarray
     offsets: np.ndarray
     order: np.ndarray
+    _anchors: tuple[Quantizer, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         lists = len(self.centroids)
@@ -113,7 +114,7 @@ class InvertedLists:
         the block's queries that probe it (`Quantizer.scores_visits`, which may batch cells into one product), and
         each query keeps its best `depth` at the end (torch's top-k)."""
         coarse, cells = self.probe(queries, min(probes, self.lists))
-        prepared, anchors = quantizer.prepare(queries), quantizer.prepare_anchors(self.centroids)
+        prepared, anchors = quantizer.prepare(queries), self.anchors(quantizer)
         widths = _widths((self.offsets[1:] - self.offsets[:-1])[cells], depth)
         order = np.argsort(widths, kind="stable")  # queries of like widths share a block: little of its rows idle
         blocks = _blocks(widths[order])
@@ -125,6 +126,13 @@ class InvertedLists:
                 prepared[rows], coarse[rows], cells[rows], codes, quantizer, anchors, depth, buffer
             )
         return scores, np.where(slots >= 0, self.order[np.maximum(slots, 0)], -1)
+
+    def anchors(self, quantizer: Quantizer) -> np.ndarray:
+        """`quantizer.prepare_anchors` of the centroids, kept for later searches with the same quantizer (at 4,096
+        cells it costs a single query's search several times over)."""
+        if self._anchors is None or self._anchors[0] is not quantizer:
+            self._anchors = (quantizer, quantizer.prepare_anchors(self.centroids))
+        return self._anchors[1]
 
     def probe(self, queries: np.ndarray, probes: int) -> tuple[np.ndarray, np.ndarray]:
         """(<q, centroid>, cell) of the `probes` cells nearest each query by inner product."""
@@ -157,13 +165,14 @@ class InvertedLists:
         return _top(best, np.where(np.isfinite(best), slots, -1), depth)
 
     def _visits(self, cells: np.ndarray, coarse: np.ndarray, starts: np.ndarray):
-        """The block's (query, probe) pairs as one Visit per probed non-empty cell, smallest cells first (they batch
-        with little padding), and where each visit's queries put the cell's scores in their rows."""
+        """The block's (query, probe) pairs as one Visit per probed non-empty cell, ordered by how many queries
+        visit the cell, then by its size (neighbours batch with little padding), and where each visit's queries put
+        the cell's scores in their rows."""
         pairs = np.argsort(cells, axis=None, kind="stable")  # cell by cell
         groups = np.split(pairs, np.flatnonzero(np.diff(cells.ravel()[pairs])) + 1)
         found = [(group, int(cells.flat[group[0]])) for group in groups]
         found = [(group, cell) for group, cell in found if self._size(cell)]
-        found.sort(key=lambda f: (self._size(f[1]) // SIZE_STEP, len(f[0])))  # like sizes, then like query counts
+        found.sort(key=lambda f: (len(f[0]), self._size(f[1]) // SIZE_STEP))  # like query counts, then like sizes
         visits = [
             Visit(group // cells.shape[1], coarse.flat[group], cell, *map(int, self.offsets[cell : cell + 2]))
             for group, cell in found

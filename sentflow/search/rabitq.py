@@ -19,6 +19,7 @@ A code is `ceil(B/8)` bytes of bits followed by f and g as little-endian float32
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from itertools import groupby
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from sentflow.files.schemas import MAX_DIM
 from sentflow.search.codes import (
     Quantizer,
     Visit,
+    byte_tables,
     padded_sign_dots,
     ranges,
     rotate_queries,
@@ -140,11 +142,30 @@ class RaBitQuantizer(Quantizer):
     def scores_visits(
         self, prepared: np.ndarray, codes: np.ndarray, anchors: np.ndarray, visits: Sequence[Visit]
     ) -> Iterator[np.ndarray]:
-        """`scores_around` of many visits, batched: the visits' cells padded to a common size and their sign dots
-        taken in one batched product per `visit_batches` batch (a Python step per cell costs more than its
-        arithmetic)."""
-        for batch in visit_batches(visits):
-            yield from self._batch_scores(prepared, codes, anchors, batch)
+        """`scores_around` of many visits, batched (a Python step per cell costs more than its arithmetic): the
+        cells of visits by one query each through byte tables, the others padded to a common size and their sign
+        dots taken in one batched product per `visit_batches` batch."""
+        for alone, run in groupby(visits, key=lambda visit: len(visit.rows) == 1):
+            # unpacking a cell's bits to floats costs more than one query's lookups
+            score = self._lookup_scores if alone else self._batch_scores
+            for batch in visit_batches(list(run)):
+                yield from score(prepared, codes, anchors, batch)
+
+    def _lookup_scores(self, prepared, codes, anchors, batch: Sequence[Visit]) -> Iterator[np.ndarray]:
+        """Visits of one query each, by byte tables: <b, r> is the sum over the code's bytes of a table of the 256
+        sums of r's eight matching coordinates (`byte_tables`), so the bits are never unpacked."""
+        sizes = np.array([v.high - v.low for v in batch])
+        rows, cells = np.concatenate([v.rows for v in batch]), np.array([v.cell for v in batch])
+        rotated = prepared[rows, :-1] - anchors[cells]  # a row per visit
+        tables = byte_tables(rotated).reshape(-1)  # visit v's tables at v * bytes * 256
+        cell_codes = codes[ranges([v.low for v in batch], sizes)]
+        visit = np.repeat(np.arange(len(batch)), sizes)
+        width = cell_codes.shape[1] - FACTOR_BYTES
+        index = cell_codes[:, :-FACTOR_BYTES] + 256 * (np.arange(width) + width * visit[:, None])
+        f, g = _factors(cell_codes)
+        signs = 2 * tables[index].sum(axis=1) - rotated.sum(axis=1)[visit]
+        dots = np.concatenate([v.dots for v in batch])
+        yield from np.split((dots[visit] + g + f * signs).astype(np.float32)[None], np.cumsum(sizes)[:-1], axis=1)
 
     def _batch_scores(self, prepared, codes, anchors, batch: Sequence[Visit]) -> Iterator[np.ndarray]:
         """One batch of visits, each cell's queries and codes padded to the batch's largest: with r = q P - a P,
