@@ -259,6 +259,7 @@ def test_batched_visits_score_as_each_cell_alone(cell_codes, most_queries, monke
     from sentflow.search.codes import Visit
 
     monkeypatch.setattr(codes_module, "CELL_CODES", cell_codes)
+    monkeypatch.setattr("sentflow.search.rabitq.TABLE_VISITS", 2)  # byte tables for a few visits at a time
     rng = np.random.default_rng(3)
     corpus, queries = shared_direction(400, 32), shared_direction(9, 32, seed=1)
     quantizer = make_quantizer("rabitq").fit(corpus)

@@ -38,6 +38,7 @@ from sentflow.search.codes import (
 )
 
 FACTOR_BYTES = 8  # f and g, two little-endian float32
+TABLE_VISITS = 256  # one-query visits whose byte tables (48 KiB each at 384 bits) are held at once
 
 
 class RaBitQuantizer(Quantizer):
@@ -146,10 +147,12 @@ class RaBitQuantizer(Quantizer):
         cells of visits by one query each through byte tables, the others padded to a common size and their sign
         dots taken in one batched product per `visit_batches` batch."""
         for alone, run in groupby(visits, key=lambda visit: len(visit.rows) == 1):
-            # unpacking a cell's bits to floats costs more than one query's lookups
-            score = self._lookup_scores if alone else self._batch_scores
             for batch in visit_batches(list(run)):
-                yield from score(prepared, codes, anchors, batch)
+                if not alone:
+                    yield from self._batch_scores(prepared, codes, anchors, batch)
+                    continue
+                for start in range(0, len(batch), TABLE_VISITS):  # unpacking costs more than one query's lookups
+                    yield from self._lookup_scores(prepared, codes, anchors, batch[start : start + TABLE_VISITS])
 
     def _lookup_scores(self, prepared, codes, anchors, batch: Sequence[Visit]) -> Iterator[np.ndarray]:
         """Visits of one query each, by byte tables: <b, r> is the sum over the code's bytes of a table of the 256
