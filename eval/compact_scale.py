@@ -162,9 +162,9 @@ def _settings(method: str, index):
             params.k_factor, params.base_index_params = REFINE_FACTOR, base
             return index.search(queries, K, params=params)[1]
 
-        settings = [(f"{method} nprobe {p} + SQ8 x {REFINE_FACTOR}", lambda q, p=p: ivf(q, p)) for p in FAISS_NPROBES]
-        alone = _one_at_a_time(lambda q: ivf(q, 64))
-        return [*settings, (f"{method} nprobe 64 + SQ8 x {REFINE_FACTOR}, {ONE_QUERY}", alone)]
+        probed = [(f"{method} nprobe {p} + SQ8 x {REFINE_FACTOR}", lambda q, p=p: ivf(q, p)) for p in FAISS_NPROBES]
+        single = _one_at_a_time(lambda q: ivf(q, 64))
+        return [*probed, (f"{method} nprobe 64 + SQ8 x {REFINE_FACTOR}, {ONE_QUERY}", single)]
     if method.startswith("faiss-hnsw"):
         hnsw: Any = faiss.downcast_index(index)
         hnsw.hnsw.efSearch = 64
