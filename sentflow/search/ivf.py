@@ -93,6 +93,11 @@ class InvertedLists:
         return cls(centroids, offsets, np.argsort(cells, kind="stable").astype(np.int64))
 
     @property
+    def sizes(self) -> np.ndarray:
+        """The number of codes in each cell: int64 (lists,)."""
+        return np.diff(self.offsets)
+
+    @property
     def lists(self) -> int:
         """The number of cells."""
         return len(self.centroids)
@@ -115,7 +120,7 @@ class InvertedLists:
         each query keeps its best `depth` at the end (torch's top-k)."""
         coarse, cells = self.probe(queries, min(probes, self.lists))
         prepared, anchors = quantizer.prepare(queries), self.anchors(quantizer)
-        widths = _widths((self.offsets[1:] - self.offsets[:-1])[cells], depth)
+        widths = _widths(self.sizes[cells], depth)
         order = np.argsort(widths, kind="stable")  # queries of like widths share a block: little of its rows idle
         blocks = _blocks(widths[order])
         buffer = np.empty(max(len(b) * int(widths[order[b]].max()) for b in blocks), np.float32)  # reused
@@ -145,7 +150,7 @@ class InvertedLists:
     def _search_block(self, prepared, coarse, cells, codes, quantizer, anchors, depth, buffer):
         """One block of queries: every probed cell scored into a row per query (its cells side by side, the rest
         of the row -inf), then the best `depth` columns of each row, mapped back to slots."""
-        sizes = (self.offsets[1:] - self.offsets[:-1])[cells]  # (nq, probes): the width of each probed cell
+        sizes = self.sizes[cells]  # (nq, probes): the width of each probed cell
         starts = np.cumsum(sizes, axis=1) - sizes  # where each probed cell's scores start in its query's row
         width = int(_widths(sizes, depth).max())
         scores = buffer[: len(cells) * width].reshape(len(cells), width)
@@ -170,17 +175,16 @@ class InvertedLists:
         the cell's scores in their rows."""
         pairs = np.argsort(cells, axis=None, kind="stable")  # cell by cell
         groups = np.split(pairs, np.flatnonzero(np.diff(cells.ravel()[pairs])) + 1)
+        sizes = self.sizes
         found = [(group, int(cells.flat[group[0]])) for group in groups]
-        found = [(group, cell) for group, cell in found if self._size(cell)]
-        found.sort(key=lambda f: (len(f[0]), self._size(f[1]) // SIZE_STEP))  # like query counts, then like sizes
+        found = [(group, cell) for group, cell in found if sizes[cell]]
+        found.sort(key=lambda f: (len(f[0]), sizes[f[1]] // SIZE_STEP))  # like query counts, then like sizes
         visits = [
             Visit(group // cells.shape[1], coarse.flat[group], cell, *map(int, self.offsets[cell : cell + 2]))
             for group, cell in found
         ]
         return visits, [starts.flat[group] for group, _ in found]
 
-    def _size(self, cell: int) -> int:
-        return int(self.offsets[cell + 1] - self.offsets[cell])
 
 
 def _widths(sizes: np.ndarray, depth: int) -> np.ndarray:

@@ -148,11 +148,11 @@ class RaBitQuantizer(Quantizer):
         dots taken in one batched product per `visit_batches` batch."""
         for alone, run in groupby(visits, key=lambda visit: len(visit.rows) == 1):
             for batch in visit_batches(list(run)):
-                if not alone:
+                if alone:  # unpacking a cell's bits costs more than one query's lookups
+                    for start in range(0, len(batch), TABLE_VISITS):
+                        yield from self._lookup_scores(prepared, codes, anchors, batch[start : start + TABLE_VISITS])
+                else:
                     yield from self._batch_scores(prepared, codes, anchors, batch)
-                    continue
-                for start in range(0, len(batch), TABLE_VISITS):  # unpacking costs more than one query's lookups
-                    yield from self._lookup_scores(prepared, codes, anchors, batch[start : start + TABLE_VISITS])
 
     def _lookup_scores(self, prepared, codes, anchors, batch: Sequence[Visit]) -> Iterator[np.ndarray]:
         """Visits of one query each, by byte tables: <b, r> is the sum over the code's bytes of a table of the 256
