@@ -146,3 +146,17 @@ def test_assignment_in_blocks_is_the_nearest_centroid(monkeypatch):
     corpus, centroids = clustered(100), clustered(9, seed=2)
     nearest = np.argmin(((corpus[:, None, :] - centroids[None]) ** 2).sum(axis=2), axis=1)
     np.testing.assert_array_equal(ivf.assign(centroids, corpus), nearest)
+
+
+@pytest.mark.parametrize(
+    "order",
+    [[0, 1, 1, 3], [0, 1, 2, 4], [-1, 1, 2, 3], [3, 2, 1]],
+    ids=["repeated", "past the end", "negative", "one short"],
+)
+def test_a_slot_order_that_is_not_a_permutation_is_refused(order):
+    from sentflow.search.ivf import InvertedLists
+
+    centroids = clustered(2)
+    InvertedLists(centroids, np.array([0, 2, 4]), np.array([3, 1, 0, 2]))  # a permutation loads
+    with pytest.raises(SentflowError, match="name every row exactly once"):
+        InvertedLists(centroids, np.array([0, 2, 4]), np.array(order))

@@ -51,14 +51,15 @@ def train_centroids(sample: np.ndarray, lists: int, seed: int = 0) -> np.ndarray
 
 def assign(centroids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """The nearest centroid (L2) of every vector: int64 (n,), the largest <x, c> - |c|² / 2 (a matrix product per
-    block of ASSIGN_ROWS vectors, in torch on every core: 2.5x faiss's IndexFlatL2 search here)."""
+    block of ASSIGN_ROWS vectors with the bias added in the same pass, in torch on every core: 2.5x faiss's
+    IndexFlatL2 search here)."""
     right = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32))
-    half = (right * right).sum(dim=1) / 2
+    bias = (right * right).sum(dim=1) / -2
     nearest = np.empty(len(vectors), np.int64)
     with using_threads(resolve_threads(), read_env=False):
         for start in range(0, len(vectors), ASSIGN_ROWS):
             block = torch.from_numpy(np.ascontiguousarray(vectors[start : start + ASSIGN_ROWS], dtype=np.float32))
-            nearest[start : start + len(block)] = (block @ right.T - half).argmax(dim=1).numpy()
+            nearest[start : start + len(block)] = torch.addmm(bias, block, right.T).argmax(dim=1).numpy()
     return nearest
 
 
@@ -82,7 +83,7 @@ class InvertedLists:
             raise SentflowError(f"inverted lists need finite centroids (lists, dim), got {self.centroids.shape}")
         if offsets.shape != (lists + 1,) or offsets[0] != 0 or (np.diff(offsets) < 0).any():
             raise SentflowError(f"list offsets must rise from 0 with one entry per list and one more, got {offsets}")
-        if order.shape != (offsets[-1],) or (len(order) and not np.array_equal(np.sort(order), np.arange(len(order)))):
+        if order.shape != (offsets[-1],) or not _permutation(order):
             raise SentflowError("the slot order must name every row exactly once")
 
     @classmethod
@@ -185,6 +186,17 @@ class InvertedLists:
         ]
         return visits, [starts.flat[group] for group, _ in found]
 
+
+def _permutation(order: np.ndarray) -> bool:
+    """Whether order holds each of 0 .. len - 1 once (a flag per row, not a sort: 10M rows check in 1/8 of their
+    size)."""
+    if not len(order):
+        return True
+    if order.min() < 0 or order.max() >= len(order):
+        return False
+    seen = np.zeros(len(order), bool)
+    seen[order] = True
+    return bool(seen.all())
 
 
 def _widths(sizes: np.ndarray, depth: int) -> np.ndarray:
