@@ -20,6 +20,7 @@ float Flat's q/s. Indexes of more than 4,096 lists are also searched at 512 and 
 
 Run: python eval/compact_scale.py [--sizes 10000,100000,1000000] [--methods ...] [--smoke]
      python eval/compact_scale.py --rows 10000000 --methods float-flat,rabitq@16384   (10M, codes spilled to disk)
+     ... --workdir DIR   (keeps the indexes: a rerun with the same DIR serves them again without building)
 """
 
 from __future__ import annotations
@@ -108,15 +109,18 @@ def scifact_stats() -> tuple[np.ndarray, np.ndarray]:
 
 
 def worker(method: str, stats_path: str, n: int, queries_path: str, truth_path: str, workdir: str) -> list[dict]:
-    """Build one index over n vectors and save it, then measure it as served by a fresh process."""
-    fit_rows = np.concatenate(list(gaussian_like_scifact(min(n, 200_000), 0, stats_path)))  # what a build fits on
-    start = time.perf_counter()
-    build(method, gaussian_like_scifact(n, 0, stats_path), fit_rows, workdir)
-    build_seconds, build_rss = time.perf_counter() - start, peak_rss()
-    return [
-        {**row, "n": n, "build_seconds": build_seconds, "build_peak_rss": build_rss}
-        for row in served(method, queries_path, truth_path, workdir)
-    ]
+    """Build one index over n vectors and save it (unless a kept workdir has it), then measure it as served by a
+    fresh process."""
+    built = Path(workdir) / f"{_folder(method)}.build.json"
+    if not built.is_file():
+        fit_rows = np.concatenate(list(gaussian_like_scifact(min(n, 200_000), 0, stats_path)))  # what a build fits on
+        start = time.perf_counter()
+        build(method, gaussian_like_scifact(n, 0, stats_path), fit_rows, workdir)
+        cost = {"build_seconds": time.perf_counter() - start, "build_peak_rss": peak_rss()}
+        del fit_rows
+        write_atomic(built, lambda tmp: tmp.write_text(json.dumps(cost), "utf-8"))
+    cost = json.loads(built.read_text("utf-8"))
+    return [{**row, "n": n, **cost} for row in served(method, queries_path, truth_path, workdir)]
 
 
 def served(method: str, queries_path: str, truth_path: str, workdir: str) -> list[dict]:
@@ -266,14 +270,19 @@ def measure(sizes: list[int], methods, stats, workdir: Path) -> list[dict]:
     queries = np.load(queries_path)
     rows = []
     for n in sizes:
-        truth = workdir / f"truth-{n}.npy"
-        exact, seconds = exact_top_k(stats_path, n, queries)
-        np.save(truth, exact, allow_pickle=False)
+        sized = workdir / f"n{n}"  # this size's exact top-10s and indexes
+        sized.mkdir(exist_ok=True)
+        truth, timed = sized / "truth.npy", sized / "truth.seconds"
+        if not timed.is_file():  # a kept workdir has it already
+            exact, seconds = exact_top_k(stats_path, n, queries)
+            np.save(truth, exact, allow_pickle=False)
+            timed.write_text(repr(seconds), "utf-8")
+        seconds = float(timed.read_text("utf-8"))
         for method in methods:
             if method == "float-flat" and n > FLAT_IN_RAM:  # its floats do not fit: the exact search's own time
                 rows.append({"method": method, "n": n, "qps": len(queries) / seconds, "recall": 100.0, "chunked": True})
                 continue
-            rows.extend(run_worker(method, stats_path, n, queries_path, truth, workdir))
+            rows.extend(run_worker(method, stats_path, n, queries_path, truth, sized))
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -358,6 +367,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, help="one size (e.g. 10000000), instead of --sizes")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--smoke", action="store_true", help="2,000 vectors, seconds; writes nothing")
+    parser.add_argument(
+        "--workdir", help="keep the exact top-10s and the built indexes here (a folder per size), and serve them "
+        "again on a rerun instead of rebuilding"
+    )
     args = parser.parse_args()
     sizes = [2000] if args.smoke else [args.rows] if args.rows else [int(s) for s in args.sizes.split(",")]
     methods = args.methods.split(",")
@@ -367,9 +380,13 @@ def main() -> None:
         stats = (rng.normal(size=32) * 0.1, mixing @ mixing.T / 32)
     else:
         stats = scifact_stats()
-    with tempfile.TemporaryDirectory(dir=os.environ.get("SENTFLOW_SCALE_TMP")) as folder:
-        smoke = ("float-flat", "binary/8", "int8", "rabitq@16", "faiss-ivf16-rabitq", "faiss-hnsw32")
-        rows = measure(sizes, smoke if args.smoke else methods, stats, Path(folder))
+    smoke = ("float-flat", "binary/8", "int8", "rabitq@16", "faiss-ivf16-rabitq", "faiss-hnsw32")
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        rows = measure(sizes, smoke if args.smoke else methods, stats, Path(args.workdir))
+    else:
+        with tempfile.TemporaryDirectory(dir=os.environ.get("SENTFLOW_SCALE_TMP")) as folder:
+            rows = measure(sizes, smoke if args.smoke else methods, stats, Path(folder))
     if not args.smoke:
         write(rows)
 
