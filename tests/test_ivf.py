@@ -26,7 +26,13 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, truth, strict=True)]))
 
 
-def test_float_lists_find_the_brute_force_best_of_the_probed_cells():
+@pytest.mark.parametrize("queries_a_ranking", [None, 3], ids=["all queries", "3 queries at a time"])
+def test_float_lists_find_the_brute_force_best_of_the_probed_cells(monkeypatch, queries_a_ranking):
+    """Also with the cells to probe ranked 3 queries at a time (blocks and a short tail)."""
+    import sentflow.search.ivf as ivf
+
+    if queries_a_ranking:
+        monkeypatch.setattr(ivf, "PROBE_BUDGET", 16 * queries_a_ranking)
     corpus, queries = clustered(3000), clustered(20, seed=1)
     index = CompactIndex.build(corpus, "none", lists=16)
     centroids = index.lists.centroids.astype(np.float64)
@@ -160,3 +166,17 @@ def test_a_slot_order_that_is_not_a_permutation_is_refused(order):
     InvertedLists(centroids, np.array([0, 2, 4]), np.array([3, 1, 0, 2]))  # a permutation loads
     with pytest.raises(SentflowError, match="name every row exactly once"):
         InvertedLists(centroids, np.array([0, 2, 4]), np.array(order))
+
+
+def test_each_scored_column_maps_to_the_probe_that_holds_it():
+    """Against the definition (the number of probes starting at or before the column, less one), with empty
+    cells, cells starting at the same column and padding columns past the last cell."""
+    from sentflow.search.ivf import _probe_of
+
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(0, 4, size=(30, 6)) * rng.integers(0, 2, size=(30, 6))  # many empty cells
+    starts = np.cumsum(sizes, axis=1) - sizes
+    width = int(sizes.sum(axis=1).max()) + 3
+    columns = rng.integers(0, width, size=(30, 8))
+    expected = np.minimum((columns[:, :, None] >= starts[:, None, :]).sum(axis=2) - 1, sizes.shape[1] - 1)
+    np.testing.assert_array_equal(_probe_of(columns, starts, width), expected)

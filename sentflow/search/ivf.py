@@ -27,6 +27,7 @@ MAX_LISTS = 1 << 20
 SIZE_STEP = 32  # cells batch with cells within this many codes of their size (little padding)
 ASSIGN_ROWS = 8_192  # vectors whose distances to every centroid are held at once
 SCORE_BUDGET = 1 << 26  # candidate scores a search holds at once (256 MiB): larger query sets go in blocks
+PROBE_BUDGET = 1 << 21  # (query, centroid) inner products ranked at once when choosing the cells to probe
 
 
 def default_probes(lists: int) -> int:
@@ -141,12 +142,18 @@ class InvertedLists:
         return self._anchors[1]
 
     def probe(self, queries: np.ndarray, probes: int) -> tuple[np.ndarray, np.ndarray]:
-        """(<q, centroid>, cell) of the `probes` cells nearest each query by inner product."""
-        coarse = queries @ self.centroids.T
+        """(<q, centroid>, cell) of the `probes` cells nearest each query by inner product, ranked for
+        PROBE_BUDGET // lists queries at a time (all of a query's inner products are held while ranking)."""
         if probes >= self.lists:
+            coarse = queries @ self.centroids.T
             return coarse, np.ascontiguousarray(np.broadcast_to(np.arange(self.lists), coarse.shape))
-        cells = np.argpartition(-coarse, probes - 1, axis=1)[:, :probes]
-        return np.take_along_axis(coarse, cells, axis=1), cells
+        dots, cells = np.empty((len(queries), probes), np.float32), np.empty((len(queries), probes), np.int64)
+        step = max(1, PROBE_BUDGET // self.lists)
+        for start in range(0, len(queries), step):
+            coarse = queries[start : start + step] @ self.centroids.T
+            cells[start : start + step] = np.argpartition(-coarse, probes - 1, axis=1)[:, :probes]
+            dots[start : start + step] = np.take_along_axis(coarse, cells[start : start + step], axis=1)
+        return dots, cells
 
     def _search_block(self, prepared, coarse, cells, codes, quantizer, anchors, depth, buffer):
         """One block of queries: every probed cell scored into a row per query (its cells side by side, the rest
@@ -165,7 +172,7 @@ class InvertedLists:
                     scores[row, start : start + len(row_values)] = row_values
             top = torch.topk(torch.from_numpy(scores), depth, dim=1, sorted=False)
         best, columns = top.values.numpy(), top.indices.numpy()
-        probe = np.minimum((columns[:, :, None] >= starts[:, None, :]).sum(axis=2) - 1, cells.shape[1] - 1)
+        probe = _probe_of(columns, starts, width)
         cell = np.take_along_axis(cells, probe, axis=1)
         slots = self.offsets[cell] + columns - np.take_along_axis(starts, probe, axis=1)
         return _top(best, np.where(np.isfinite(best), slots, -1), depth)
@@ -185,6 +192,14 @@ class InvertedLists:
             for group, cell in found
         ]
         return visits, [starts.flat[group] for group, _ in found]
+
+
+def _probe_of(columns: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """For each column of each query's score row, the probe whose cell holds it: the last probe starting at or before
+    it (rows' starts made one ascending sequence by offsetting row r by r * (width + 1), then one binary search)."""
+    lift = np.arange(len(starts))[:, None] * (width + 1)
+    found = np.searchsorted((starts + lift).ravel(), (columns + lift).ravel(), side="right").reshape(columns.shape)
+    return found - 1 - np.arange(len(starts))[:, None] * starts.shape[1]
 
 
 def _permutation(order: np.ndarray) -> bool:
