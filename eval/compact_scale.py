@@ -26,6 +26,7 @@ Run: python eval/compact_scale.py [--sizes 10000,100000,1000000] [--methods ...]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -383,10 +384,9 @@ def main() -> None:
     smoke = ("float-flat", "binary/8", "int8", "rabitq@16", "faiss-ivf16-rabitq", "faiss-hnsw32")
     if args.workdir:
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
-        rows = measure(sizes, smoke if args.smoke else methods, stats, Path(args.workdir))
-    else:
-        with tempfile.TemporaryDirectory(dir=os.environ.get("SENTFLOW_SCALE_TMP")) as folder:
-            rows = measure(sizes, smoke if args.smoke else methods, stats, Path(folder))
+    kept = contextlib.nullcontext(args.workdir) if args.workdir else None
+    with kept or tempfile.TemporaryDirectory(dir=os.environ.get("SENTFLOW_SCALE_TMP")) as folder:
+        rows = measure(sizes, smoke if args.smoke else methods, stats, Path(folder))
     if not args.smoke:
         write(rows)
 

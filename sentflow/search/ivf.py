@@ -197,9 +197,10 @@ class InvertedLists:
 def _probe_of(columns: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
     """For each column of each query's score row, the probe whose cell holds it: the last probe starting at or before
     it (rows' starts made one ascending sequence by offsetting row r by r * (width + 1), then one binary search)."""
-    lift = np.arange(len(starts))[:, None] * (width + 1)
+    row = np.arange(len(starts))[:, None]
+    lift = row * (width + 1)
     found = np.searchsorted((starts + lift).ravel(), (columns + lift).ravel(), side="right").reshape(columns.shape)
-    return found - 1 - np.arange(len(starts))[:, None] * starts.shape[1]
+    return found - 1 - row * starts.shape[1]
 
 
 def _permutation(order: np.ndarray) -> bool:
