@@ -30,6 +30,8 @@ from sentflow.errors import SentflowError
 from sentflow.extras import require
 from sentflow.files.io import atomic_directory, file_hash
 from sentflow.files.lines import read_json_lines, write_json_lines
+from sentflow.files.mapped import gather, map_rows
+from sentflow.files.npy import read_header
 from sentflow.files.schemas import COMPACT_FORMAT, CompactManifest, parse, parse_json
 from sentflow.search.ivf import InvertedLists, assign, default_probes, train_centroids
 from sentflow.search.quantize import (
@@ -464,7 +466,7 @@ def _rescore(queries: np.ndarray, candidates: np.ndarray, fine: np.ndarray, resc
 
     q · (low + code * step) = q · low + (q * step) · code, so the codes are never decoded to float vectors. Queries
     go in blocks of `RESCORE_BLOCK` candidates; each block reads its distinct rows once, in file order (the
-    memory-mapped reads go forward)."""
+    memory-mapped reads go forward; a map larger than `MAPPED_BUDGET` is released as it is read)."""
     weights = (queries * rescorer.step_).astype(np.float32)
     offsets = (queries @ rescorer.low_).astype(np.float32)
     step = max(1, RESCORE_BLOCK // max(candidates.shape[1], 1))
@@ -473,7 +475,7 @@ def _rescore(queries: np.ndarray, candidates: np.ndarray, fine: np.ndarray, resc
     for start in range(0, len(queries), step):
         found = candidates[start : start + step]
         distinct, where = np.unique(np.maximum(found, 0), return_inverse=True)
-        codes = fine[distinct][where.reshape(found.shape)].astype(np.float32)  # (queries, candidates, dim)
+        codes = gather(fine, distinct)[where.reshape(found.shape)].astype(np.float32)  # (queries, candidates, dim)
         exact = np.matmul(codes, weights[start : start + step, :, None])[:, :, 0] + offsets[start : start + step, None]
         exact = np.where(found >= 0, exact, -np.inf).astype(np.float32)
         keep = _best(exact, found, k)
@@ -528,7 +530,7 @@ class _CodeSink:
         if not self.rows:
             os.unlink(self.name)
             return np.zeros((0, self.width), np.uint8)
-        codes = np.memmap(self.name, np.uint8, mode="r", shape=(self.rows, self.width))
+        codes = map_rows(self.name, np.uint8, (self.rows, self.width), 0)
         weakref.finalize(codes, Path(self.name).unlink, missing_ok=True)
         return codes
 
@@ -555,11 +557,14 @@ def _copy_bytes(source, out, size: int, block: int = 1 << 24) -> None:
 
 
 def _load_codes(path: Path, rows: int, width: int, mmap: bool) -> np.ndarray:
+    """uint8 (rows, width) codes of a .npy file: read into RAM, or memory-mapped with the file held open."""
+    shape, fortran, dtype, offset = read_header(path)
+    if dtype != np.uint8 or shape != (rows, width) or fortran:
+        raise SentflowError(f"{path}: holds {dtype} {shape}, the index needs uint8 ({rows}, {width}) in C order")
+    if mmap:
+        return map_rows(path, dtype, shape, offset)
     try:
-        codes = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise SentflowError(f"{path}: not a readable .npy file ({exc})") from None
-    if codes.dtype != np.uint8 or codes.shape != (rows, width):
-        raise SentflowError(f"{path}: holds {codes.dtype} {codes.shape}, the index needs uint8 ({rows}, {width})")
-    return codes
 
