@@ -249,9 +249,10 @@ def test_codes_around_anchors_are_the_estimator_around_them(spec):
     np.testing.assert_allclose(estimate, hand, atol=3e-5)
 
 
+@pytest.mark.parametrize("lookups", [1, 300, 1 << 20])
 @pytest.mark.parametrize("most_queries", [1, 9])
 @pytest.mark.parametrize("cell_codes", [5, 64, 10_000])
-def test_batched_visits_score_as_each_cell_alone(cell_codes, most_queries, monkeypatch):
+def test_batched_visits_score_as_each_cell_alone(cell_codes, most_queries, lookups, monkeypatch):
     """An inverted file hands RaBitQ many (queries, cell) visits at once; padded into batches of any size (one
     cell each, a few, all), every visit's scores are those of `scores_around` on that cell alone, whether the
     batch is scored by unpacked bits or (one query a cell) by byte tables."""
@@ -260,6 +261,7 @@ def test_batched_visits_score_as_each_cell_alone(cell_codes, most_queries, monke
 
     monkeypatch.setattr(codes_module, "CELL_CODES", cell_codes)
     monkeypatch.setattr("sentflow.search.rabitq.TABLE_VISITS", 2)  # byte tables for a few visits at a time
+    monkeypatch.setattr("sentflow.search.rabitq.LOOKUP_BUDGET", lookups)  # or for a cell alone, or ~one cell
     rng = np.random.default_rng(3)
     corpus, queries = shared_direction(400, 32), shared_direction(9, 32, seed=1)
     quantizer = make_quantizer("rabitq").fit(corpus)
@@ -280,6 +282,29 @@ def test_batched_visits_score_as_each_cell_alone(cell_codes, most_queries, monke
         )
         assert batched.shape == alone.shape == (len(visit.rows), visit.high - visit.low)
         np.testing.assert_allclose(batched, alone, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("budget", [1, 50, 400, 10_000])
+def test_lookup_parts_keep_order_and_both_budgets(budget, monkeypatch):
+    """One-query visits are cut into consecutive runs of at most TABLE_VISITS visits and LOOKUP_BUDGET byte lookups,
+    a visit over the budget alone."""
+    from sentflow.search.codes import Visit
+    from sentflow.search.rabitq import _lookup_parts
+
+    monkeypatch.setattr("sentflow.search.rabitq.LOOKUP_BUDGET", budget)
+    monkeypatch.setattr("sentflow.search.rabitq.TABLE_VISITS", 7)
+    sizes = np.random.default_rng(4).integers(1, 60, 40)
+    lows = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    one = (np.array([0]), np.zeros(1, np.float32))
+    spans = enumerate(zip(lows, sizes, strict=True))
+    visits = [Visit(*one, cell, int(low), int(low + size)) for cell, (low, size) in spans]
+    parts = list(_lookup_parts(visits, 6))
+    assert [visit.cell for part in parts for visit in part] == list(range(40))
+    for part, following in zip(parts, [*parts[1:], None], strict=True):
+        lookups = 6 * sum(visit.high - visit.low for visit in part)
+        assert 1 <= len(part) <= 7 and (lookups <= budget or len(part) == 1)
+        if following is not None and len(part) < 7:  # cut only where the next visit would pass the budget
+            assert lookups + 6 * (following[0].high - following[0].low) > budget
 
 
 @pytest.mark.parametrize("n_bits", [8, 13, 384])

@@ -39,6 +39,7 @@ from sentflow.search.codes import (
 
 FACTOR_BYTES = 8  # f and g, two little-endian float32
 TABLE_VISITS = 256  # one-query visits whose byte tables (48 KiB each at 384 bits) are held at once
+LOOKUP_BUDGET = 1 << 20  # byte lookups (codes x code bytes) of one-query visits made at once: 8 MiB of indices
 
 
 class RaBitQuantizer(Quantizer):
@@ -128,8 +129,9 @@ class RaBitQuantizer(Quantizer):
         return self.scores_around(prepared, codes, self.prepare_anchors(self.mean_), prepared[:, -1])
 
     def prepare_anchors(self, anchors: np.ndarray) -> np.ndarray:
-        """The rotated anchors a P (float32), once per search."""
-        return np.asarray(anchors @ self.projection_, dtype=np.float32)
+        """The rotated anchors a P (float32, computed in float32: 16,384 centroids would take 50 MB in float64),
+        once per search."""
+        return np.asarray(anchors, np.float32) @ self.projection_.astype(np.float32)
 
     def scores_around(
         self, prepared: np.ndarray, codes: np.ndarray, anchor: np.ndarray, anchor_dots: np.ndarray
@@ -149,8 +151,8 @@ class RaBitQuantizer(Quantizer):
         for alone, run in groupby(visits, key=lambda visit: len(visit.rows) == 1):
             for batch in visit_batches(list(run)):
                 if alone:  # unpacking a cell's bits costs more than one query's lookups
-                    for start in range(0, len(batch), TABLE_VISITS):
-                        yield from self._lookup_scores(prepared, codes, anchors, batch[start : start + TABLE_VISITS])
+                    for part in _lookup_parts(batch, codes.shape[1] - FACTOR_BYTES):
+                        yield from self._lookup_scores(prepared, codes, anchors, part)
                 else:
                     yield from self._batch_scores(prepared, codes, anchors, batch)
 
@@ -164,7 +166,9 @@ class RaBitQuantizer(Quantizer):
         cell_codes = codes[ranges([v.low for v in batch], sizes)]
         visit = np.repeat(np.arange(len(batch)), sizes)
         width = cell_codes.shape[1] - FACTOR_BYTES
-        index = cell_codes[:, :-FACTOR_BYTES] + 256 * (np.arange(width) + width * visit[:, None])
+        index = visit[:, None] * width + np.arange(width)  # built in place: one (codes, bytes) int64 array
+        index *= 256
+        index += cell_codes[:, :-FACTOR_BYTES]
         f, g = _factors(cell_codes)
         signs = 2 * tables[index].sum(axis=1) - rotated.sum(axis=1)[visit]
         dots = np.concatenate([v.dots for v in batch])
@@ -199,6 +203,18 @@ class RaBitQuantizer(Quantizer):
 
     def _expected_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"mean": (self.dim,), "projection": (self.dim, self.n_bits)}
+
+
+def _lookup_parts(visits: Sequence[Visit], width: int) -> Iterator[Sequence[Visit]]:
+    """Consecutive runs of one-query visits with at most TABLE_VISITS visits and LOOKUP_BUDGET byte lookups (a
+    larger cell alone), `width` code bytes a code."""
+    ends = np.cumsum([visit.high - visit.low for visit in visits]) * width
+    start = 0
+    while start < len(visits):
+        room = LOOKUP_BUDGET + (ends[start - 1] if start else 0)
+        end = min(start + TABLE_VISITS, max(start + 1, int(np.searchsorted(ends, room, side="right"))))
+        yield visits[start:end]
+        start = end
 
 
 def _factors(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
