@@ -26,13 +26,21 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, truth, strict=True)]))
 
 
-@pytest.mark.parametrize("queries_a_ranking", [None, 3], ids=["all queries", "3 queries at a time"])
-def test_float_lists_find_the_brute_force_best_of_the_probed_cells(monkeypatch, queries_a_ranking):
-    """Also with the cells to probe ranked 3 queries at a time (blocks and a short tail)."""
+@pytest.mark.parametrize(
+    "queries_a_ranking, scores_held",
+    [(None, None), (3, None), (None, 2000)],
+    ids=["all queries", "3 queries at a time", "score matrices in blocks"],
+)
+def test_float_lists_find_the_brute_force_best_of_the_probed_cells(monkeypatch, queries_a_ranking, scores_held):
+    """Also with the cells to probe ranked 3 queries at a time (blocks and a short tail), and with the scores held
+    in many small matrices over several blocks."""
     import sentflow.search.ivf as ivf
 
     if queries_a_ranking:
         monkeypatch.setattr(ivf, "PROBE_BUDGET", 16 * queries_a_ranking)
+    if scores_held:
+        monkeypatch.setattr(ivf, "SCORE_BUDGET", scores_held)
+        monkeypatch.setattr(ivf, "GROUP_SLACK", 1.02)
     corpus, queries = clustered(3000), clustered(20, seed=1)
     index = CompactIndex.build(corpus, "none", lists=16)
     centroids = index.lists.centroids.astype(np.float64)
@@ -45,6 +53,51 @@ def test_float_lists_find_the_brute_force_best_of_the_probed_cells(monkeypatch, 
         best = inside[np.argsort(-exact, kind="stable")[:10]]
         np.testing.assert_array_equal(rows[q], best)
         np.testing.assert_allclose(scores[q], corpus[best] @ queries[q], atol=1e-5)
+
+
+@pytest.mark.parametrize("budget, slack", [(50, 1.0), (400, 1.25), (10_000, 2.0), (1 << 26, 1.25)])
+def test_score_layout_covers_every_query_within_its_budgets(budget, slack, monkeypatch):
+    """Groups tile the ascending widths in order, each as wide as its widest row and at most `slack` times its
+    narrowest (or cut by the budget); blocks are runs of whole groups within the budget (a larger group alone)."""
+    import sentflow.search.ivf as ivf
+
+    monkeypatch.setattr(ivf, "SCORE_BUDGET", budget)
+    monkeypatch.setattr(ivf, "GROUP_SLACK", slack)
+    widths = np.sort(np.random.default_rng(6).integers(10, 300, 200))
+    blocks = ivf._layout(widths)
+    groups = [group for block in blocks for group in block]
+    assert [g.start for g in groups] == [0] + [g.stop for g in groups[:-1]] and groups[-1].stop == len(widths)
+    for g in groups:
+        assert g.width == widths[g.stop - 1] <= slack * widths[g.start]
+        assert g.size <= budget or g.stop - g.start == 1
+    for block in blocks:
+        assert sum(g.size for g in block) <= budget or len(block) == 1
+    buffer = np.arange(sum(g.size for g in blocks[0]), dtype=np.float32)
+    matrices = ivf._matrices(buffer, blocks[0])
+    assert [m.shape for m in matrices] == [(g.stop - g.start, g.width) for g in blocks[0]]
+    assert np.concatenate([m.ravel() for m in matrices]).tolist() == buffer.tolist()  # side by side, no overlap
+
+
+def test_runs_cover_every_query_once_in_budget_and_keep_neighbours_together(monkeypatch):
+    """Runs take each query once, sorted by width, within the budget; two far-apart clusters of queries, shuffled,
+    come out in runs of one cluster each."""
+    import sentflow.search.ivf as ivf
+
+    rng = np.random.default_rng(7)
+    points = np.concatenate([rng.normal(size=(64, 8)), rng.normal(size=(64, 8)) + 50])
+    shuffled = rng.permutation(128)
+    points, cluster = points[shuffled], shuffled >= 64
+    widths = rng.integers(100, 200, 128)
+    monkeypatch.setattr(ivf, "SCORE_BUDGET", 3000)
+    runs = ivf._runs(points, widths)
+    assert np.array_equal(np.sort(np.concatenate(runs)), np.arange(128))
+    for run in runs:
+        assert (np.diff(widths[run]) >= 0).all() and (widths[run].sum() * ivf.GROUP_SLACK <= ivf.SCORE_BUDGET)
+    monkeypatch.setattr(ivf, "SCORE_BUDGET", 64 * 160 * ivf.GROUP_SLACK)  # room for one cluster at 160 a query
+    runs = ivf._runs(points, np.full(128, 160))
+    assert len(runs) == 2 and all(len(set(cluster[run])) == 1 for run in runs)
+    monkeypatch.setattr(ivf, "SCORE_BUDGET", 1 << 30)
+    assert [run.tolist() for run in ivf._runs(points, widths)] == [np.argsort(widths, kind="stable").tolist()]
 
 
 @pytest.mark.parametrize("spec", ["binary", "int8", "itq:16"])
@@ -82,6 +135,8 @@ def test_a_saved_index_searches_identically_in_a_new_process(tmp_path):
     index.save(tmp_path / "ivf")
     manifest = json.loads((tmp_path / "ivf" / "index.json").read_text())
     assert manifest["lists"] == 12 and {"centroids", "list_offsets", "list_order"} <= set(manifest["files"])
+    assert np.load(tmp_path / "ivf" / "list_order.npy").dtype == np.int64  # held as int32, saved as int64
+    assert index.lists.order.dtype == np.int32 and CompactIndex.load(tmp_path / "ivf").lists.order.dtype == np.int32
     np.save(tmp_path / "q.npy", queries)
     script = (
         "import sys, json, numpy as np\n"
@@ -98,6 +153,7 @@ def test_a_saved_index_searches_identically_in_a_new_process(tmp_path):
     )
     loaded = json.loads(out.stdout)
     scores, rows = index.search(queries, 5, probes=3, candidates=30)
+    assert rows.dtype == np.int64
     np.testing.assert_array_equal(loaded["rows"], rows)
     np.testing.assert_allclose(loaded["scores"], scores, rtol=1e-6)
     assert loaded["ids"] == [f"doc{i}" for i in rows[0]]

@@ -325,7 +325,7 @@ class CompactIndex:
                 files.update(centroids="centroids.npy", list_offsets="list_offsets.npy", list_order="list_order.npy")
                 np.save(staging / files["centroids"], self.lists.centroids, allow_pickle=False)
                 np.save(staging / files["list_offsets"], self.lists.offsets, allow_pickle=False)
-                np.save(staging / files["list_order"], self.lists.order, allow_pickle=False)
+                np.save(staging / files["list_order"], self.lists.order.astype(np.int64), allow_pickle=False)
             if snippets is not None:
                 files["snippets"] = "snippets.jsonl"
                 write_json_lines(staging / files["snippets"], snippets)

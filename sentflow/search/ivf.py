@@ -12,6 +12,7 @@ with it (as faiss's inner-product IVF does), scores their codes, and keeps the b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -27,7 +28,10 @@ MAX_LISTS = 1 << 20
 SIZE_STEP = 32  # cells batch with cells within this many codes of their size (little padding)
 ASSIGN_ROWS = 8_192  # vectors whose distances to every centroid are held at once
 SCORE_BUDGET = 1 << 26  # candidate scores a search holds at once (256 MiB): larger query sets go in blocks
-PROBE_BUDGET = 1 << 21  # (query, centroid) inner products ranked at once when choosing the cells to probe
+NEARBY_LEAF = 16  # queries ordered as they come below this many (`_nearby`)
+GROUP_SLACK = 1.25  # queries share a score matrix when the widest probes at most this times the codes of the first
+PROBE_BUDGET = 1 << 20  # (query, centroid) inner products ranked at once when choosing the cells to probe
+NARROW_ROWS = 1 << 31  # below this many rows, slot order is held as int32 (4 bytes a vector instead of 8)
 
 
 def default_probes(lists: int) -> int:
@@ -66,7 +70,8 @@ def assign(centroids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
 
 @dataclass
 class InvertedLists:
-    """The cells of an index: centroids (lists, d) float32, slot offsets (lists + 1,) and the row of each slot.
+    """The cells of an index: centroids (lists, d) float32, slot offsets (lists + 1,) and the row of each slot
+    (held as int32 below NARROW_ROWS rows, saved as int64).
 
     Build one from the cell of every row with `InvertedLists.group`; `search` scores the codes, which the caller
     holds in slot order (`codes[order]` of the build-order codes).
@@ -86,6 +91,7 @@ class InvertedLists:
             raise SentflowError(f"list offsets must rise from 0 with one entry per list and one more, got {offsets}")
         if order.shape != (offsets[-1],) or not _permutation(order):
             raise SentflowError("the slot order must name every row exactly once")
+        self.order = order.astype(np.int32 if len(order) < NARROW_ROWS else np.int64, copy=False)
 
     @classmethod
     def group(cls, centroids: np.ndarray, cells: np.ndarray) -> InvertedLists:
@@ -116,23 +122,23 @@ class InvertedLists:
         cell's centroid: (scores float32 (nq, depth), rows int64 (nq, depth)), best first; rows -1 (score -inf)
         where the probed cells hold fewer than depth codes.
 
-        Queries are prepared once, then searched in blocks of like widths whose candidate scores fit
-        `SCORE_BUDGET`. Within a block the work goes cell by cell: each probed cell's codes are scored once for all
-        the block's queries that probe it (`Quantizer.scores_visits`, which may batch cells into one product), and
-        each query keeps its best `depth` at the end (torch's top-k)."""
+        Queries are prepared once, then searched in blocks of nearby queries (`_runs`: they probe many of the same
+        cells) whose score matrices hold at most `SCORE_BUDGET` scores; within a block, queries of like widths share
+        a matrix as wide as the widest of them (`_layout`). Within a block the work goes cell by cell: each probed
+        cell's codes are scored once for all the block's queries that probe it (`Quantizer.scores_visits`, which may
+        batch cells into one product), and each query keeps its best `depth` at the end (torch's top-k, a matrix at
+        a time)."""
         coarse, cells = self.probe(queries, min(probes, self.lists))
         prepared, anchors = quantizer.prepare(queries), self.anchors(quantizer)
         widths = _widths(self.sizes[cells], depth)
-        order = np.argsort(widths, kind="stable")  # queries of like widths share a block: little of its rows idle
-        blocks = _blocks(widths[order])
-        buffer = np.empty(max(len(b) * int(widths[order[b]].max()) for b in blocks), np.float32)  # reused
+        blocks = [(run[g[0].start : g[-1].stop], g) for run in _runs(queries, widths) for g in _layout(widths[run])]
+        buffer = np.empty(max(sum(g.size for g in groups) for _, groups in blocks), np.float32)  # reused
         scores, slots = np.empty((len(queries), depth), np.float32), np.empty((len(queries), depth), np.int64)
-        for block in blocks:
-            rows = order[block]
+        for rows, groups in blocks:
             scores[rows], slots[rows] = self._search_block(
-                prepared[rows], coarse[rows], cells[rows], codes, quantizer, anchors, depth, buffer
+                prepared[rows], coarse[rows], cells[rows], codes, quantizer, anchors, depth, _matrices(buffer, groups)
             )
-        return scores, np.where(slots >= 0, self.order[np.maximum(slots, 0)], -1)
+        return scores, np.where(slots >= 0, self.order[np.maximum(slots, 0)].astype(np.int64), -1)
 
     def anchors(self, quantizer: Quantizer) -> np.ndarray:
         """`quantizer.prepare_anchors` of the centroids, kept for later searches with the same quantizer (at 4,096
@@ -155,24 +161,24 @@ class InvertedLists:
             dots[start : start + step] = np.take_along_axis(coarse, cells[start : start + step], axis=1)
         return dots, cells
 
-    def _search_block(self, prepared, coarse, cells, codes, quantizer, anchors, depth, buffer):
-        """One block of queries: every probed cell scored into a row per query (its cells side by side, the rest
-        of the row -inf), then the best `depth` columns of each row, mapped back to slots."""
+    def _search_block(self, prepared, coarse, cells, codes, quantizer, anchors, depth, matrices):
+        """One block of queries: every probed cell scored into its query's row of a score matrix (its cells side by
+        side, the rest of the row -inf), then the best `depth` columns of each row, mapped back to slots."""
         sizes = self.sizes[cells]  # (nq, probes): the width of each probed cell
         starts = np.cumsum(sizes, axis=1) - sizes  # where each probed cell's scores start in its query's row
-        width = int(_widths(sizes, depth).max())
-        scores = buffer[: len(cells) * width].reshape(len(cells), width)
-        for row, used in enumerate(sizes.sum(axis=1)):
-            scores[row, used:] = -np.inf
+        rows = [row for matrix in matrices for row in matrix]  # a view per query, in block order
+        for row, used in zip(rows, sizes.sum(axis=1), strict=True):
+            row[used:] = -np.inf
         visits, columns = self._visits(cells, coarse, starts)
         with blas_threads(1), using_threads(resolve_threads(), read_env=False):  # torch's products on every core
             found = quantizer.scores_visits(prepared, codes, anchors, visits)
             for visit, at, values in zip(visits, columns, found, strict=True):
                 for row, start, row_values in zip(visit.rows, at, values, strict=True):
-                    scores[row, start : start + len(row_values)] = row_values
-            top = torch.topk(torch.from_numpy(scores), depth, dim=1, sorted=False)
-        best, columns = top.values.numpy(), top.indices.numpy()
-        probe = _probe_of(columns, starts, width)
+                    rows[row][start : start + len(row_values)] = row_values
+            tops = [torch.topk(torch.from_numpy(matrix), depth, dim=1, sorted=False) for matrix in matrices]
+        best = np.concatenate([top.values.numpy() for top in tops])
+        columns = np.concatenate([top.indices.numpy() for top in tops])
+        probe = _probe_of(columns, starts, max(matrix.shape[1] for matrix in matrices))
         cell = np.take_along_axis(cells, probe, axis=1)
         slots = self.offsets[cell] + columns - np.take_along_axis(starts, probe, axis=1)
         return _top(best, np.where(np.isfinite(best), slots, -1), depth)
@@ -220,16 +226,79 @@ def _widths(sizes: np.ndarray, depth: int) -> np.ndarray:
     return np.maximum(sizes.sum(axis=1), depth)
 
 
-def _blocks(widths: np.ndarray) -> list[np.ndarray]:
-    """Consecutive positions of ascending `widths` in blocks whose rows, each as wide as the block's widest, hold
-    at most SCORE_BUDGET scores (one query a block where a single row is wider)."""
-    blocks, start = [], 0
-    while start < len(widths):
-        held = np.arange(1, len(widths) - start + 1) * widths[start:]  # a block from start to each end: ascending
-        end = start + max(1, int(np.searchsorted(held, SCORE_BUDGET, side="right")))
-        blocks.append(np.arange(start, end))
+class _Group(NamedTuple):
+    """Consecutive queries (positions start:stop of the ascending widths) scored in one (stop - start, width)
+    matrix."""
+
+    start: int
+    stop: int
+    width: int
+
+    @property
+    def size(self) -> int:
+        return (self.stop - self.start) * self.width
+
+
+def _runs(queries: np.ndarray, widths: np.ndarray) -> list[np.ndarray]:
+    """The queries in runs whose scores (widths, padded by up to GROUP_SLACK) fit SCORE_BUDGET, each run sorted
+    by width. Where one run will not do, runs follow `_nearby` order: queries near each other probe many of the same
+    cells, whose codes a block scores once for all its queries."""
+    held = widths * GROUP_SLACK
+    if held.sum() <= SCORE_BUDGET:
+        return [np.argsort(widths, kind="stable")]
+    order = _nearby(queries)
+    ends, runs, start = np.cumsum(held[order]), [], 0
+    while start < len(order):
+        room = SCORE_BUDGET + (ends[start - 1] if start else 0)
+        end = max(start + 1, int(np.searchsorted(ends, room, side="right")))
+        runs.append(order[start:end][np.argsort(widths[order[start:end]], kind="stable")])
         start = end
+    return runs
+
+
+def _nearby(points: np.ndarray) -> np.ndarray:
+    """An order of the points in which neighbours are near in space: halves split at the median along their
+    principal direction (a few power iterations), recursively down to NEARBY_LEAF points."""
+    order, stack = [], [np.arange(len(points))]
+    while stack:
+        part = stack.pop()
+        if len(part) <= NEARBY_LEAF:
+            order.append(part)
+            continue
+        centred = points[part] - points[part].mean(axis=0)
+        direction = centred[np.argmax((centred * centred).sum(axis=1))]
+        for _ in range(3):
+            direction = centred.T @ (centred @ direction)
+            direction /= max(float(np.linalg.norm(direction)), 1e-30)
+        ranked = part[np.argsort(centred @ direction, kind="stable")]
+        stack += [ranked[len(part) // 2 :], ranked[: len(part) // 2]]  # the lower half next
+    return np.concatenate(order)
+
+
+def _layout(widths: np.ndarray) -> list[list[_Group]]:
+    """Blocks of groups over ascending `widths`: a group's rows are at most GROUP_SLACK times as wide as its first
+    (cut further where one matrix would pass SCORE_BUDGET, one row at least), and a block's groups, consecutive,
+    hold at most SCORE_BUDGET scores (a larger group alone)."""
+    groups, start = [], 0
+    while start < len(widths):
+        end = max(start + 1, int(np.searchsorted(widths, widths[start] * GROUP_SLACK, side="right")))
+        step = max(1, SCORE_BUDGET // int(widths[end - 1]))
+        for low in range(start, end, step):
+            stop = min(low + step, end)
+            groups.append(_Group(low, stop, int(widths[stop - 1])))
+        start = end
+    blocks: list[list[_Group]] = [[]]
+    for group in groups:
+        if blocks[-1] and sum(g.size for g in blocks[-1]) + group.size > SCORE_BUDGET:
+            blocks.append([])
+        blocks[-1].append(group)
     return blocks
+
+
+def _matrices(buffer: np.ndarray, groups: list[_Group]) -> list[np.ndarray]:
+    """The score matrix of each group, side by side in `buffer`."""
+    ends = np.cumsum([g.size for g in groups])
+    return [buffer[end - g.size : end].reshape(g.stop - g.start, g.width) for g, end in zip(groups, ends, strict=True)]
 
 
 def _keep(scores: np.ndarray, slots: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
