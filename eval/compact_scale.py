@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import RESULTS, table, write_report  # noqa: E402
 
 from sentflow.data_root import data_path  # noqa: E402
+from sentflow.extras import require  # noqa: E402
 from sentflow.files.io import write_atomic  # noqa: E402
 
 SCIFACT = data_path("beir", "scifact")
@@ -90,6 +91,12 @@ def peak_rss() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+def reset_peak_rss() -> None:
+    """Start VmHWM afresh from the current resident set (Linux: 5 written to /proc/self/clear_refs), so each
+    setting's peak is its own."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
 def file_pages() -> int:
     """Bytes of this process' resident set that are file pages (RssFile + RssShmem): the memory-mapped codes a
     search read, which the kernel drops under memory pressure and reads again when needed."""
@@ -133,18 +140,19 @@ def served(method: str, queries_path: str, truth_path: str, workdir: str) -> lis
 
 
 def serve(method: str, queries_path: str, truth_path: str, workdir: str) -> list[dict]:
-    """The --serve worker: open, measure the resident growth, then search at each of the method's settings."""
-    import faiss  # imported before measuring: code and libraries are not the index
-
+    """The --serve worker: open, measure the resident growth, then search at each of the method's settings (the
+    peak RSS of each setting measured on its own)."""
     from sentflow.search.compact import CompactIndex
 
+    faiss = require("faiss", "faiss") if method.startswith(("float", "faiss")) else None  # sentflow's never loads it
     queries, truth = np.load(queries_path), np.load(truth_path)
-    before = resident_bytes()
+    before = resident_bytes()  # code and libraries are imported first: they are not the index
     path = Path(workdir) / _folder(method)
-    index = faiss.read_index(str(path)) if method.startswith(("float", "faiss")) else CompactIndex.load(path)
+    index = faiss.read_index(str(path)) if faiss is not None else CompactIndex.load(path)
     held = resident_bytes() - before
     rows = []
     for name, search in _settings(method, index):
+        reset_peak_rss()
         search(queries)  # a whole pass first: the codes' pages are touched (and paged in) before the clock runs
         seconds = float("inf")
         for _ in range(ROUNDS):  # the best of a few passes: a shared 2-core machine's noise only ever slows one
@@ -159,8 +167,6 @@ def serve(method: str, queries_path: str, truth_path: str, workdir: str) -> list
 
 def _settings(method: str, index):
     """(row name, search(queries) -> rows) for each setting a method is measured at."""
-    import faiss
-
     if "@" in method:
         settings = [
             (f"{method} probes {p} cand {c}", lambda q, p=p, c=c: index.search(q, K, probes=p, candidates=c)[1])
@@ -168,6 +174,7 @@ def _settings(method: str, index):
         ]
         alone = _one_at_a_time(lambda q: index.search(q, K, probes=64, candidates=200)[1])
         return [*settings, (f"{method} probes 64 cand 200, {ONE_QUERY}", alone)]
+    faiss = require("faiss", "faiss")
     if method.startswith("faiss-ivf"):
 
         def ivf(queries, nprobe):
@@ -296,7 +303,7 @@ def code_bytes(method: str, dim: int = 384) -> float:
         return fixed[spec]
     if spec.startswith("rabitq"):
         bits = int(spec.split("@")[0].partition(":")[2] or dim)
-        return bits / 8 + 8 + (8 if "@" in spec else 0)  # sign bits, two float32 factors, an IVF slot's int64 row
+        return bits / 8 + 8 + (4 if "@" in spec else 0)  # sign bits, two float32 factors, an IVF slot's int32 row
     if spec.startswith("faiss-ivf"):
         return dim / 8 + 8 + 8 + dim  # faiss RaBitQ: bits, two float32 factors, the id; SQ8 refinement codes
     return 4 * dim + 2 * 32 * 4  # HNSW: floats and level-0 links
@@ -337,9 +344,11 @@ def write(rows: list[dict]) -> None:
         f"pass; every query goes in one call, except in rows that say {ONE_QUERY} (no float ratio: Flat ran "
         "batched). `SPEC@LISTS` rows are inverted files (`lists=LISTS`) searched at the probes and candidates named; "
         "faiss IVF rows refine SQ8 x 20 in RAM. Build peak RSS is the building process' VmHWM (its generator "
-        "included), search peak RSS the serving process' (the memory-mapped pages it touched included; the next "
-        "column says how much of its resident set were file pages, the libraries' code included, after the "
-        f"setting's searches). Above {FLAT_IN_RAM:,} vectors, float Flat's q/s is the time of the chunked exact "
+        "included), search peak RSS the serving process' VmHWM during that setting's passes alone (reset before "
+        "each setting; the index, the libraries and any memory-mapped pages a search touched included: sentflow "
+        "reads the rows of rescoring files over 1 GiB with positional reads, so none of their pages are mapped in); "
+        "the next column says how much of the resident set were file pages, the libraries' code included, after "
+        f"the setting's searches. Above {FLAT_IN_RAM:,} vectors, float Flat's q/s is the time of the chunked exact "
         "search (faiss IndexFlatIP over 65,536-row chunks, generation and merging excluded). Load "
         f"average at the end: {load[0]:.2f}.",
         rows_table(rows),
