@@ -10,6 +10,7 @@ import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from typing import TYPE_CHECKING
 
 from sentflow.errors import SentflowError
@@ -82,13 +83,20 @@ def blas_threads(threads: int | None = None) -> Iterator[int]:
     """Run the block with numpy's BLAS (OpenBLAS, MKL) on `resolve_threads(threads)` threads, then restore.
 
     numpy's BLAS keeps its own thread pool, which torch's setting does not reach: whitening fits and transforms
-    run there. threadpoolctl sets and restores it.
+    run there. threadpoolctl sets and restores it, through one controller that lists the loaded BLAS libraries once
+    (listing them costs a few milliseconds with torch loaded: more than a one-query search).
     """
-    from threadpoolctl import threadpool_limits
-
     wanted = resolve_threads(threads)
-    with threadpool_limits(limits=wanted, user_api="blas"):
+    with _blas_controller().limit(limits=wanted, user_api="blas"):
         yield wanted
+
+
+@cache
+def _blas_controller():
+    """threadpoolctl's controller of the thread pools loaded so far (numpy's BLAS is loaded with numpy)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def seed_everything(seed: int) -> None:
