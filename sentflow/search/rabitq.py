@@ -149,11 +149,11 @@ class RaBitQuantizer(Quantizer):
         cells of visits by one query each through byte tables, the others padded to a common size and their sign
         dots taken in one batched product per `visit_batches` batch."""
         for alone, run in groupby(visits, key=lambda visit: len(visit.rows) == 1):
-            for batch in visit_batches(list(run)):
-                if alone:  # unpacking a cell's bits costs more than one query's lookups
-                    for part in _lookup_parts(batch, codes.shape[1] - FACTOR_BYTES):
-                        yield from self._lookup_scores(prepared, codes, anchors, part)
-                else:
+            if alone:  # unpacking a cell's bits costs more than one query's lookups, which need no padding
+                for part in _lookup_parts(list(run), codes.shape[1] - FACTOR_BYTES):
+                    yield from self._lookup_scores(prepared, codes, anchors, part)
+            else:
+                for batch in visit_batches(list(run)):
                     yield from self._batch_scores(prepared, codes, anchors, batch)
 
     def _lookup_scores(self, prepared, codes, anchors, batch: Sequence[Visit]) -> Iterator[np.ndarray]:
