@@ -83,8 +83,9 @@ def blas_threads(threads: int | None = None) -> Iterator[int]:
     """Run the block with numpy's BLAS (OpenBLAS, MKL) on `resolve_threads(threads)` threads, then restore.
 
     numpy's BLAS keeps its own thread pool, which torch's setting does not reach: whitening fits and transforms
-    run there. threadpoolctl sets and restores it, through one controller that lists the loaded BLAS libraries once
-    (listing them costs a few milliseconds with torch loaded: more than a one-query search).
+    run there. threadpoolctl sets and restores it, through one controller that lists the loaded BLAS libraries at
+    the first call (listing them costs a few milliseconds with torch loaded: more than a one-query search), so a
+    BLAS loaded later is left alone.
     """
     wanted = resolve_threads(threads)
     with _blas_controller().limit(limits=wanted, user_api="blas"):
