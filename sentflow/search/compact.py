@@ -466,7 +466,7 @@ def _rescore(queries: np.ndarray, candidates: np.ndarray, fine: np.ndarray, resc
 
     q · (low + code * step) = q · low + (q * step) · code, so the codes are never decoded to float vectors. Queries
     go in blocks of `RESCORE_BLOCK` candidates; each block reads its distinct rows once, in file order (the
-    memory-mapped reads go forward; a map larger than `MAPPED_BUDGET` is released as it is read)."""
+    memory-mapped reads go forward; rows of a map larger than `MAPPED_BUDGET` are read with positional reads)."""
     weights = (queries * rescorer.step_).astype(np.float32)
     offsets = (queries @ rescorer.low_).astype(np.float32)
     step = max(1, RESCORE_BLOCK // max(candidates.shape[1], 1))
